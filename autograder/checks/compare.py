@@ -1,0 +1,30 @@
+"""Comparing the student's tensors with expected ones, and saying how they differ."""
+
+import torch
+
+
+def max_error(actual: torch.Tensor, expected: torch.Tensor):
+    """(largest absolute difference, index where it occurs); inf if shapes differ or NaN appears."""
+    if actual.shape != expected.shape:
+        return float("inf"), None
+    difference = (actual.double() - expected.double()).abs()
+    if torch.isnan(difference).any():
+        return float("nan"), tuple(torch.nonzero(torch.isnan(difference))[0].tolist())
+    flat = int(difference.argmax())
+    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), difference.shape))
+    return float(difference.flatten()[flat]), index
+
+
+def close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float) -> bool:
+    return actual.shape == expected.shape and torch.allclose(actual, expected, rtol=rtol, atol=atol)
+
+
+def mismatch(what: str, actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float) -> str:
+    """'RMSNorm output: shape (2, 3) expected (2, 4)' or 'max abs error 0.3 at (0, 1, 2) ...'."""
+    if actual.shape != expected.shape:
+        return f"{what}: shape {tuple(actual.shape)}, expected {tuple(expected.shape)}"
+    error, index = max_error(actual, expected)
+    if error != error:
+        return f"{what}: contains NaN (first at index {index})"
+    return (f"{what}: max abs error {error:.3g} at index {index} (value {float(actual[index]):.5g}, "
+            f"expected {float(expected[index]):.5g}); allowed: atol {atol:g} + rtol {rtol:g} * |expected|")

@@ -1,0 +1,39 @@
+"""Fixtures of the graded tests: the student handle, the reference oracle and seeded generators."""
+
+import zlib
+
+import pytest
+import torch
+
+from ..report import CONTEXT, CREDIT, Credit
+from . import oracle
+
+
+@pytest.fixture
+def student(pytestconfig):
+    """The submission, reached only through the worker (see student.py)."""
+    return pytestconfig.stash[CONTEXT].student
+
+
+@pytest.fixture
+def context(pytestconfig):
+    return pytestconfig.stash[CONTEXT]
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """The reference solution, imported on the trusted side only."""
+    return oracle.reference()
+
+
+@pytest.fixture
+def generator(request) -> torch.Generator:
+    """A generator seeded from the test's name: the same inputs on every run, different per test."""
+    return torch.Generator().manual_seed(zlib.crc32(request.node.name.encode()))
+
+
+@pytest.fixture
+def credit(request) -> Credit:
+    """Partial credit for the running test: credit.set(fraction)."""
+    request.node.stash[CREDIT] = Credit()
+    return request.node.stash[CREDIT]

@@ -1,0 +1,48 @@
+"""interface: the file is there, compiles, imports in time and defines the template's API."""
+
+import pytest
+
+from .student import describe
+
+
+def test_submission_found(context):
+    if context.intake.file is None:
+        pytest.fail(context.intake.problem, pytrace=False)
+
+
+def test_compiles(context):
+    if context.intake.file is None:
+        pytest.fail(f"not graded: {context.intake.problem}", pytrace=False)
+    with open(context.intake.file, "rb") as file:
+        raw = file.read()
+    try:
+        source = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        pytest.fail(f"backbone.py is not UTF-8 text (byte {error.start} is {raw[error.start]:#x}): "
+                    "save it as UTF-8", pytrace=False)
+    if not source.strip():
+        pytest.fail("backbone.py is empty", pytrace=False)
+    try:
+        compile(source, "backbone.py", "exec")  # compiles without running anything
+    except SyntaxError as error:
+        text = (error.text or "").rstrip()
+        pytest.fail(f"SyntaxError at line {error.lineno}: {error.msg}" + (f"\n    {text}" if text else ""),
+                    pytrace=False)
+
+
+def test_imports(student):
+    reply = student.load()
+    if not reply.get("ok"):
+        pytest.fail(f"importing backbone.py raised {describe(reply['error'])}", pytrace=False)
+    student.note(f"imported in {reply['result']['seconds']:.1f} s")
+
+
+def test_required_names(student):
+    reply = student.load()
+    if not reply.get("ok"):
+        pytest.fail("not graded: backbone.py could not be imported; see the test 'backbone.py "
+                    "imports'", pytrace=False)
+    missing = [name for name, kind in reply["result"]["names"].items() if kind == "missing"]
+    if missing:
+        pytest.fail("backbone.py does not define " + ", ".join(missing) + ": keep the "
+                    "template's names", pytrace=False)

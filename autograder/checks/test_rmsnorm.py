@@ -1,0 +1,77 @@
+"""rmsnorm: TODO 1, numerics and gradients against the reference over shapes, eps and scales."""
+
+import pytest
+import torch
+
+from .. import rubric
+from . import compare, diagnoses
+
+TOLERANCE = rubric.TOLERANCES["rmsnorm"]
+
+# (input shape, eps, input magnitude): a small magnitude with a large eps tells eps inside the
+# square root from eps outside it.
+CASES = [((4, 16), 1e-6, 1.0), ((2, 5, 32), 1e-6, 3.0), ((3, 2, 7, 8), 1e-2, 0.05), ((1, 64), 0.1, 0.2)]
+
+
+def _inputs(shape, magnitude, generator):
+    dim = shape[-1]
+    x = torch.randn(shape, generator=generator) * magnitude + 0.5 * magnitude  # non-zero mean
+    scale = 1.0 + 0.5 * torch.randn(dim, generator=generator)
+    grad_out = torch.randn(shape, generator=generator)
+    return x, scale, grad_out
+
+
+def _expected(reference, x, scale, eps, grad_out):
+    norm = reference.RMSNorm(x.shape[-1], eps=eps)
+    with torch.no_grad():
+        norm.scale.copy_(scale)
+    x = x.clone().requires_grad_(True)
+    out = norm(x)
+    out.backward(grad_out)
+    return out.detach(), x.grad, norm.scale.grad
+
+
+@pytest.mark.parametrize("shape, eps, magnitude", CASES, ids=[str(c[0]) for c in CASES])
+def test_forward_matches_reference(student, reference, generator, shape, eps, magnitude):
+    x, scale, grad_out = _inputs(shape, magnitude, generator)
+    got = student.call("rmsnorm", "RMSNorm", dim=shape[-1], eps=eps, scale=scale, x=x, grad_out=grad_out)
+    expected, _, _ = _expected(reference, x, scale, eps, grad_out)
+    if not compare.close(got["out"], expected, **TOLERANCE):
+        cause = diagnoses.first_match(got["out"], diagnoses.RMSNORM_VARIANTS, x, scale, eps, **TOLERANCE)
+        pytest.fail(compare.mismatch(f"RMSNorm(dim={shape[-1]}, eps={eps:g}) on input {tuple(shape)}",
+                                     got["out"], expected, **TOLERANCE)
+                    + (f"\nLikely cause: {cause}." if cause else
+                       "\nExpected x / sqrt(mean(x^2 over the last dim) + eps) * scale."), pytrace=False)
+    student.note(f"max abs error {compare.max_error(got['out'], expected)[0]:.2g}")
+
+
+def test_gradients_match_reference(student, reference, generator):
+    shape, eps = (3, 6, 24), 1e-5
+    x, scale, grad_out = _inputs(shape, 1.0, generator)
+    got = student.call("rmsnorm", "RMSNorm", dim=shape[-1], eps=eps, scale=scale, x=x, grad_out=grad_out)
+    if not got["scale_is_parameter"] or got["scale_shape"] != [shape[-1]]:
+        pytest.fail(f"RMSNorm.scale must be an nn.Parameter of shape ({shape[-1]},) registered on "
+                    f"the module; found shape {tuple(got['scale_shape'])}, "
+                    f"parameter: {got['scale_is_parameter']}", pytrace=False)
+    _, grad_x, grad_scale = _expected(reference, x, scale, eps, grad_out)
+    for name, actual, expected in (("input", got["grad_x"], grad_x), ("scale", got["grad_scale"], grad_scale)):
+        if actual is None:
+            pytest.fail(f"no gradient reached the RMSNorm {name}: is the output computed from it "
+                        "with differentiable torch operations?", pytrace=False)
+        if not compare.close(actual, expected, **TOLERANCE):
+            pytest.fail(compare.mismatch(f"gradient of RMSNorm w.r.t. its {name}", actual, expected,
+                                         **TOLERANCE), pytrace=False)
+
+
+def test_zero_input_is_finite(student):
+    dim = 16
+    x = torch.zeros(2, 3, dim)
+    got = student.call("rmsnorm", "RMSNorm", dim=dim, eps=1e-6, scale=torch.ones(dim), x=x,
+                       grad_out=torch.ones_like(x))
+    out, grad_x = got["out"], got["grad_x"]
+    if not torch.isfinite(out).all() or (grad_x is not None and not torch.isfinite(grad_x).all()):
+        pytest.fail("RMSNorm of an all-zero input gave NaN or inf (output or gradient): add eps "
+                    "inside the square root so it never divides by zero", pytrace=False)
+    if out.abs().max() != 0:
+        pytest.fail(f"RMSNorm of an all-zero input should be zero, got max |output| "
+                    f"{float(out.abs().max()):.3g}", pytrace=False)

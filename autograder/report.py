@@ -1,0 +1,118 @@
+"""The pytest plugin that turns the graded tests' outcomes into results.json entries.
+
+Each collected test is matched to its rubric rule (weight, category, visibility, timeout); a
+test missing from the rubric, or a rule with no test, stops grading with an error, so the two
+cannot drift. A test's output is its failure message (written for the student by the check),
+then the adaptations the worker made, then any notes the check recorded on success.
+"""
+
+import traceback
+from dataclasses import dataclass, field
+
+import pytest
+
+from . import results, rubric
+from .sandbox import StudentError, WorkerFailure
+
+CONTEXT = pytest.StashKey()  # the grading context (student handle, intake, ...) for conftest
+CREDIT = pytest.StashKey()  # a test's partial credit, set through the `credit` fixture
+
+
+class RubricMismatch(Exception):
+    pass
+
+
+@dataclass
+class Credit:
+    """Partial credit: a check calls set(fraction) and may still fail with its message."""
+
+    fraction: float = None
+
+    def set(self, fraction: float) -> None:
+        self.fraction = fraction
+
+
+@dataclass
+class Outcome:
+    """One rubric test; a parametrized check runs several cases and passes only if all do."""
+
+    rule: rubric.Rule
+    runs: int = 0
+    failures: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    fraction: float = None
+
+    @property
+    def passed(self) -> bool:
+        return self.runs > 0 and not self.failures
+
+
+def _rule_key(item) -> str:
+    return f"{item.path.name}::{item.originalname}"
+
+
+class ResultsPlugin:
+    def __init__(self, context):
+        self.context = context
+        self.outcomes = {rule.test: Outcome(rule) for rule in rubric.RULES}
+        self.internal_errors = []
+
+    def pytest_configure(self, config):
+        config.stash[CONTEXT] = self.context
+
+    def pytest_collection_modifyitems(self, session, config, items):
+        collected = {_rule_key(item) for item in items}
+        unknown = sorted(collected - set(self.outcomes))
+        missing = sorted(set(self.outcomes) - collected)
+        if unknown or missing:
+            raise RubricMismatch(f"tests without a rubric rule: {unknown}; rules without a test: {missing}")
+        order = [rule.test for rule in rubric.RULES]
+        items.sort(key=lambda item: order.index(_rule_key(item)))
+        for item in items:
+            item.add_marker(pytest.mark.timeout(self.outcomes[_rule_key(item)].rule.timeout * 4))
+
+    def pytest_runtest_setup(self, item):
+        self.context.student.begin_test(self.outcomes[_rule_key(item)].rule)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        report = (yield).get_result()
+        outcome = self.outcomes[_rule_key(item)]
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            outcome.runs += 1
+            if not report.passed:
+                message = self._message(item, call.excinfo) if call.excinfo else "failed"
+                if message not in outcome.failures:
+                    outcome.failures.append(message)
+        if report.when == "teardown":
+            outcome.notes.extend(n for n in self.context.student.end_test() if n not in outcome.notes)
+            credit = item.stash.get(CREDIT, None)
+            if credit is not None and credit.fraction is not None:
+                outcome.fraction = credit.fraction
+
+    def _message(self, item, excinfo) -> str:
+        error = excinfo.value
+        if isinstance(error, pytest.fail.Exception):
+            return str(error.msg)
+        if isinstance(error, (StudentError, WorkerFailure)):
+            return str(error)
+        if excinfo.typename == "Failed" and "Timeout" in str(error):
+            return f"the check did not finish in time ({error})"
+        self.internal_errors.append(f"{item.nodeid}:\n{''.join(traceback.format_exception(error))}")
+        return (f"the grader hit an internal error in this check ({type(error).__name__}: {error}); "
+                "this is not your fault: please tell the course staff")
+
+    def entries(self) -> list:
+        numbering = results.numbers()
+        tests = []
+        for test, outcome in self.outcomes.items():
+            if outcome.fraction is not None:
+                fraction = outcome.fraction
+            else:
+                fraction = 1.0 if outcome.passed else 0.0
+            lines = [] if outcome.runs else ["this check did not run"]
+            lines.extend(outcome.failures)
+            lines.extend(outcome.notes)
+            tests.append(results.test_entry(outcome.rule, numbering[test], fraction,
+                                            "\n".join(lines)))
+        return tests

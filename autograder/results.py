@@ -1,0 +1,106 @@
+"""results.json: Gradescope's schema, built, checked and written only by the trusted grader.
+
+The write is atomic (a temporary file renamed over the target), so a reader never sees half a
+file, and `fallback` produces a complete document in which every rubric test failed with one
+explanation, for the cases where grading itself could not run.
+"""
+
+import json
+import os
+import tempfile
+
+from . import rubric
+
+STATUSES = ("passed", "failed")
+VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
+MAX_OUTPUT_CHARS = 8_000  # per test; Gradescope cuts whole outputs at 100,000 characters
+
+
+def clip(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 40] + "\n[... output cut by the grader]"
+
+
+def test_entry(rule: rubric.Rule, number: str, fraction: float, output: str) -> dict:
+    fraction = min(max(fraction, 0.0), 1.0)
+    return {
+        "name": rule.name,
+        "number": number,
+        "score": round(rule.weight * fraction, 4),
+        "max_score": rule.weight,
+        "status": "passed" if fraction >= 1.0 else "failed",
+        "output": clip(output),
+        "visibility": rule.visibility,
+        "tags": [rule.category],
+    }
+
+
+def numbers() -> dict:
+    """'<category index>.<index within category>' for every rubric test, e.g. '3.2'."""
+    result, counters = {}, {}
+    for rule in rubric.RULES:
+        category = rubric.CATEGORIES.index(rule.category) + 1
+        counters[category] = counters.get(category, 0) + 1
+        result[rule.test] = f"{category}.{counters[category]}"
+    return result
+
+
+def document(tests: list, output: str, execution_time: float) -> dict:
+    return {
+        "score": round(sum(test["score"] for test in tests), 4),
+        "execution_time": round(execution_time, 2),
+        "output": clip(output, 20_000),
+        "output_format": "text",
+        "test_output_format": "text",
+        "visibility": "visible",
+        "stdout_visibility": "hidden",
+        "tests": tests,
+    }
+
+
+def fallback(message: str, execution_time: float = 0.0) -> dict:
+    numbering = numbers()
+    tests = [test_entry(rule, numbering[rule.test], 0.0, message) for rule in rubric.RULES]
+    return document(tests, message, execution_time)
+
+
+def problems(results: dict) -> list:
+    """Everything in `results` that breaks Gradescope's schema or this kit's contract."""
+    found = []
+    tests = results.get("tests")
+    if not isinstance(tests, list) or not tests:
+        return ["`tests` must be a non-empty list"]
+    for index, test in enumerate(tests):
+        where = f"tests[{index}] ({test.get('name', '?')})"
+        for key, kind in (("name", str), ("number", str), ("output", str), ("visibility", str),
+                          ("status", str), ("score", (int, float)), ("max_score", (int, float)),
+                          ("tags", list)):
+            if not isinstance(test.get(key), kind):
+                found.append(f"{where}: `{key}` missing or not {getattr(kind, '__name__', kind)}")
+        if test.get("status") not in STATUSES:
+            found.append(f"{where}: status {test.get('status')!r}")
+        if test.get("visibility") not in VISIBILITIES:
+            found.append(f"{where}: visibility {test.get('visibility')!r}")
+        tags = test.get("tags") or []
+        if len(tags) != 1 or tags[0] not in rubric.CATEGORIES:
+            found.append(f"{where}: needs exactly one category tag, has {tags}")
+        if isinstance(test.get("score"), (int, float)) and isinstance(test.get("max_score"), (int, float)):
+            if not 0 <= test["score"] <= test["max_score"]:
+                found.append(f"{where}: score {test['score']} outside 0..{test['max_score']}")
+    total = sum(test.get("max_score", 0) for test in tests if isinstance(test.get("max_score"), (int, float)))
+    if abs(total - 100) > 1e-9:
+        found.append(f"max scores sum to {total}, not 100")
+    if not isinstance(results.get("execution_time"), (int, float)):
+        found.append("`execution_time` missing or not a number")
+    if not isinstance(results.get("output"), str):
+        found.append("`output` missing or not a string")
+    return found
+
+
+def write(results: dict, path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".results-", suffix=".json")
+    with os.fdopen(handle, "w") as file:
+        json.dump(results, file, indent=2)
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)

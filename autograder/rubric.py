@@ -1,0 +1,111 @@
+"""The rubric: every graded test's weight, category, visibility and time limit, and every threshold.
+
+This is the one file to edit to change how Scratch-1 is graded. The graded tests live in
+autograder/checks/, one file per component; each test there has exactly one entry here (the
+report plugin refuses to grade if the two disagree). Weights sum to 100.
+
+Visibility (Gradescope): "visible" shows the test and its message at once; "after_due_date"
+hides it until the deadline passes. Timeouts are wall-clock seconds for each request the test
+sends to the worker (the worker is killed and restarted when one is exceeded).
+"""
+
+from dataclasses import dataclass
+
+CATEGORIES = ("interface", "rmsnorm", "causal_mask", "rope", "attention", "training", "convergence")
+
+
+@dataclass(frozen=True)
+class Rule:
+    test: str  # "<file>::<function>" in autograder/checks
+    name: str  # what the student sees as the test's title
+    category: str
+    weight: float
+    timeout: float = 30.0
+    visibility: str = "visible"
+
+
+RULES = (
+    Rule("test_interface.py::test_submission_found", "backbone.py was submitted", "interface", 1),
+    Rule("test_interface.py::test_compiles", "backbone.py compiles", "interface", 1),
+    Rule("test_interface.py::test_imports", "backbone.py imports", "interface", 1),
+    Rule("test_interface.py::test_required_names", "backbone.py defines the template's classes "
+         "and functions", "interface", 2),
+
+    Rule("test_rmsnorm.py::test_forward_matches_reference", "RMSNorm output matches the "
+         "definition (several shapes, eps and scale values)", "rmsnorm", 7),
+    Rule("test_rmsnorm.py::test_gradients_match_reference", "RMSNorm scale is a learnable (dim,) "
+         "parameter and gradients match", "rmsnorm", 5),
+    Rule("test_rmsnorm.py::test_zero_input_is_finite", "RMSNorm of an all-zero input is finite",
+         "rmsnorm", 3),
+
+    Rule("test_causal_mask.py::test_attention_ignores_future_tokens", "Attention outputs at "
+         "positions <= t do not change when tokens after t change", "causal_mask", 6),
+    Rule("test_causal_mask.py::test_attention_future_gradients_are_zero", "Gradients from future "
+         "positions are exactly zero", "causal_mask", 4),
+    Rule("test_causal_mask.py::test_attention_sees_itself_and_past", "Each position attends to "
+         "itself and to its past (the mask is not too strict)", "causal_mask", 3),
+    Rule("test_causal_mask.py::test_model_ignores_future_tokens", "The full model's logits at "
+         "positions <= t do not depend on tokens after t", "causal_mask", 4),
+    Rule("test_causal_mask.py::test_sequence_lengths", "Attention is causal for every sequence "
+         "length from 1 to max_seq_len", "causal_mask", 3, timeout=60),
+
+    Rule("test_rope.py::test_rope_module_relative_property", "RotaryPositionalEmbedding: scores "
+         "depend only on m - n (provided code, informational)", "rope", 0),
+    Rule("test_rope.py::test_attention_scores_depend_on_relative_position", "RoPE inside "
+         "attention: scores depend only on the relative position m - n", "rope", 8),
+    Rule("test_rope.py::test_rope_applied_to_queries_and_keys_not_values", "RoPE is applied to "
+         "queries and keys, not to values", "rope", 7),
+
+    Rule("test_attention.py::test_output_matches_reference", "Attention output matches the "
+         "reference with the same weights", "attention", 9),
+    Rule("test_attention.py::test_explicit_mask_matches_reference", "Attention with the causal "
+         "mask passed by the model matches the reference", "attention", 3),
+    Rule("test_attention.py::test_gradients_match_reference", "Attention gradients match the "
+         "reference", "attention", 3),
+
+    Rule("test_training.py::test_next_token_targets", "train_epoch predicts actions[:, 1:] from "
+         "actions[:, :-1]", "training", 4),
+    Rule("test_training.py::test_gradients_zeroed_each_step", "train_epoch clears gradients "
+         "before every step", "training", 3),
+    Rule("test_training.py::test_gradient_norm_clipped", "train_epoch clips the gradient norm "
+         "to 1.0", "training", 3),
+    Rule("test_training.py::test_train_mode", "train_epoch puts the model in training mode",
+         "training", 2),
+    Rule("test_training.py::test_returns_mean_batch_loss", "train_epoch returns the mean batch "
+         "loss as a float", "training", 3),
+
+    Rule("test_convergence.py::test_heldout_loss", "Your model, trained by your train_epoch, "
+         "reaches a held-out next-token loss below 1.0", "convergence", 15, timeout=240),
+)
+
+# Limits of the worker process (see autograder/sandbox.py).
+WORKER = dict(
+    import_timeout=30.0,
+    memory_bytes=1536 * 2**20,  # RLIMIT_DATA: torch itself needs ~250 MB; a runaway allocation fails
+    cpu_seconds=600,
+    file_bytes=64 * 2**20,
+    processes=64,
+    output_chars=20_000,
+)
+
+# Numerical tolerances for comparisons with the reference (float32 throughout).
+TOLERANCES = dict(
+    rmsnorm=dict(rtol=1e-5, atol=1e-5),
+    attention=dict(rtol=1e-4, atol=1e-5),
+    rope=dict(rtol=1e-4, atol=1e-5),
+    causal=dict(atol=0.0),  # outputs at positions <= t must not move at all
+)
+
+# The convergence check: the student's model and train_epoch on the grader's dataset.
+CONVERGENCE = dict(
+    target_loss=1.0,
+    # (held-out loss below, fraction of the points): the first tier the loss reaches counts
+    tiers=((1.0, 1.0), (1.5, 0.5), (2.5, 0.2)),
+)
+
+
+def rule_for(test: str) -> Rule:
+    for rule in RULES:
+        if rule.test == test:
+            return rule
+    raise KeyError(test)

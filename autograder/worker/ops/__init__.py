@@ -1,0 +1,7 @@
+"""The requests the worker answers, one module per component of the student's file.
+
+Each op builds the student's object the template's way (through worker/adapt.py), runs it on the
+inputs the grader sent, and returns raw tensors. Judging happens on the trusted side.
+"""
+
+from . import attention, model, rmsnorm, rope  # noqa: F401  (registers the ops)

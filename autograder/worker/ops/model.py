@@ -1,0 +1,32 @@
+"""The student's DecoderOnlyTransformer, built from a seed, returning logits for given inputs."""
+
+import torch
+
+from .. import adapt
+from ..session import op
+
+
+@op("model_logits")
+def model_logits(session, config: dict, seed: int, inputs: list, train: bool = False,
+                 substitute_norm: bool = False) -> dict:
+    """Logits for each (batch, seq) tensor in `inputs`, from one model built with `seed`.
+
+    substitute_norm builds the model with torch.nn.RMSNorm in place of the student's RMSNorm,
+    so a model-level check of attention is not failed by an unfinished RMSNorm.
+    """
+    module = session.module
+    original = module.RMSNorm
+    if substitute_norm:
+        module.RMSNorm = lambda dim, eps=1e-6: torch.nn.RMSNorm(dim, eps=eps)
+        session.note("the model was built with torch.nn.RMSNorm in place of your RMSNorm, "
+                     "which does not work yet, so this check sees only your attention")
+    try:
+        torch.manual_seed(seed)
+        model = adapt.build(session, "DecoderOnlyTransformer", **config)
+    finally:
+        module.RMSNorm = original
+    adapt.set_dropout(model, 0.0)
+    model.train(train)
+    with torch.no_grad():
+        logits = [adapt.plain(adapt.call_model(session, model, ids)) for ids in inputs]
+    return {"logits": logits}

@@ -1,0 +1,72 @@
+"""Frames exchanged by the trusted grader and the untrusted worker.
+
+A frame is an 8-byte big-endian length followed by a `torch.save` payload. Only plain data
+travels (tensors, numbers, strings, bools, None, lists, tuples, dicts), and both sides load
+with `weights_only=True`, so a frame cannot carry code. Frames above MAX_FRAME_BYTES are refused.
+
+    request  {"op": str, "args": dict}
+    reply    {"ok": True,  "result": dict, "notes": [str]}
+             {"ok": False, "error": {"kind": str, "message": str, "line": int | None,
+                                     "where": str}, "notes": [str]}
+
+`notes` lists what the worker adapted to make the student's API fit ("forward takes no
+`mask` argument: called forward(x)"). The worker never judges: it returns raw numbers.
+"""
+
+import io
+import struct
+
+import torch
+
+MAX_FRAME_BYTES = 256 * 1024 * 1024
+_HEADER = struct.Struct(">Q")
+
+
+class ProtocolError(Exception):
+    """A frame that is too large, truncated or not plain data."""
+
+
+def encode(message) -> bytes:
+    buffer = io.BytesIO()
+    try:
+        torch.save(message, buffer)
+    except Exception as error:  # e.g. a student object that is not plain data
+        raise ProtocolError(f"message is not plain data: {error}") from error
+    payload = buffer.getvalue()
+    return _HEADER.pack(len(payload)) + payload
+
+
+def decode_length(header: bytes) -> int:
+    (length,) = _HEADER.unpack(header)
+    if length > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+    return length
+
+
+def decode(payload: bytes):
+    try:
+        return torch.load(io.BytesIO(payload), weights_only=True)
+    except Exception as error:  # any unpickling failure means the peer sent something other than data
+        raise ProtocolError(f"frame is not plain data: {error}") from error
+
+
+HEADER_BYTES = _HEADER.size
+
+
+def read_frame(stream):
+    """Blocking read of one frame from a binary stream (used by the worker)."""
+    header = stream.read(HEADER_BYTES)
+    if not header:
+        raise EOFError
+    if len(header) < HEADER_BYTES:
+        raise ProtocolError("truncated frame header")
+    length = decode_length(header)
+    payload = stream.read(length)
+    if len(payload) < length:
+        raise ProtocolError("truncated frame")
+    return decode(payload)
+
+
+def write_frame(stream, message) -> None:
+    stream.write(encode(message))
+    stream.flush()
