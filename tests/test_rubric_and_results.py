@@ -1,0 +1,57 @@
+"""The rubric is complete and consistent, and every results document meets Gradescope's schema."""
+
+import ast
+import glob
+import json
+import os
+
+import pytest
+
+from autograder import results, rubric
+from grading import KIT
+
+
+def _check_functions():
+    found = set()
+    for path in glob.glob(os.path.join(KIT, "autograder", "checks", "test_*.py")):
+        tree = ast.parse(open(path).read())
+        found |= {f"{os.path.basename(path)}::{node.name}" for node in tree.body
+                  if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")}
+    return found
+
+
+def test_weights_sum_to_100_and_categories_are_known():
+    assert sum(rule.weight for rule in rubric.RULES) == 100
+    assert {rule.category for rule in rubric.RULES} == set(rubric.CATEGORIES)
+    assert all(rule.visibility in results.VISIBILITIES for rule in rubric.RULES)
+
+
+def test_every_check_has_a_rule_and_every_rule_a_check():
+    assert _check_functions() == {rule.test for rule in rubric.RULES}
+
+
+def test_fallback_document_is_valid_and_scores_zero():
+    document = results.fallback("grading failed")
+    assert results.problems(document) == []
+    assert document["score"] == 0 and len(document["tests"]) == len(rubric.RULES)
+
+
+@pytest.mark.parametrize("breakage, expected", [
+    (lambda d: d["tests"][0].update(tags=["rmsnorm", "rope"]), "exactly one category tag"),
+    (lambda d: d["tests"][0].update(tags=["style"]), "exactly one category tag"),
+    (lambda d: d["tests"][0].update(status="ok"), "status"),
+    (lambda d: d["tests"][0].update(score=99), "outside"),
+    (lambda d: d["tests"].pop(), "sum to"),
+    (lambda d: d.pop("execution_time"), "execution_time"),
+])
+def test_schema_check_rejects_broken_documents(breakage, expected):
+    document = results.fallback("x")
+    breakage(document)
+    assert any(expected in problem for problem in results.problems(document))
+
+
+def test_write_is_atomic_json(tmp_path):
+    path = tmp_path / "nested" / "results.json"
+    results.write(results.fallback("x"), str(path))
+    assert json.loads(path.read_text())["tests"]
+    assert [p.name for p in path.parent.iterdir()] == ["results.json"]
