@@ -24,8 +24,10 @@ from . import intake, report, results, rubric, sandbox
 from .checks.student import Student
 
 CHECKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checks")
-GRADESCOPE_SUBMISSION = "/autograder/submission"
-GRADESCOPE_RESULTS = "/autograder/results/results.json"
+# SCRATCH1_AUTOGRADER_ROOT stands in for /autograder when a test simulates Gradescope's layout.
+GRADESCOPE_ROOT = os.environ.get("SCRATCH1_AUTOGRADER_ROOT", "/autograder")
+GRADESCOPE_SUBMISSION = os.path.join(GRADESCOPE_ROOT, "submission")
+GRADESCOPE_RESULTS = os.path.join(GRADESCOPE_ROOT, "results", "results.json")
 
 
 class GradingContext:
