@@ -10,6 +10,7 @@
 #   Local mode: everything else (a TA's machine, CI as root without /autograder).
 #     Creates .venv/ next to this script and installs requirements.txt into it; the
 #     install is skipped while .venv/.requirements.sha256 matches requirements.txt.
+#     As root it also creates scratch1-worker, so local runs drop privileges too.
 #     Then builds the same cached dataset with the venv's python.
 #
 # Environment knobs:
@@ -88,12 +89,7 @@ gradescope_mode() {
         --extra-index-url "$TORCH_INDEX" -r requirements.txt
 
     # 2. The unprivileged user the worker runs student code as.
-    if id -u "$WORKER_USER" >/dev/null 2>&1; then
-        say "user $WORKER_USER exists"
-    else
-        say "creating system user $WORKER_USER"
-        run useradd --system --no-create-home --shell /usr/sbin/nologin "$WORKER_USER"
-    fi
+    ensure_worker_user
 
     # 3. The cached dataset. Built before the lock-down so that whatever it writes
     #    under the source dir is locked down too.
@@ -113,6 +109,16 @@ gradescope_mode() {
 import torch, numpy, pytest, pytest_timeout, gradescope_utils, matplotlib
 print(\"setup.sh: worker sees torch\", torch.__version__, \"(cuda:\", torch.version.cuda, \")\")
 "' _ "$WORKER_USER"
+}
+
+# The unprivileged user the worker runs student code as (the grader drops to it when root).
+ensure_worker_user() {
+    if id -u "$WORKER_USER" >/dev/null 2>&1; then
+        say "user $WORKER_USER exists"
+    else
+        say "creating system user $WORKER_USER"
+        run useradd --system --no-create-home --shell /usr/sbin/nologin "$WORKER_USER"
+    fi
 }
 
 local_mode() {
@@ -135,6 +141,12 @@ local_mode() {
         "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt
         printf '%s\n' "$want" >"$stamp.tmp"
         mv "$stamp.tmp" "$stamp"
+    fi
+
+    # As root (CI, a TA's root shell) the grader drops the worker to this user, so the
+    # kit's own tests exercise the same isolation as Gradescope.
+    if [ "$(id -u)" = 0 ]; then
+        ensure_worker_user
     fi
 
     prepare "$venv/bin/python"
