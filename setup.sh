@@ -5,13 +5,11 @@
 #   Gradescope mode: running as root and /autograder exists, or SCRATCH1_GRADESCOPE=1.
 #     Installs requirements.txt into the system python3 (3.10 on Ubuntu 22.04) with
 #     torch from the PyTorch CPU index, creates the unprivileged user scratch1-worker,
-#     builds the grader's cached dataset, and locks /autograder/source and
-#     /autograder/results away from every user but root.
+#     and locks /autograder/source and /autograder/results away from every user but root.
 #   Local mode: everything else (a TA's machine, CI as root without /autograder).
 #     Creates .venv/ next to this script and installs requirements.txt into it; the
 #     install is skipped while .venv/.requirements.sha256 matches requirements.txt.
 #     As root it also creates scratch1-worker, so local runs drop privileges too.
-#     Then builds the same cached dataset with the venv's python.
 #
 # Environment knobs:
 #   SCRATCH1_GRADESCOPE=1|0      force Gradescope mode (1) or local mode (0).
@@ -44,17 +42,6 @@ run() {
 }
 
 [ -f requirements.txt ] || die "requirements.txt not found in $KIT"
-
-# Build the grader's cached dataset, if the grader provides a prepare step.
-prepare() {
-    local py="$1"
-    if [ -f autograder/prepare.py ]; then
-        say "building the grader's cached dataset (python -m autograder.prepare)"
-        run env PYTHONPATH="$KIT" "$py" -m autograder.prepare
-    else
-        say "no autograder/prepare.py yet: skipping the dataset step"
-    fi
-}
 
 # Mode selection.
 case "${SCRATCH1_GRADESCOPE:-}" in
@@ -91,18 +78,14 @@ gradescope_mode() {
     # 2. The unprivileged user the worker runs student code as.
     ensure_worker_user
 
-    # 3. The cached dataset. Built before the lock-down so that whatever it writes
-    #    under the source dir is locked down too.
-    prepare python3
-
-    # 4. Lock-down. The grader copies the worker code and the submission into a fresh
+    # 3. Lock-down. The grader copies the worker code and the submission into a fresh
     #    per-run sandbox, so nothing under source/ needs to be readable by the worker.
     say "locking down $src (go-rwx) and $results (700)"
     run chmod -R go-rwx "$src"
     run mkdir -p "$results"
     run chmod 700 "$results"
 
-    # 5. Smoke test: the worker user must be able to import the installed packages
+    # 4. Smoke test: the worker user must be able to import the installed packages
     #    (run from / with -I so nothing from the kit or the cwd is on sys.path).
     say "checking that $WORKER_USER can import the dependencies"
     run bash -c 'cd / && runuser -u "$1" -- python3 -I -c "
@@ -148,8 +131,6 @@ local_mode() {
     if [ "$(id -u)" = 0 ]; then
         ensure_worker_user
     fi
-
-    prepare "$venv/bin/python"
 }
 
 say "kit at $KIT, mode: $MODE"

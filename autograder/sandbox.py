@@ -73,26 +73,31 @@ def worker_user():
     return entry.pw_uid, entry.pw_gid
 
 
+NAMESPACES = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--"]
+
+
 @functools.lru_cache(maxsize=1)
-def network_can_be_blocked() -> bool:
-    """Whether this machine lets root give a process its own empty network namespace
+def namespaces_available() -> bool:
+    """Whether root may give the worker its own empty network namespace and PID namespace
     (Docker without CAP_SYS_ADMIN, as Gradescope may be, refuses)."""
     if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("setpriv"):
         return False
-    probe = subprocess.run(["unshare", "--net", "true"], capture_output=True, timeout=10)
+    probe = subprocess.run(NAMESPACES + ["true"], capture_output=True, timeout=10)
     return probe.returncode == 0
 
 
 def worker_command(script: str) -> list:
-    """The worker's command line: as root, first into an empty network namespace, then down
-    to the worker user (in that order: dropping privileges first would forbid the namespace)."""
+    """The worker's command line. As root: into new network and PID namespaces (no network;
+    when the namespace's first process dies the kernel kills every process left in it, so no
+    child a submission forks can outlive the worker), then down to the worker user (in that
+    order: dropping privileges first would forbid the namespaces)."""
     command = [sys.executable, "-I", "-B", script]
     user = worker_user()
     if user:
         command = ["setpriv", f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups",
                    "--no-new-privs", "--"] + command
-        if network_can_be_blocked():
-            command = ["unshare", "--net", "--"] + command
+        if namespaces_available():
+            command = NAMESPACES + command
     return command
 
 
@@ -111,11 +116,12 @@ def protections(limits: Limits) -> list:
     else:
         active.append(f"NOT dropped to an unprivileged user ({WORKER_USER} unavailable or not "
                       "root): the worker can read what this user can read")
-    if worker_user() and network_can_be_blocked():
-        active.append("network blocked (an empty network namespace)")
-    else:
-        active.append("network NOT blocked (needs root and a platform that allows network "
+    if worker_user() and namespaces_available():
+        active.append("network blocked and forked children contained (network and PID "
                       "namespaces)")
+    else:
+        active.append("network NOT blocked and forked children only killed by process group "
+                      "(namespaces need root and a platform that allows them)")
     return active
 
 
@@ -221,15 +227,12 @@ class Worker:
         self.process = None
 
     def _kill_stragglers(self) -> None:
-        """Children that left the process group (setsid) but still run as the worker user."""
+        """Children that left the process group (setsid). In a PID namespace the kernel has
+        killed them already; without one, as root, every process of the worker user goes
+        (which assumes one grading at a time, as on Gradescope)."""
         user = worker_user()
-        if user:
+        if user and not namespaces_available():
             subprocess.run(["pkill", "-KILL", "-U", str(user[0])], check=False)
-        else:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -275,8 +278,10 @@ class Worker:
                     "SIGXCPU": " (CPU time limit exceeded)",
                     "SIGXFSZ": " (file size limit exceeded)"}.get(name, "")
             raise WorkerFailure("crash", f"the worker process was killed by {name}{hint}")
-        raise WorkerFailure("crash", f"the worker process exited with status {code} "
-                                     "(sys.exit or os._exit in the submission?)")
+        raise WorkerFailure("crash", f"the worker process ended with status {code}: os._exit "
+                                     "in the submission, a crash, or a resource limit (CPU "
+                                     f"{self.limits.cpu_seconds} s, memory "
+                                     f"{self.limits.memory_bytes // 2**20} MB)")
 
     def ensure_loaded(self) -> dict:
         """Start the worker if needed and import the submission; returns the load op's reply.
