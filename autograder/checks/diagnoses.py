@@ -4,7 +4,11 @@ When a student's output misses the reference, the check compares it with each va
 match names the bug in words. Only the description reaches the student, never code.
 """
 
+import math
+
 import torch
+
+from . import oracle
 
 
 def _rms(x, eps):
@@ -40,3 +44,117 @@ def first_match(actual: torch.Tensor, variants: dict, *args, rtol: float, atol: 
         if expected.shape == actual.shape and torch.allclose(actual, expected, rtol=rtol, atol=atol):
             return description
     return ""
+
+
+def _attention_with(make_mask=None, **options):
+    """oracle.attention with the bool mask make_mask(seq) (True = allowed) and the options."""
+    def variant(x, qkv_weight, out_weight, num_heads, rope):
+        mask = make_mask(x.shape[1]) if make_mask else None
+        return oracle.attention(x, qkv_weight, out_weight, num_heads, rope, mask=mask, **options)
+    return variant
+
+
+CAUSAL_MASK_VARIANTS = {
+    "your output matches attention with no mask at all: masked_fill is not in-place, so assign "
+    "its result (scores = scores.masked_fill(...)), and build the causal mask yourself when "
+    "forward gets none": _attention_with(lambda n: torch.ones(n, n, dtype=torch.bool)),
+    "your output matches zeroing the attention weights after the softmax: the future keys still "
+    "enter the softmax's normalisation; mask the scores (with -inf) before the softmax":
+        _attention_with(mask_after_softmax=True),
+    "your output matches a mask that keeps the future and hides the past (torch.triu where "
+    "torch.tril belongs)": _attention_with(lambda n: torch.ones(n, n, dtype=torch.bool).triu()),
+}
+
+
+def causal_mask_bug(actual: torch.Tensor, x, qkv_weight, out_weight, num_heads, rtol, atol) -> str:
+    """The CAUSAL_MASK_VARIANTS description the student's attention output matches, or ''."""
+    for rope in oracle.ROPE_CONVENTIONS.values():
+        cause = first_match(actual, CAUSAL_MASK_VARIANTS, x, qkv_weight, out_weight, num_heads,
+                            rope, rtol=rtol, atol=atol)
+        if cause:
+            return cause
+    return ""
+
+
+# -- rope and attention: wrong versions of CausalSelfAttention, with the variant signature above --
+
+def _with_weights(transform):
+    """oracle.attention on the weights transform(qkv_weight, out_weight, num_heads) returns."""
+    def variant(x, qkv_weight, out_weight, num_heads, rope):
+        return oracle.attention(x, *transform(qkv_weight, out_weight, num_heads), num_heads, rope)
+    return variant
+
+
+def _with_rope(transform):
+    """oracle.attention with the RoPE pairing `rope` replaced by transform(rope, dim)."""
+    def variant(x, qkv_weight, out_weight, num_heads, rope):
+        return oracle.attention(x, qkv_weight, out_weight, num_heads, transform(rope, x.shape[-1]))
+    return variant
+
+
+def _unscaled(qkv_weight, out_weight, num_heads):
+    """Scores without 1/sqrt(head_dim) are the scores of queries sqrt(head_dim) times larger."""
+    dim = out_weight.shape[0]
+    return torch.cat([qkv_weight[:dim] * math.sqrt(dim // num_heads), qkv_weight[dim:]]), out_weight
+
+
+def _split_as(order):
+    """The weights of a student who writes `a, b, c = qkv_proj(x).split(...)`, (a, b, c) = order."""
+    def transform(qkv_weight, out_weight, num_heads):
+        chunks = qkv_weight.chunk(3)
+        return torch.cat([chunks[order.index(name)] for name in "qkv"]), out_weight
+    return transform
+
+
+def _rope_tables_cut(t, dim):
+    """The template's (rotate-half) RoPE built for `dim`, its cos/sin tables cut to head_dim."""
+    angles = oracle.rope_angles(t.shape[-2], dim)
+    angles = torch.cat([angles, angles], dim=-1)[:, :t.shape[-1]]
+    first, second = t.chunk(2, dim=-1)
+    return t * angles.cos() + torch.cat([-second, first], dim=-1) * angles.sin()
+
+
+# Which tensors RoPE rotates (the rope test of queries/keys/values names these).
+ROPE_TENSOR_VARIANTS = {
+    "your attention matches no RoPE at all (or RoPE at position 0 for every token): apply "
+    "self.rope to the queries and keys after splitting the heads": _attention_with(rope_on=""),
+    "your attention matches RoPE applied to the queries only: rotate the keys too":
+        _attention_with(rope_on="q"),
+    "your attention matches RoPE applied to the keys only: rotate the queries too":
+        _attention_with(rope_on="k"),
+    "your attention matches RoPE also applied to the values: rotate only the queries and keys":
+        _attention_with(rope_on="qkv"),
+}
+# How they are rotated (positions and frequencies).
+ROPE_POSITION_VARIANTS = {
+    "your attention matches RoPE with the positions reversed (the last token unrotated): token t "
+    "must be rotated by the angle t * theta_i":
+        _with_rope(lambda rope, dim: lambda t: rope(t.flip(-2)).flip(-2)),
+    "your attention matches RoPE frequencies computed for the model dim instead of head_dim "
+    "(base^(-2i/dim)): RoPE rotates each head, a vector of size head_dim":
+        _with_rope(lambda rope, dim: lambda t: rope(
+            t, oracle.rope_angles(t.shape[-2], dim)[:, :t.shape[-1] // 2])),
+    "your attention matches RoPE cos/sin tables built for the model dim and cut to head_dim: "
+    "build the rotary embedding for head_dim, as the template does":
+        _with_rope(lambda rope, dim: lambda t: _rope_tables_cut(t, dim)),
+}
+ROPE_VARIANTS = {**ROPE_TENSOR_VARIANTS, **ROPE_POSITION_VARIANTS}
+
+# The attention computation itself, around a correct RoPE.
+ATTENTION_VARIANTS = {
+    "your output matches scores not divided by sqrt(head_dim)": _with_weights(_unscaled),
+    "your output matches the softmax taken over the queries (dim=-2): take it over the keys "
+    "(dim=-1)": _attention_with(softmax_dim=-2),
+    "your output matches heads split by reshaping straight to (batch, heads, seq, head_dim): "
+    "view as (batch, seq, heads, head_dim), then transpose(1, 2) (and back before merging)":
+        _attention_with(split_transpose=False, merge_transpose=False),
+    "your output matches heads merged without transposing back: transpose (batch, heads, seq, "
+    "head_dim) to (batch, seq, heads, head_dim) before reshaping to (batch, seq, dim)":
+        _attention_with(merge_transpose=False),
+    **{f"your output matches qkv_proj's output split in the order {', '.join(order)}: it holds "
+       f"the queries, then the keys, then the values": _with_weights(_split_as(order))
+       for order in ("kqv", "qvk", "kvq", "vqk", "vkq")},
+    "your output matches out_proj not applied: project the merged heads with out_proj":
+        _with_weights(lambda qkv_weight, out_weight, num_heads:
+                      (qkv_weight, torch.eye(out_weight.shape[0]))),
+}

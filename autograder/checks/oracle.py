@@ -30,17 +30,17 @@ def rope_angles(seq_len: int, head_dim: int, base: float = 10000.0) -> torch.Ten
     return torch.outer(torch.arange(seq_len).float(), inv_freq)
 
 
-def rope_interleaved(x: torch.Tensor) -> torch.Tensor:
+def rope_interleaved(x: torch.Tensor, angles: torch.Tensor = None) -> torch.Tensor:
     """RoPE with the interleaved pairing (2i, 2i+1) on (..., seq, head_dim)."""
-    angles = rope_angles(x.shape[-2], x.shape[-1])
+    angles = rope_angles(x.shape[-2], x.shape[-1]) if angles is None else angles
     cos, sin = angles.cos(), angles.sin()
     even, odd = x[..., 0::2], x[..., 1::2]
     return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
 
 
-def rope_rotate_half(x: torch.Tensor) -> torch.Tensor:
+def rope_rotate_half(x: torch.Tensor, angles: torch.Tensor = None) -> torch.Tensor:
     """RoPE with the rotate-half pairing (i, i + head_dim/2), as the template's module does."""
-    angles = rope_angles(x.shape[-2], x.shape[-1])
+    angles = rope_angles(x.shape[-2], x.shape[-1]) if angles is None else angles
     cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
     first, second = x.chunk(2, dim=-1)
     return x * cos + torch.cat([-second, first], dim=-1) * sin
@@ -50,15 +50,31 @@ ROPE_CONVENTIONS = {"rotate-half": rope_rotate_half, "interleaved": rope_interle
 
 
 def attention(x: torch.Tensor, qkv_weight: torch.Tensor, out_weight: torch.Tensor,
-              num_heads: int, rope=rope_rotate_half) -> torch.Tensor:
-    """Causal multi-head attention (no dropout) with the given weights: (b, s, d) -> (b, s, d)."""
+              num_heads: int, rope=rope_rotate_half, mask: torch.Tensor = None,
+              mask_after_softmax: bool = False, rope_on: str = "qk", softmax_dim: int = -1,
+              split_transpose: bool = True, merge_transpose: bool = True) -> torch.Tensor:
+    """Causal multi-head attention (no dropout) with the given weights: (b, s, d) -> (b, s, d).
+
+    mask (seq, seq) bool, True where attention is allowed, replaces the causal mask, and
+    mask_after_softmax zeroes the weights instead of the scores: both only to reproduce bugs.
+    So are the others: rope_on names the tensors RoPE rotates, softmax_dim the softmax's axis,
+    and a False *_transpose reshapes between (b, s, d) and (b, h, s, hd) without transposing.
+    """
     batch, seq_len, dim = x.shape
     head_dim = dim // num_heads
     q, k, v = (x @ qkv_weight.T).split(dim, dim=-1)
-    q, k, v = (t.view(batch, seq_len, num_heads, head_dim).transpose(1, 2) for t in (q, k, v))
-    q, k = rope(q), rope(k)
+    if split_transpose:
+        q, k, v = (t.view(batch, seq_len, num_heads, head_dim).transpose(1, 2) for t in (q, k, v))
+    else:
+        q, k, v = (t.reshape(batch, num_heads, seq_len, head_dim) for t in (q, k, v))
+    q, k, v = (rope(t) if name in rope_on else t for name, t in zip("qkv", (q, k, v)))
     scores = q @ k.transpose(-2, -1) / math.sqrt(head_dim)
-    causal = torch.ones(seq_len, seq_len, dtype=torch.bool).tril()
-    weights = F.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
-    out = (weights @ v).transpose(1, 2).reshape(batch, seq_len, dim)
+    if mask is None:
+        mask = torch.ones(seq_len, seq_len, dtype=torch.bool).tril()
+    if mask_after_softmax:
+        weights = F.softmax(scores, dim=-1).masked_fill(~mask, 0.0)
+    else:
+        weights = F.softmax(scores.masked_fill(~mask, float("-inf")), dim=softmax_dim)
+    out = weights @ v
+    out = (out.transpose(1, 2) if merge_transpose else out).reshape(batch, seq_len, dim)
     return out @ out_weight.T

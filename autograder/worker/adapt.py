@@ -62,6 +62,8 @@ def call_model(session, model, input_ids: torch.Tensor):
         session.note("DecoderOnlyTransformer.forward returned logits only (the template returns "
                      "(logits, loss)): graded the logits")
         return output
+    if isinstance(output, (tuple, list)) and len(output) == 2 and isinstance(output[0], torch.Tensor):
+        return output[0]  # the template's (logits, loss)
     return first_tensor(output, session, "DecoderOnlyTransformer.forward")
 
 
@@ -133,3 +135,49 @@ def load_projections(session, attention, qkv_weight: torch.Tensor, out_weight: t
     if not hasattr(attention, "out_proj"):
         raise AttributeError("CausalSelfAttention has no `out_proj` (nn.Linear(dim, dim))")
     _copy_linear(attention.out_proj, out_weight, "out_proj")
+
+
+TRAIN_EPOCH_ARGS = ("model", "dataloader", "optimizer", "device", "epoch")
+
+
+def run_train_epoch(session, train_epoch, model, loader, optimizer, device, epoch):
+    """train_epoch(model, dataloader, optimizer, device, epoch) as the template defines it; a
+    version without the trailing `epoch` (or `device`) gets the arguments it takes. Returns
+    whatever train_epoch returned."""
+    args = (model, loader, optimizer, device, epoch)
+    parameters = _positional_parameters(train_epoch)
+    if parameters is None or len(parameters) >= len(args):
+        return train_epoch(*args)
+    if len(parameters) < 3:
+        raise TypeError(f"train_epoch takes {len(parameters)} positional arguments; the template's "
+                        f"are ({', '.join(TRAIN_EPOCH_ARGS)})")
+    session.note(f"train_epoch takes only ({', '.join(p.name for p in parameters)}): called it "
+                 f"without {', '.join(TRAIN_EPOCH_ARGS[len(parameters):])}")
+    return train_epoch(*args[:len(parameters)])
+
+
+def loss_number(value):
+    """train_epoch's return value as a Python float: a float or int as is, a one-element float
+    tensor or numpy scalar converted; None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
+        return float(value.detach().reshape(()).item())
+    if type(value).__module__ == "numpy" and getattr(value, "size", 0) == 1:
+        return float(value)
+    return None
+
+
+def call_train_epoch(session, train_epoch, model, loader, optimizer, device, epoch):
+    """The loss train_epoch returned, as a float, or None (with a note) if it is not a number."""
+    value = run_train_epoch(session, train_epoch, model, loader, optimizer, device, epoch)
+    number = loss_number(value)
+    if number is None:
+        session.note(f"train_epoch returned {type(value).__name__}, not a number: it should "
+                     "return the mean batch loss as a float")
+    elif isinstance(value, torch.Tensor):
+        session.note(f"train_epoch returned a tensor of shape {tuple(value.shape)}: used its "
+                     "value; the template returns a Python float")
+    return number

@@ -12,14 +12,14 @@ def model_logits(session, config: dict, seed: int, inputs: list, train: bool = F
     """Logits for each (batch, seq) tensor in `inputs`, from one model built with `seed`.
 
     substitute_norm builds the model with torch.nn.RMSNorm in place of the student's RMSNorm,
-    so a model-level check of attention is not failed by an unfinished RMSNorm.
+    so a model-level check of attention is not failed by an unfinished or wrong RMSNorm.
     """
     module = session.module
     original = module.RMSNorm
     if substitute_norm:
         module.RMSNorm = lambda dim, eps=1e-6: torch.nn.RMSNorm(dim, eps=eps)
-        session.note("the model was built with torch.nn.RMSNorm in place of your RMSNorm, "
-                     "which does not work yet, so this check sees only your attention")
+        session.note("the model was built with torch.nn.RMSNorm in place of your RMSNorm (which "
+                     "failed its own checks), so this causality check depends on your attention only")
     try:
         torch.manual_seed(seed)
         model = adapt.build(session, "DecoderOnlyTransformer", **config)

@@ -1,0 +1,69 @@
+"""convergence: the student's model, trained by the student's train_epoch, on the grader's data.
+
+The held-out loss is computed here, on the trusted side, from the worker's answers to
+prefix-only requests (worker/ops/convergence.py): the worker sees tokens 0..t-1 of a held-out
+sequence when it predicts token t, and never token t before it has answered. A model that
+peeks at the future during training, or memorises its training batches, gains nothing.
+"""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from .. import dataset, rubric
+
+SPEC = rubric.CONVERGENCE
+
+
+@pytest.fixture(scope="session")
+def grading_data():
+    return dataset.load()
+
+
+def heldout_loss(student, sequences: torch.Tensor) -> float:
+    """Mean cross-entropy of token t given tokens < t, over every held-out position t >= 1."""
+    total, count = 0.0, 0
+    for t in range(1, sequences.shape[1]):
+        logits = student.call("convergence_predict", "your trained model", prefixes=sequences[:, :t])["logits"]
+        if tuple(logits.shape) != (sequences.shape[0], SPEC["model"]["vocab_size"]):
+            pytest.fail(f"the model returned logits of shape {tuple(logits.shape)} for the last "
+                        f"position, expected {(sequences.shape[0], SPEC['model']['vocab_size'])}",
+                        pytrace=False)
+        total += float(F.cross_entropy(logits.double(), sequences[:, t], reduction="sum"))
+        count += sequences.shape[0]
+    return total / count
+
+
+def likely_cause(train_losses, loss: float) -> str:
+    if any(not math.isfinite(value) for value in train_losses) or not math.isfinite(loss):
+        return "the loss became NaN or inf: look for a division by zero or -inf in every score row"
+    if train_losses[-1] < SPEC["target_loss"] <= loss:
+        return ("your training loss is low but the loss from prefixes alone is not: the model sees "
+                "future tokens while training (check the causal mask)")
+    if train_losses[-1] > 0.9 * train_losses[0]:
+        return ("the training loss barely moved: check that train_epoch calls backward() and "
+                "optimizer.step() on the model's loss")
+    return ("the model learns, but not enough: the next action depends on actions several steps "
+            "back, so check the attention over the past (heads, scaling, RoPE)")
+
+
+def test_heldout_loss(student, credit, grading_data):
+    steps = SPEC["epochs"] * (len(grading_data["train_actions"]) // SPEC["batch_size"])
+    trained = student.call(
+        "convergence_train", "training your DecoderOnlyTransformer with your train_epoch",
+        config=SPEC["model"], seed=SPEC["seed"], states=grading_data["train_states"],
+        actions=grading_data["train_actions"], batch_size=SPEC["batch_size"],
+        epochs=SPEC["epochs"], learning_rate=SPEC["learning_rate"])
+    train_losses = [float(value) for value in trained["epoch_losses"]]
+    loss = heldout_loss(student, grading_data["val_actions"])
+    fraction = next((share for bound, share in SPEC["tiers"] if loss < bound), 0.0)
+    credit.set(fraction)
+    summary = (f"held-out next-token loss {loss:.3f} after {SPEC['epochs']} epochs ({steps} steps); "
+               f"your train_epoch returned {', '.join(f'{v:.3f}' for v in train_losses)}")
+    if fraction < 1.0:
+        tiers = ", ".join(f"below {bound:g}: {share:.0%}" for bound, share in SPEC["tiers"])
+        pytest.fail(f"{summary}. Expected below {SPEC['target_loss']:g} (credit: {tiers}). "
+                    f"Likely cause: {likely_cause(train_losses, loss)}.", pytrace=False)
+    student.note(summary)

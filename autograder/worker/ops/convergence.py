@@ -1,0 +1,49 @@
+"""Train the student's model with the student's train_epoch, then answer prefix-only predictions.
+
+The grader sends the training sequences and later, one length at a time, the prefixes of its
+held-out sequences; it never sends a token before the worker has answered for the position
+that predicts it. So whatever the submission does (a leaky mask, a model that memorises its
+training batches), the held-out loss computed from these answers is an honest next-token loss.
+"""
+
+import time
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from .. import adapt
+from ..session import op
+
+
+@op("convergence_train")
+def convergence_train(session, config: dict, seed: int, states: torch.Tensor,
+                      actions: torch.Tensor, batch_size: int, epochs: int,
+                      learning_rate: float) -> dict:
+    torch.manual_seed(seed)
+    model = adapt.build(session, "DecoderOnlyTransformer", **config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    loader = DataLoader(TensorDataset(states, actions), batch_size=batch_size, shuffle=True,
+                        drop_last=True, generator=torch.Generator().manual_seed(seed))
+    train_epoch = session.require("train_epoch")
+    epoch_losses, epoch_seconds = [], []
+    start = time.process_time()
+    for epoch in range(epochs):
+        loss = adapt.call_train_epoch(session, train_epoch, model, loader, optimizer,
+                                      torch.device("cpu"), epoch)
+        epoch_losses.append(loss)
+        epoch_seconds.append(time.process_time() - start)
+    model.eval()
+    session.state["trained_model"] = model
+    return {"epoch_losses": epoch_losses, "epoch_cpu_seconds": epoch_seconds}
+
+
+@op("convergence_predict")
+def convergence_predict(session, prefixes: torch.Tensor) -> dict:
+    """Logits (batch, vocab) at the last position of each (batch, t) prefix."""
+    model = session.state.get("trained_model")
+    if model is None:
+        raise RuntimeError("no trained model: the training request did not complete")
+    model.eval()
+    with torch.no_grad():
+        logits = adapt.call_model(session, model, prefixes)
+    return {"logits": adapt.plain(logits[:, -1, :])}

@@ -1,0 +1,130 @@
+"""The student's train_epoch, run on a spy model and a spy optimizer of the grader's own.
+
+train_epoch trains a tiny model that belongs to the grader (embedding + linear head, the
+template's forward API), not the student's Transformer, so a bug in attention or RMSNorm cannot
+cost training points. The spies record what train_epoch does: every forward (inputs, targets,
+training flag, logits), every backward (d loss / d logits, the fresh parameter gradients, and
+whether old gradients were still on the parameters), the gradients at every optimizer.step(),
+and the gradient norm at every zero_grad(). The grader reads the targets and the loss off these
+raw observations; nothing here judges.
+"""
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from .. import adapt
+from ..session import op
+
+
+def _grads(parameters) -> list:
+    return [adapt.plain(p.grad) if p.grad is not None else None for p in parameters]
+
+
+def _norm(parameters):
+    """Total gradient norm of the parameters, or None when none has a gradient."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    return float(torch.stack([g.norm() for g in grads]).norm()) if grads else None
+
+
+class SpyModel(torch.nn.Module):
+    """forward(input_ids, targets=None) -> (logits, loss), as the template's model, recording
+    each call and each backward through its logits into `events`."""
+
+    def __init__(self, vocab_size: int, dim: int, grad_scale: float, generator: torch.Generator):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.grad_scale = grad_scale
+        # The parameters hold the weights divided by grad_scale and forward multiplies them back:
+        # the logits are ordinary, the gradients grad_scale times larger, so every batch's
+        # unclipped gradient norm is far above the clipping norm.
+        self.embedding = torch.nn.Parameter(
+            torch.randn(vocab_size, dim, generator=generator) / grad_scale)
+        self.head = torch.nn.Parameter(
+            torch.randn(vocab_size, dim, generator=generator) / (dim ** 0.5 * grad_scale))
+        self.bias = torch.nn.Parameter(torch.zeros(vocab_size))
+        self.events = []
+        self._forwards = 0
+        for index, parameter in enumerate(self.parameters()):
+            parameter.register_hook(functools.partial(self._fresh_gradient, index))
+
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor = None):
+        if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point():
+            what = (f"a float tensor of shape {tuple(input_ids.shape)}"
+                    if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__)
+            raise TypeError(f"the model was given {what} as input_ids: it reads token ids (the "
+                            "batch's actions), not the states")
+        if input_ids.dim() != 2:
+            raise ValueError(f"the model expects input_ids of shape (batch, seq), got "
+                             f"{tuple(input_ids.shape)}")
+        if targets is not None and targets.numel() != input_ids.numel():
+            raise ValueError(f"targets of shape {tuple(targets.shape)} do not match input_ids of "
+                             f"shape {tuple(input_ids.shape)}")
+        scale = self.grad_scale
+        logits = F.embedding(input_ids, self.embedding * scale) @ (self.head * scale).T + self.bias
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, self.vocab_size), targets.reshape(-1))
+        self.events.append({
+            "kind": "forward", "training": self.training, "input_ids": adapt.plain(input_ids),
+            "targets": adapt.plain(targets) if targets is not None else None,
+            "logits": adapt.plain(logits).float(),
+        })
+        if logits.requires_grad:
+            logits.register_hook(functools.partial(self._backward, self._forwards))
+        self._forwards += 1
+        return logits, loss
+
+    def _backward(self, forward: int, grad: torch.Tensor) -> None:
+        # Runs before any parameter gradient of this backward is accumulated, so a non-zero
+        # .grad here is left over from an earlier backward.
+        stale = any(p.grad is not None and bool(p.grad.ne(0).any()) for p in self.parameters())
+        self.events.append({"kind": "backward", "forward": forward,
+                            "grad_logits": adapt.plain(grad).float(), "stale": stale,
+                            "fresh": [None] * len(list(self.parameters()))})
+
+    def _fresh_gradient(self, index: int, grad: torch.Tensor) -> None:
+        backward = next((e for e in reversed(self.events) if e["kind"] == "backward"), None)
+        if backward is not None:
+            fresh = backward["fresh"]
+            fresh[index] = adapt.plain(grad) if fresh[index] is None else fresh[index] + grad.detach()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.events.append({"kind": "zero_grad", "grad_norm": _norm(self.parameters())})
+        super().zero_grad(set_to_none=set_to_none)
+
+
+class SpyOptimizer(torch.optim.SGD):
+    """Plain SGD that records the gradients each step() uses and each zero_grad() clears."""
+
+    def __init__(self, model: SpyModel, lr: float):
+        super().__init__(model.parameters(), lr=lr)
+        self.model = model
+
+    def step(self, closure=None):
+        self.model.events.append({"kind": "step", "grads": _grads(self.model.parameters())})
+        return super().step(closure)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.model.events.append({"kind": "zero_grad", "grad_norm": _norm(self.model.parameters())})
+        super().zero_grad(set_to_none=set_to_none)
+
+
+@op("train_epoch_probe")
+def train_epoch_probe(session, states: torch.Tensor, actions: torch.Tensor, batch_size: int,
+                      vocab_size: int, dim: int, grad_scale: float, learning_rate: float,
+                      seed: int, epoch: int = 0) -> dict:
+    """One call of train_epoch on the spies over an unshuffled DataLoader of (states, actions);
+    the model is passed in eval mode, as it is after evaluate()."""
+    train_epoch = session.require("train_epoch")
+    model = SpyModel(vocab_size, dim, grad_scale, torch.Generator().manual_seed(seed))
+    model.eval()
+    optimizer = SpyOptimizer(model, learning_rate)
+    loader = DataLoader(TensorDataset(states, actions), batch_size=batch_size, shuffle=False)
+    value = adapt.run_train_epoch(session, train_epoch, model, loader, optimizer,
+                                  torch.device("cpu"), epoch)
+    model.events.append({"kind": "end", "grad_norm": _norm(model.parameters())})
+    return {"events": model.events, "returned": adapt.loss_number(value),
+            "returned_type": type(value).__name__}
