@@ -265,6 +265,34 @@ def evaluate(model: nn.Module, dataloader, device: torch.device) -> float:
     return total_loss / max(num_batches, 1)
 
 
+class ProgressBar:
+    """Wraps a dataloader and prints one updating line per epoch: batches done, time, ETA and
+    the latest training loss (read from the model's output, whatever train_epoch does)."""
+
+    def __init__(self, dataloader, model: nn.Module, label: str):
+        self.dataloader, self.label, self.loss = dataloader, label, None
+        self.hook = model.register_forward_hook(self._record_loss)
+
+    def _record_loss(self, module, inputs, output):
+        if module.training and isinstance(output, tuple) and output[1] is not None:
+            self.loss = output[1].item()
+
+    def __len__(self):
+        return len(self.dataloader)
+
+    def __iter__(self):
+        start, total = time.time(), len(self.dataloader)
+        for done, batch in enumerate(self.dataloader, 1):
+            yield batch
+            elapsed = time.time() - start
+            loss = f"  loss {self.loss:.3f}" if self.loss is not None else ""
+            print(f"\r{self.label} [{'#' * (20 * done // total):<20}] {done}/{total}  "
+                  f"{elapsed:.0f}s, eta {elapsed / done * (total - done):.0f}s{loss}   ",
+                  end="", flush=True)
+        print()
+        self.hook.remove()
+
+
 def main():
     from generate_data import create_dataloaders
 
@@ -272,6 +300,7 @@ def main():
                   max_seq_len=50, dropout=0.1)
     batch_size, learning_rate, num_epochs = 32, 3e-4, 10
     data_path, checkpoint_dir = "data/trajectories.pkl", "checkpoints"
+    last_checkpoint = os.path.join(checkpoint_dir, "last.pt")
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not os.path.exists(data_path):
@@ -280,24 +309,32 @@ def main():
     torch.manual_seed(0)
     model = DecoderOnlyTransformer(**config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
+    history, first_epoch = [], 0
+    if os.path.exists(last_checkpoint):  # resume an interrupted run
+        state = torch.load(last_checkpoint, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, first_epoch = state["history"], state["epoch"] + 1
+        print(f"resuming after epoch {first_epoch} from {last_checkpoint}")
     num_params = sum(p.numel() for p in model.parameters())
     print(f"device {device}, {num_params / 1e6:.2f}M parameters, "
           f"{len(train_loader)} batches per epoch")
 
     os.makedirs(checkpoint_dir, exist_ok=True)
-    history = []
-    start = time.time()
-    for epoch in range(num_epochs):
-        train_loss = train_epoch(model, train_loader, optimizer, device, epoch)
+    start = time.time() - (history[-1]["seconds"] if history else 0.0)
+    for epoch in range(first_epoch, num_epochs):
+        progress = ProgressBar(train_loader, model, f"epoch {epoch + 1}/{num_epochs}")
+        train_loss = train_epoch(model, progress, optimizer, device, epoch)
         val_loss = evaluate(model, val_loader, device)
         elapsed = time.time() - start
         history.append(dict(epoch=epoch, train_loss=train_loss, val_loss=val_loss,
                             seconds=elapsed))
         print(f"epoch {epoch + 1}/{num_epochs}  train loss {train_loss:.4f}  "
               f"val loss {val_loss:.4f}  ({elapsed:.0f}s)")
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "config": config, "epoch": epoch},
-                   os.path.join(checkpoint_dir, f"epoch_{epoch + 1}.pt"))
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "config": config, "epoch": epoch, "history": history}
+        torch.save(state, os.path.join(checkpoint_dir, f"epoch_{epoch + 1}.pt"))
+        torch.save(state, last_checkpoint)
         with open(os.path.join(checkpoint_dir, "loss_history.json"), "w") as f:
             json.dump(history, f, indent=2)
 
