@@ -134,7 +134,9 @@ CONVERGENCE = dict(
     # bench/CONVERGENCE.md for the budget: the reference passes 0.8 by step 40 and ends near 0.39
     # at step 80 on every seed, while attention without a mask, without RoPE or without the past
     # stays at 1.76 or above.
-    data=dict(train_sequences=1280, val_sequences=256, seq_length=50, train_seed=1001,
+    # 128 held-out sequences: the per-sequence loss has std 0.11 (reference, 3 seeds), so the
+    # mean is known to +-0.01, and the prefix-only evaluation costs half of what 256 did.
+    data=dict(train_sequences=1280, val_sequences=128, seq_length=50, train_seed=1001,
               val_seed=2002),
     model=dict(vocab_size=256, dim=64, num_layers=2, num_heads=4, ff_hidden_dim=256,
                max_seq_len=50, dropout=0.0),

@@ -103,8 +103,9 @@ def handle(session: Session, request) -> dict:
 
 
 def serve(frames_in, frames_out) -> None:
+    # One thread makes CPU kernels deterministic. torch.use_deterministic_algorithms would add
+    # nothing on the CPU and costs 3 s per worker start (it imports torch._inductor).
     torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True, warn_only=True)
     importlib.import_module("worker.ops")
     session = Session()
     while True:
