@@ -1,0 +1,223 @@
+"""Figures for your Scratch-1 report, from what `python backbone.py` saved.
+
+    python visualize.py [--checkpoint checkpoints/epoch_10.pt] [--data data/trajectories.pkl]
+                        [--out images] [--audit-batches 30]
+
+Writes to the --out folder:
+    loss_curve.png      train and validation loss per epoch (checkpoints/loss_history.json)
+    attention_maps.png  the attention weights of every layer and head on one validation sequence
+    causal_audit.png    the causal-mask audit: the validation loss with and without the mask
+
+The attention maps are the weights YOUR CausalSelfAttention computes: they are read where the
+template routes them (the input of self.attn_dropout, or else the output of the softmax). The
+audit removes the mask by making torch.tril return all ones while the model runs, and trains a
+copy of your model for --audit-batches batches that way (with your train_epoch).
+"""
+
+import argparse
+import contextlib
+import copy
+import glob
+import json
+import os
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import backbone  # noqa: E402
+import generate_data  # noqa: E402
+
+CPU = torch.device("cpu")
+
+
+@contextlib.contextmanager
+def patched(owner, name, replacement):
+    """Temporarily replace owner.name (a function of torch) by `replacement`."""
+    original = getattr(owner, name)
+    setattr(owner, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+@contextlib.contextmanager
+def mask_removed():
+    """While active, torch.tril returns all ones: every causal mask built with it allows everything."""
+    def ones(input, *args, **kwargs):
+        return torch.ones_like(input)
+    with patched(torch, "tril", ones), patched(torch.Tensor, "tril", ones):
+        yield
+
+
+def latest_checkpoint(directory="checkpoints"):
+    paths = glob.glob(os.path.join(directory, "epoch_*.pt"))
+    if not paths:
+        raise SystemExit(f"no {directory}/epoch_*.pt found: train first with `python backbone.py`")
+    return max(paths, key=lambda path: int(re.findall(r"\d+", os.path.basename(path))[0]))
+
+
+def load_model(path):
+    checkpoint = torch.load(path, map_location=CPU, weights_only=True)
+    model = backbone.DecoderOnlyTransformer(**checkpoint["config"])
+    model.load_state_dict(checkpoint["model"])
+    return model.eval()
+
+
+def plot_loss_curve(history_path, out):
+    with open(history_path) as file:
+        history = json.load(file)
+    epochs = range(1, len(history) + 1)
+    plt.figure(figsize=(6, 4))
+    plt.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    plt.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation")
+    plt.axhline(1.0, color="gray", linestyle=":", label="target: 1.0")
+    plt.gca().xaxis.set_major_locator(MaxNLocator(integer=True))
+    plt.xlabel("epoch")
+    plt.ylabel("next-token loss (nats)")
+    plt.title(f"Training ({history[-1]['seconds']:.0f} s)")
+    plt.legend()
+    plt.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close()
+    print(f"wrote {out}: final validation loss {history[-1]['val_loss']:.4f}")
+
+
+@torch.no_grad()
+def attention_weights(model, ids):
+    """(layers, heads, seq, seq) attention weights of the model on ids (1, seq), or None."""
+    maps = []
+    hooks = [block.attn.attn_dropout.register_forward_hook(lambda _m, inputs, _o: maps.append(inputs[0]))
+             for block in model.blocks if hasattr(block.attn, "attn_dropout")]
+    model(ids)
+    for hook in hooks:
+        hook.remove()
+    if len(maps) != len(model.blocks):  # weights not passed through attn_dropout: catch the softmax
+        maps.clear()
+        softmax = torch.softmax
+
+        def recording(*args, **kwargs):
+            maps.append(softmax(*args, **kwargs))
+            return maps[-1]
+        with patched(torch, "softmax", recording), patched(F, "softmax", recording):
+            model(ids)
+    seq = ids.shape[1]
+    maps = [m[0] for m in maps if m.dim() == 4 and m.shape[-2:] == (seq, seq)]
+    return torch.stack(maps) if len(maps) == len(model.blocks) else None
+
+
+def plot_attention(maps, out):
+    layers, heads = maps.shape[:2]
+    fig, axes = plt.subplots(layers, heads, figsize=(1.6 * heads, 1.6 * layers), squeeze=False)
+    for layer in range(layers):
+        for head in range(heads):
+            ax = axes[layer][head]
+            ax.imshow(maps[layer, head], cmap="viridis", vmin=0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if layer == 0:
+                ax.set_title(f"head {head}", fontsize=9)
+            if head == 0:
+                ax.set_ylabel(f"layer {layer}\nquery", fontsize=9)
+            if layer == layers - 1:
+                ax.set_xlabel("key", fontsize=9)
+    future = float(maps.triu(1).sum(-1).max())
+    fig.suptitle(f"Attention on one validation sequence (row: query position, column: key position)\n"
+                 f"largest weight on future keys, summed per query: {future:.2g} (causal: 0)")
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    print(f"wrote {out}: {layers} layers x {heads} heads; weight on future keys {future:.2g}")
+
+
+@torch.no_grad()
+def sees_future(model, ids):
+    """Whether the logits at position 0 change when the last token changes."""
+    changed = ids.clone()
+    changed[:, -1] = (changed[:, -1] + 1) % model.vocab_size
+    return not torch.allclose(model(ids)[0][:, 0], model(changed)[0][:, 0], atol=1e-6)
+
+
+def causal_audit(model, train_loader, val_batches, ids, num_batches, out):
+    with mask_removed():
+        if not sees_future(model, ids):
+            print("causal audit skipped: removing torch.tril did not remove your mask (does your "
+                  "attention build it another way?)")
+            return
+        peeking = backbone.evaluate(model, val_batches, CPU)
+    honest = backbone.evaluate(model, val_batches, CPU)
+    # A copy trained briefly without the mask learns to read the answer from the next position.
+    cheater = copy.deepcopy(model)
+    optimizer = torch.optim.AdamW(cheater.parameters(), lr=1e-3)
+    batches = [batch for _, batch in zip(range(num_batches), train_loader)]
+    with mask_removed():
+        backbone.train_epoch(cheater, batches, optimizer, CPU, 0)
+        cheating = backbone.evaluate(cheater, val_batches, CPU)
+    cheater_honest = backbone.evaluate(cheater, val_batches, CPU)
+    floor = generate_data.entropy_floor(ids.shape[1] + 1)
+
+    bars = {"your model\nwith mask": honest, "your model\nmask removed": peeking,
+            f"trained {num_batches} batches\nwithout mask": cheating,
+            "same, mask\nput back": cheater_honest}
+    plt.figure(figsize=(7, 4))
+    plt.bar(list(bars), list(bars.values()), color=["tab:green", "tab:orange", "tab:red", "tab:gray"])
+    plt.axhline(floor, color="black", linestyle="--", label=f"best possible honest loss ({floor:.3f})")
+    plt.ylabel("validation loss (nats)")
+    plt.title("Causal-mask audit")
+    plt.legend()
+    plt.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close()
+    print(f"wrote {out}\ncausal audit (validation loss, nats):")
+    for name, value in bars.items():
+        print(f"  {name.replace(chr(10), ' '):<36} {value:.4f}")
+    print(f"  best possible without seeing the future  {floor:.4f}")
+    if cheating < floor:
+        print("A model that can see the future cheats: trained without the mask it scores below what\n"
+              "any honest predictor can reach, by copying the next token from its input; with the mask\n"
+              "put back (as in generation, where the future does not exist yet) it is much worse.\n"
+              "Your own model never learned to use the future, so removing its mask only feeds it\n"
+              "inputs it was not trained on.")
+    else:
+        print(f"The copy trained without the mask has not learned to cheat yet after {num_batches} "
+              "batches: run again with a larger --audit-batches.")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", help="a checkpoints/epoch_*.pt file (default: the latest)")
+    parser.add_argument("--data", default="data/trajectories.pkl")
+    parser.add_argument("--out", default="images")
+    parser.add_argument("--audit-batches", type=int, default=30,
+                        help="training batches for the no-mask model of the causal audit")
+    args = parser.parse_args()
+    checkpoint = args.checkpoint or latest_checkpoint()
+    os.makedirs(args.out, exist_ok=True)
+    torch.manual_seed(0)
+
+    history = os.path.join(os.path.dirname(checkpoint), "loss_history.json")
+    if os.path.exists(history):
+        plot_loss_curve(history, os.path.join(args.out, "loss_curve.png"))
+    else:
+        print(f"no {history}: skipping the loss curve")
+
+    model = load_model(checkpoint)
+    print(f"loaded {checkpoint}")
+    train_loader, val_loader = generate_data.create_dataloaders(args.data, batch_size=32)
+    val_batches = list(val_loader)
+    ids = val_batches[0][1][:1, :-1]  # the first validation sequence, as the model reads it
+    maps = attention_weights(model, ids)
+    if maps is None:
+        print("attention maps skipped: could not read the weights (pass them through "
+              "self.attn_dropout as the template does)")
+    else:
+        plot_attention(maps, os.path.join(args.out, "attention_maps.png"))
+    causal_audit(model, train_loader, val_batches, ids, args.audit_batches,
+                 os.path.join(args.out, "causal_audit.png"))
+
+
+if __name__ == "__main__":
+    main()
