@@ -38,6 +38,7 @@ class Outcome:
 
     rule: rubric.Rule
     runs: int = 0
+    seconds: float = 0.0  # wall time of setup, call and teardown, summed over cases
     failures: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     fraction: float = None
@@ -77,15 +78,23 @@ class ResultsPlugin:
         order = [rule.test for rule in rubric.RULES]
         items.sort(key=lambda item: order.index(_rule_key(item)))
         for item in items:
-            item.add_marker(pytest.mark.timeout(self.outcomes[_rule_key(item)].rule.timeout * 4))
+            # A backstop for the grader itself (pytest-timeout's thread method ends the
+            # process): the worker's own limits (a restart's import, then the check's
+            # time) always fire first.
+            rule = self.outcomes[_rule_key(item)].rule
+            item.add_marker(pytest.mark.timeout(rule.timeout + rubric.WORKER["import_timeout"] + 120))
 
     def pytest_runtest_setup(self, item):
-        self.context.student.begin_test(self.outcomes[_rule_key(item)].rule)
+        rule = self.outcomes[_rule_key(item)].rule
+        self.context.student.begin_test(rule)
+        if self.context.worker is not None:
+            self.context.worker.begin_check(rule.test, rule.timeout)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
         report = (yield).get_result()
         outcome = self.outcomes[_rule_key(item)]
+        outcome.seconds += report.duration
         if report.when == "call" or (report.when == "setup" and not report.passed):
             outcome.runs += 1
             if not report.passed:
@@ -122,5 +131,5 @@ class ResultsPlugin:
             lines.extend(outcome.failures)
             lines.extend(outcome.notes)
             tests.append(results.test_entry(outcome.rule, numbering[test], fraction,
-                                            "\n".join(lines)))
+                                            "\n".join(lines), outcome.seconds))
         return tests

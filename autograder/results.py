@@ -5,8 +5,11 @@ file, and `fallback` produces a complete document in which every rubric test fai
 explanation, for the cases where grading itself could not run.
 """
 
+import base64
+import html
 import json
 import os
+import re
 import tempfile
 
 from . import rubric
@@ -14,13 +17,23 @@ from . import rubric
 STATUSES = ("passed", "failed")
 VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
 MAX_OUTPUT_CHARS = 8_000  # per test; Gradescope cuts whole outputs at 100,000 characters
+# Output formats. Every output is plain text ("test_output_format": "text") except the test that
+# carries the figures: the convergence test gets "output_format": "html", its text in a <pre>
+# and the loss curve and attention maps as <img> with base64 data: URIs (Gradescope renders a
+# test's output in the format it names). Gradescope cuts an output at 100,000 characters, so
+# the images get at most FIGURE_CHARS; when they do not fit, the output stays text and gets a
+# one-line description of the loss curve instead.
+OUTPUT_FORMATS = ("text", "html", "simple_format", "md", "ansi")
+FIGURES_TEST = "test_convergence.py::test_heldout_loss"
+FIGURE_CHARS = 60_000
 
 
 def clip(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 40] + "\n[... output cut by the grader]"
 
 
-def test_entry(rule: rubric.Rule, number: str, fraction: float, output: str) -> dict:
+def test_entry(rule: rubric.Rule, number: str, fraction: float, output: str,
+               seconds: float = 0.0) -> dict:
     fraction = min(max(fraction, 0.0), 1.0)
     return {
         "name": rule.name,
@@ -31,6 +44,7 @@ def test_entry(rule: rubric.Rule, number: str, fraction: float, output: str) -> 
         "output": clip(output),
         "visibility": rule.visibility,
         "tags": [rule.category],
+        "extra_data": {"seconds": round(seconds, 3)},
     }
 
 
@@ -42,6 +56,27 @@ def numbers() -> dict:
         counters[category] = counters.get(category, 0) + 1
         result[rule.test] = f"{category}.{counters[category]}"
     return result
+
+
+def with_figures(entry: dict, images: dict, description: str) -> dict:
+    """The test entry with the images {file name: PNG bytes} embedded, or their description."""
+    tags = [f'<img alt="{html.escape(name)}" style="max-width:100%" '
+            f'src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+            for name, png in images.items()]
+    if tags and sum(map(len, tags)) <= FIGURE_CHARS:
+        body = f"<pre>{html.escape(entry['output'])}</pre>" + "".join(f"<p>{tag}</p>" for tag in tags)
+        return dict(entry, output=body, output_format="html")
+    if description:
+        return dict(entry, output=clip(f"{entry['output']}\n{description}".strip()))
+    return entry
+
+
+def plain_output(entry: dict) -> str:
+    """An entry's output as text, whatever its format (the inverse of with_figures)."""
+    if entry.get("output_format") != "html":
+        return entry.get("output", "")
+    match = re.match(r"<pre>(.*?)</pre>", entry.get("output", ""), re.DOTALL)
+    return html.unescape(match.group(1)) if match else ""
 
 
 def document(tests: list, output: str, execution_time: float) -> dict:
@@ -78,6 +113,8 @@ def problems(results: dict) -> list:
                 found.append(f"{where}: `{key}` missing or not {getattr(kind, '__name__', kind)}")
         if test.get("status") not in STATUSES:
             found.append(f"{where}: status {test.get('status')!r}")
+        if test.get("output_format", "text") not in OUTPUT_FORMATS:
+            found.append(f"{where}: output_format {test.get('output_format')!r}")
         if test.get("visibility") not in VISIBILITIES:
             found.append(f"{where}: visibility {test.get('visibility')!r}")
         tags = test.get("tags") or []

@@ -37,8 +37,11 @@ def heldout_loss(student, sequences: torch.Tensor) -> float:
 
 
 def likely_cause(train_losses, loss: float) -> str:
-    if any(not math.isfinite(value) for value in train_losses) or not math.isfinite(loss):
+    if not math.isfinite(loss):
         return "the loss became NaN or inf: look for a division by zero or -inf in every score row"
+    if any(not math.isfinite(value) for value in train_losses):
+        return ("train_epoch did not return finite losses (see the training tests), so the "
+                "training could not be followed")
     if train_losses[-1] < SPEC["target_loss"] <= loss:
         return ("your training loss is low but the loss from prefixes alone is not: the model sees "
                 "future tokens while training (check the causal mask)")
@@ -49,17 +52,32 @@ def likely_cause(train_losses, loss: float) -> str:
             "back, so check the attention over the past (heads, scaling, RoPE)")
 
 
-def test_heldout_loss(student, credit, grading_data):
+def attention_maps(student, tokens: torch.Tensor):
+    """The trained model's attention weights for the figures, or None: never costs points."""
+    try:
+        return student.call("trained_attention", "drawing your model's attention maps", tokens=tokens)
+    except pytest.fail.Exception as failure:
+        student.note(f"(does not affect your score) the attention maps could not be drawn: {failure.msg}")
+        return None
+
+
+def test_heldout_loss(student, credit, grading_data, context):
     steps = SPEC["epochs"] * (len(grading_data["train_actions"]) // SPEC["batch_size"])
     trained = student.call(
         "convergence_train", "training your DecoderOnlyTransformer with your train_epoch",
         config=SPEC["model"], seed=SPEC["seed"], states=grading_data["train_states"],
         actions=grading_data["train_actions"], batch_size=SPEC["batch_size"],
         epochs=SPEC["epochs"], learning_rate=SPEC["learning_rate"])
-    train_losses = [float(value) for value in trained["epoch_losses"]]
+    # train_epoch's own return value is judged in training; here a non-number only shows as nan
+    train_losses = [float("nan") if value is None else float(value) for value in trained["epoch_losses"]]
+    # The figures' channel (see cli.GradingContext.figures): raw numbers, drawn after grading.
+    context.figures["loss"] = dict(step_losses=trained.get("step_losses", []), epoch_losses=train_losses,
+                                   target=SPEC["target_loss"])
     loss = heldout_loss(student, grading_data["val_actions"])
     fraction = next((share for bound, share in SPEC["tiers"] if loss < bound), 0.0)
     credit.set(fraction)
+    context.figures["loss"]["heldout_loss"] = loss
+    context.figures["attention"] = attention_maps(student, grading_data["val_actions"][:1])
     summary = (f"held-out next-token loss {loss:.3f} after {SPEC['epochs']} epochs ({steps} steps); "
                f"your train_epoch returned {', '.join(f'{v:.3f}' for v in train_losses)}")
     if fraction < 1.0:

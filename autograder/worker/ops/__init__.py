@@ -4,4 +4,4 @@ Each op builds the student's object the template's way (through worker/adapt.py)
 inputs the grader sent, and returns raw tensors. Judging happens on the trusted side.
 """
 
-from . import attention, convergence, model, rmsnorm, rope, training  # noqa: F401  (registers the ops)
+from . import attention, convergence, figures, model, rmsnorm, rope, training  # noqa: F401  (registers the ops)

@@ -25,16 +25,31 @@ def convergence_train(session, config: dict, seed: int, states: torch.Tensor,
     loader = DataLoader(TensorDataset(states, actions), batch_size=batch_size, shuffle=True,
                         drop_last=True, generator=torch.Generator().manual_seed(seed))
     train_epoch = session.require("train_epoch")
-    epoch_losses, epoch_seconds = [], []
+    epoch_losses, epoch_seconds, step_losses = [], [], []
+    # For the loss-curve figure only: the loss of every forward call that returned one.
+    recorder = None
+    if isinstance(model, torch.nn.Module):
+        recorder = model.register_forward_hook(lambda module, inputs, output: _record_loss(output, step_losses))
     start = time.process_time()
     for epoch in range(epochs):
         loss = adapt.call_train_epoch(session, train_epoch, model, loader, optimizer,
                                       torch.device("cpu"), epoch)
         epoch_losses.append(loss)
         epoch_seconds.append(time.process_time() - start)
+    if recorder is not None:
+        recorder.remove()
     model.eval()
     session.state["trained_model"] = model
-    return {"epoch_losses": epoch_losses, "epoch_cpu_seconds": epoch_seconds}
+    return {"epoch_losses": epoch_losses, "epoch_cpu_seconds": epoch_seconds,
+            "step_losses": step_losses}
+
+
+def _record_loss(output, losses: list, limit: int = 10_000) -> None:
+    """Append the scalar loss of a (logits, loss) output; anything else records nothing."""
+    if isinstance(output, (tuple, list)) and len(output) == 2 and len(losses) < limit:
+        loss = output[1]
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.is_floating_point():
+            losses.append(float(loss.detach()))
 
 
 @op("convergence_predict")

@@ -1,0 +1,238 @@
+"""A TA's batch run: grade every submission in a folder, in parallel, resumably.
+
+    ./run_autograder --batch DIR --out OUT [--jobs N] [--regrade] [--only CATEGORY ...]
+
+Every entry of DIR is one submission: a .py file, a folder or a zip, named after the entry
+(extension dropped). Gradescope's "Export Submissions" folder is recognised by its
+`submission_metadata.yml`: each `submission_<id>/` folder is a submission, and the students'
+names are read from the metadata with a minimal parser (the file is Ruby-style YAML; pyyaml is
+not a dependency, so only the `:name:` lines under each submission's `:submitters:` are read;
+anything unparsable just leaves the name out).
+
+Each submission is graded by its own grader process (`python -m autograder --submission ...
+--results ... --figures ...`, what run_autograder runs), up to --jobs at once (default: one per
+core), so a crash or hang in one never stops the others. A submission whose results file is
+newer than every file of the submission and holds every category asked for is skipped, unless
+--regrade. Written to OUT:
+    results/<name>.json       each submission's results.json (as Gradescope would get it)
+    logs/<name>.log           the grader's output for it (incl. the cut output of the student code)
+    summary.csv               one row per submission: total, each category, each test
+    report/index.html         the HTML report (html_report.py), with a page per submission
+"""
+
+import concurrent.futures
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from . import html_report, results, rubric
+
+KIT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METADATA = "submission_metadata.yml"
+# A whole grading run takes ~30 s; the checks' own timeouts end a hung one well before this.
+SUBMISSION_TIMEOUT = 30 * 60
+
+
+@dataclass(eq=False)  # hashable by identity: the report groups submissions
+class Submission:
+    name: str  # unique and safe as a file name
+    path: str
+    student: str = ""  # from Gradescope's metadata, if any
+    document: dict = None  # its results.json, once graded
+    error: str = ""  # why there is no results.json
+
+    def results_path(self, out: str) -> str:
+        return os.path.join(out, "results", self.name + ".json")
+
+    def log_path(self, out: str) -> str:
+        return os.path.join(out, "logs", self.name + ".log")
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.\-]+", "_", name).strip("._") or "submission"
+
+
+def gradescope_students(path: str) -> dict:
+    """{"submission_<id>": "Name, Name"} from Gradescope's submission_metadata.yml."""
+    students, current, submitters_indent = {}, None, None
+    with open(path, encoding="utf-8", errors="replace") as file:
+        for line in file:
+            indent = len(line) - len(line.lstrip(" "))
+            text = line.strip()
+            key = re.match(r"^:?(submission_\d+):$", text)
+            if indent == 0 and key:
+                current, submitters_indent = key.group(1), None
+            elif text in (":submitters:", "submitters:"):
+                submitters_indent = indent
+            elif submitters_indent is not None and (indent > submitters_indent or text.startswith("- ")):
+                name = re.match(r"^(?:- )?:?name:\s*(.+)$", text)
+                if name and current:
+                    value = name.group(1).strip().strip("'\"")
+                    students[current] = ", ".join(filter(None, [students.get(current), value]))
+            else:
+                submitters_indent = None
+    return students
+
+
+def find(folder: str, out: str) -> list:
+    """The submissions in `folder`, sorted by name."""
+    entries = sorted(e for e in os.listdir(folder) if not e.startswith("."))
+    students = {}
+    if METADATA in entries:
+        try:
+            students = gradescope_students(os.path.join(folder, METADATA))
+        except OSError as error:
+            print(f"{METADATA} could not be read ({error}): students are named by folder", file=sys.stderr)
+        entries = [e for e in entries if e.startswith("submission_") and os.path.isdir(os.path.join(folder, e))]
+    submissions, taken = [], set()
+    for entry in entries:
+        path = os.path.join(folder, entry)
+        if os.path.realpath(path) == os.path.realpath(out):
+            continue
+        stem, extension = os.path.splitext(entry)
+        name = _safe(stem if extension.lower() in (".py", ".zip") else entry)
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        submissions.append(Submission(name, path, students.get(entry, "")))
+    return submissions
+
+
+def _newest_change(path: str) -> float:
+    if not os.path.isdir(path):
+        return os.path.getmtime(path)
+    times = [os.path.getmtime(path)]
+    for directory, _, files in os.walk(path):
+        times.extend(os.path.getmtime(os.path.join(directory, f)) for f in files)
+    return max(times)
+
+
+def up_to_date(submission: Submission, out: str, only) -> bool:
+    """Its results are newer than the submission and hold every category asked for."""
+    results_path = submission.results_path(out)
+    if not os.path.exists(results_path) or os.path.getmtime(results_path) <= _newest_change(submission.path):
+        return False
+    try:
+        with open(results_path) as file:
+            graded = {tag for test in json.load(file)["tests"] for tag in test["tags"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return set(only or rubric.CATEGORIES) <= graded
+
+
+def grade_one(submission: Submission, out: str, only) -> None:
+    """Grade in a child process; on success its results.json is in out/results."""
+    results_path = submission.results_path(out)
+    figures_dir = html_report.figures_dir(out, submission.name)
+    shutil.rmtree(figures_dir, ignore_errors=True)  # nothing stale from an earlier grade
+    if os.path.exists(results_path):
+        os.remove(results_path)
+    command = [sys.executable, "-m", "autograder", "--submission", os.path.abspath(submission.path),
+               "--results", results_path, "--figures", figures_dir]
+    for category in only or ():
+        command += ["--only", category]
+    environment = dict(os.environ, PYTHONPATH=KIT, PYTHONDONTWRITEBYTECODE="1")
+    with open(submission.log_path(out), "w") as log:
+        process = subprocess.Popen(command, cwd=KIT, env=environment, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+        try:
+            code = process.wait(SUBMISSION_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            code = f"killed after {SUBMISSION_TIMEOUT} s"
+    if code != 0 or not os.path.exists(results_path):
+        submission.error = f"the grader failed (exit {code}); see {os.path.relpath(submission.log_path(out), out)}"
+
+
+class Progress:
+    """One plain-text line on stderr: done/total, elapsed time and the estimated time left."""
+
+    def __init__(self, total: int, skipped: int):
+        self.total, self.done, self.skipped, self.failed = total, skipped, skipped, 0
+        self.start = time.monotonic()
+        self.rewrite = sys.stderr.isatty()
+
+    def update(self, submission: Submission) -> None:
+        self.done += 1
+        self.failed += bool(submission.error)
+        elapsed = time.monotonic() - self.start
+        graded = self.done - self.skipped
+        left = elapsed / graded * (self.total - self.done) if graded else 0.0
+        bar = "#" * (20 * self.done // max(self.total, 1))
+        line = (f"[{bar:<20}] {self.done}/{self.total} done ({self.skipped} up to date, "
+                f"{self.failed} failed)  {_clock(elapsed)} elapsed, ETA {_clock(left)}  {submission.name}")
+        print(("\r" + line + "\x1b[K") if self.rewrite else line, end="" if self.rewrite else "\n",
+              file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.rewrite:
+            print(file=sys.stderr)
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
+
+
+def write_summary(submissions: list, path: str) -> None:
+    numbering = results.numbers()
+    tests = [(numbering[rule.test], rule.name) for rule in rubric.RULES]
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["submission", "student", "total", *rubric.CATEGORIES,
+                         *(f"{number} {name}" for number, name in tests), "error"])
+        for submission in submissions:
+            document = submission.document or {"tests": []}
+            scores = {test["number"]: test["score"] for test in document["tests"]}
+            categories = {category: sum(t["score"] for t in document["tests"] if t["tags"] == [category])
+                          for category in rubric.CATEGORIES}
+            row = [document.get("score", ""), *(categories[c] if submission.document else ""
+                                                for c in rubric.CATEGORIES),
+                   *(scores.get(number, "") for number, _ in tests)]
+            writer.writerow([submission.name, submission.student,
+                             *(f"{v:g}" if isinstance(v, float) else v for v in row), submission.error])
+
+
+def run(folder: str, out: str, jobs: int, regrade: bool = False, only=None) -> int:
+    folder, out = os.path.abspath(folder), os.path.abspath(out)
+    if not os.path.isdir(folder):
+        print(f"--batch {folder}: not a folder", file=sys.stderr)
+        return 2
+    for sub in ("results", "logs"):
+        os.makedirs(os.path.join(out, sub), exist_ok=True)
+    submissions = find(folder, out)
+    pending = [s for s in submissions if regrade or not up_to_date(s, out, only)]
+    print(f"{len(submissions)} submissions in {folder}: grading {len(pending)} with {jobs} at a time",
+          file=sys.stderr)
+    progress = Progress(len(submissions), len(submissions) - len(pending))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(grade_one, s, out, only): s for s in pending}
+        for future in concurrent.futures.as_completed(futures):
+            submission = futures[future]
+            try:
+                future.result()
+            except Exception as error:  # a failure to even start the grader: this one only
+                submission.error = f"could not be graded: {type(error).__name__}: {error}"
+            progress.update(submission)
+    progress.close()
+    for submission in submissions:
+        if not submission.error:
+            try:
+                with open(submission.results_path(out)) as file:
+                    submission.document = json.load(file)
+            except (OSError, ValueError) as error:
+                submission.error = f"no readable results: {error}"
+    write_summary(submissions, os.path.join(out, "summary.csv"))
+    index = html_report.build(submissions, out)
+    failed = [s.name for s in submissions if s.error]
+    print(f"summary: {os.path.join(out, 'summary.csv')}\nreport:  {index}"
+          + (f"\nnot graded ({len(failed)}): {', '.join(failed)}" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
