@@ -31,6 +31,9 @@ RMSNORM_VARIANTS = {
         lambda x, scale, eps: x / (x.abs().mean(-1, keepdim=True) + eps) * scale,
     "your output matches normalising over the wrong dimension: use the last one (dim=-1)":
         lambda x, scale, eps: x / torch.sqrt(x.pow(2).mean(dim=-2, keepdim=True) + eps) * scale,
+    "your output matches normalising over dim 1 (the sequence axis of a (batch, seq, dim) input), "
+    "not the last dimension: use dim=-1, which is the features for inputs of any rank":
+        lambda x, scale, eps: x / torch.sqrt(x.pow(2).mean(dim=1, keepdim=True) + eps) * scale,
 }
 
 
@@ -41,7 +44,9 @@ def first_match(actual: torch.Tensor, variants: dict, *args, rtol: float, atol: 
             expected = variant(*args)
         except (RuntimeError, IndexError):
             continue
-        if expected.shape == actual.shape and torch.allclose(actual, expected, rtol=rtol, atol=atol):
+        # NaN where the variant has NaN is part of its signature (a row that masks every key)
+        if expected.shape == actual.shape and torch.allclose(actual, expected, rtol=rtol, atol=atol,
+                                                             equal_nan=True):
             return description
     return ""
 
@@ -61,8 +66,14 @@ CAUSAL_MASK_VARIANTS = {
     "your output matches zeroing the attention weights after the softmax: the future keys still "
     "enter the softmax's normalisation; mask the scores (with -inf) before the softmax":
         _attention_with(mask_after_softmax=True),
+    "your output matches a mask that hides the diagonal too, so position 0 has no key left and "
+    "its softmax is NaN: let every position attend to itself (torch.tril with diagonal=0)":
+        _attention_with(lambda n: torch.ones(n, n, dtype=torch.bool).tril(-1)),
     "your output matches a mask that keeps the future and hides the past (torch.triu where "
     "torch.tril belongs)": _attention_with(lambda n: torch.ones(n, n, dtype=torch.bool).triu()),
+    "your output matches a mask that lets each position t also see the next token t + 1 (a mask "
+    "built with diagonal=1, or a larger mask sliced one row off): position t may attend to keys "
+    "s <= t only": _attention_with(lambda n: torch.ones(n, n, dtype=torch.bool).tril(1)),
 }
 
 

@@ -7,7 +7,9 @@ the one-hot dims and zeros elsewhere. log A[i, j] is the score of query i and ke
 per-row constant (the softmax's normaliser). The fits below also allow a per-column constant and
 a scale factor, and the references include every attention bug test_attention.py names (q/k
 split order swapped, ...), so attention bugs cost no rope points; only entries j < i are used,
-which every causal mask (or a missing one) leaves visible.
+which every causal mask (or a missing one) leaves visible. A mask bug that makes the weights
+unreadable (zeroed after the softmax, a triu mask) costs no rope points when the output is
+correct RoPE with that bug (diagnoses.CAUSAL_MASK_VARIANTS).
 
 With the same content at every position the scores depend on the positions only, which shows
 the relative-position property plainly; but there, swapping q and k (an attention bug) and
@@ -150,6 +152,24 @@ def _unreadable(out, probe) -> str:
                "attention weights unchanged (no RoPE on the values)?"))
 
 
+def _mask_bug_with_correct_rope(student, generator, out, probe) -> bool:
+    """Whether an unreadable probe output is correct RoPE inside attention with one of the mask
+    bugs test_causal_mask.py grades (weights zeroed after the softmax leave rows that do not sum
+    to 1; a triu mask hides the past keys the probe reads). Then, with a note, it costs no rope
+    points. Both probes (the same and different content at every position) must match the bug."""
+    tolerance = rubric.TOLERANCES["attention"]
+    cause = diagnoses.causal_mask_bug(out, *probe, 1, **tolerance)
+    if not cause:
+        return False
+    distinct = _probe(generator, constant=False)
+    if diagnoses.causal_mask_bug(_run(student, distinct), *distinct, 1, **tolerance) != cause:
+        return False
+    student.note("the attention weights could not be read off the probe, but your attention "
+                 "equals correct RoPE with a causal-mask bug, which costs points in the "
+                 f"causal_mask tests only ({cause})")
+    return True
+
+
 def test_rope_module_relative_property(student, generator):
     """The provided module on its own: the same q (and k) at every position."""
     batch, heads, seq, head_dim = 2, 3, 16, 8
@@ -183,6 +203,8 @@ def test_attention_scores_depend_on_relative_position(student, generator):
     out = _run(student, probe)
     log_weights = _log_weights(out)
     if log_weights is None:
+        if _mask_bug_with_correct_rope(student, generator, out, probe):
+            return
         pytest.fail(_unreadable(out, probe), pytrace=False)
     _, flat = _fit(log_weights)
     if flat <= TOLERANCE["min_spread"]:
@@ -228,6 +250,8 @@ def test_rope_applied_to_queries_and_keys_not_values(student, generator):
     probe = _probe(generator, constant=True)
     out = _run(student, probe)
     if _log_weights(out) is None:
+        if _mask_bug_with_correct_rope(student, generator, out, probe):
+            return
         pytest.fail(_unreadable(out, probe), pytrace=False)
 
     log_weights, probe = _distinct_content(student, generator)

@@ -1,12 +1,20 @@
 """The one place where the student's API is fitted to the calls the ops make.
 
 Real submissions deviate from the template while behaving correctly: forward without a `mask`
-argument, a tuple returned from forward, a model that returns logits only. Each function here
-calls the student's code the template's way first, adapts when the signature says otherwise,
-and records what it adapted as a note that the grader shows to the student.
+argument or requiring it, a tuple returned from forward, extra constructor keywords, a model that
+returns logits only or (logits, loss, extra), or that shifts the targets itself, a train_epoch
+with extra optional arguments that returns a tensor, script code left at module level. Each
+function here calls the student's code the template's way first, adapts when the signature or
+behaviour says otherwise, and records what it adapted as a note that the grader shows to the
+student; what cannot be adapted raises an error that names the signature the grader expected.
 """
 
+import contextlib
+import importlib.machinery
+import importlib.util
 import inspect
+import sys
+import traceback
 
 import torch
 
@@ -67,6 +75,108 @@ def call_model(session, model, input_ids: torch.Tensor):
     return first_tensor(output, session, "DecoderOnlyTransformer.forward")
 
 
+class ModelAPI:
+    """How the student's DecoderOnlyTransformer.forward is called and what it returns, so that a
+    stand-in model (the training checks' spy) meets the student's train_epoch exactly as the
+    student's own model would. The template's: forward(input_ids, targets=None) -> (logits,
+    loss), the loss over the positions as given."""
+
+    def __init__(self, plain=2, trained=2, loss_at=1, targets="targets", shifts=False):
+        self.plain = plain  # what forward(input_ids) returns: 0 logits only, n an n-tuple, -1 a dict
+        self.trained = trained  # the same for forward(input_ids, targets)
+        self.loss_at = loss_at  # where the loss is in that tuple (None: not returned)
+        self.targets = targets  # the name of forward's targets parameter
+        self.shifts = shifts  # pairs logits[:, :-1] with targets[:, 1:] given targets of full length
+
+    def output(self, logits, loss):
+        """(logits, loss) arranged as the student's model returns them; None fills extra items."""
+        form = self.plain if loss is None else self.trained
+        if form == 0:
+            return logits
+        if form < 0:
+            return {"logits": logits, "loss": loss}
+        items = [logits] + [None] * (form - 1)
+        if loss is not None and self.loss_at is not None:
+            items[self.loss_at] = loss
+        return tuple(items)
+
+
+def _form(output):
+    if isinstance(output, torch.Tensor):
+        return 0
+    if isinstance(output, dict) and isinstance(output.get("logits"), torch.Tensor):
+        return -1
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return len(output)
+    return None
+
+
+PROBE_MODEL = dict(vocab_size=12, dim=16, num_layers=1, num_heads=2, ff_hidden_dim=32,
+                   max_seq_len=16, dropout=0.0)
+
+
+def model_api(session) -> ModelAPI:
+    """The student's model API, read off one small model of theirs: the output's layout with and
+    without targets, the targets parameter's name, and whether it shifts targets of the input's
+    length itself (then d loss / d logits is zero at the last position and, at position t,
+    negative only at the class of token t + 1). A model that cannot run (its bugs are graded
+    elsewhere) leaves the template's API."""
+    notes = list(session.notes)  # building the probe model may note what the real ones note
+    ids = torch.randint(PROBE_MODEL["vocab_size"], (2, 6), generator=torch.Generator().manual_seed(0))
+    try:
+        torch.manual_seed(0)
+        model = build(session, "DecoderOnlyTransformer", **PROBE_MODEL)
+        set_dropout(model, 0.0)
+        model.eval()
+        with torch.no_grad():
+            plain = _form(model(ids))
+        try:
+            trained = model(ids, ids)
+        except Exception:  # noqa: BLE001 (forward takes no targets: train_epoch computes the loss)
+            trained = None
+    except Exception:  # noqa: BLE001 (any error of the student's model)
+        plain = None
+    session.notes[:] = notes
+    if plain is None:
+        return ModelAPI()
+    parameters = _positional_parameters(model.forward) or []
+    api = ModelAPI(plain=plain, trained=plain, targets=parameters[1].name if len(parameters) > 1 else None)
+    form, logits, loss = _form(trained), None, None
+    if form == -1:
+        api.trained, api.loss_at = form, None
+        logits, loss = trained["logits"], trained.get("loss")
+    elif form:
+        api.trained, logits = form, trained[0]
+        api.loss_at = next((i for i, item in enumerate(trained) if i and isinstance(item, torch.Tensor)
+                            and item.numel() == 1 and item.is_floating_point()), None)
+        loss = trained[api.loss_at] if api.loss_at is not None else None
+    elif form == 0:
+        api.trained = 0
+    if isinstance(loss, torch.Tensor) and loss.requires_grad and logits.requires_grad:
+        (grad,) = torch.autograd.grad(loss.sum(), logits, allow_unused=True)
+        if grad is not None and grad.shape[:2] == ids.shape:
+            used = grad.ne(0).any(-1)
+            api.shifts = bool(used[:, :-1].all() and not used[:, -1].any()
+                              and torch.equal(grad.argmin(-1)[:, :-1], ids[:, 1:]))
+    _note_api(session, api)
+    return api
+
+
+def _note_api(session, api: ModelAPI) -> None:
+    stand_in = "in the training checks the grader's stand-in model"
+    layouts = {0: "logits only", -1: "a dict"}
+    if api.plain != 2 or api.trained != 2 or api.loss_at not in (1, None):
+        forms = {layouts.get(form, f"a tuple of {form} items") for form in (api.plain, api.trained)}
+        session.note(f"DecoderOnlyTransformer.forward returns {' or '.join(sorted(forms))} (the "
+                     f"template returns (logits, loss)): {stand_in} returned the same layout")
+    if api.targets not in ("targets", None):
+        session.note(f"DecoderOnlyTransformer.forward takes the targets as `{api.targets}`: "
+                     f"{stand_in} accepted that name")
+    if api.shifts:
+        session.note("DecoderOnlyTransformer.forward shifts targets of the input's length itself "
+                     f"(logits[:, :-1] against targets[:, 1:]): {stand_in} did the same")
+
+
 def set_dropout(module: torch.nn.Module, p: float) -> None:
     """Set every dropout probability in a module tree (nn.Dropout and plain float attributes)."""
     for child in module.modules():
@@ -83,19 +193,33 @@ def plain(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().as_subclass(torch.Tensor).clone().contiguous()
 
 
+def _call_text(name: str, args, kwargs) -> str:
+    return f"{name}({', '.join([repr(a) for a in args] + [f'{k}={v!r}' for k, v in kwargs.items()])})"
+
+
 def build(session, name: str, *args, **kwargs):
-    """Construct the student's class `name`, dropping keywords its constructor does not take."""
+    """Construct the student's class `name` as the template's constructor is called. Keywords
+    its constructor does not take are dropped (with a note); extra parameters with defaults are
+    left to their defaults; a parameter it requires that the template's does not have cannot be
+    guessed, and raises a TypeError that shows both signatures."""
     cls = session.require(name)
     try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
         return cls(*args, **kwargs)
+    parameters = signature.parameters
+    if not any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+        unexpected = [key for key in kwargs if key not in parameters]
+        if unexpected:
+            session.note(f"{name}() does not accept {', '.join(unexpected)}: built it without")
+            kwargs = {key: value for key, value in kwargs.items() if key in parameters}
+    try:
+        signature.bind(*args, **kwargs)
     except TypeError as error:
-        unexpected = [key for key in kwargs if f"'{key}'" in str(error)]
-        if not unexpected:
-            raise
-        for key in unexpected:
-            kwargs.pop(key)
-        session.note(f"{name}() does not accept {', '.join(unexpected)}: built it without")
-        return cls(*args, **kwargs)
+        raise TypeError(f"{name}{signature} cannot be built the way the template's {name} is, "
+                        f"as {_call_text(name, args, kwargs)} ({error}): give the parameters the "
+                        "template does not have default values") from None
+    return cls(*args, **kwargs)
 
 
 def find_scale(session, norm, dim: int) -> torch.Tensor:
@@ -141,19 +265,29 @@ TRAIN_EPOCH_ARGS = ("model", "dataloader", "optimizer", "device", "epoch")
 
 
 def run_train_epoch(session, train_epoch, model, loader, optimizer, device, epoch):
-    """train_epoch(model, dataloader, optimizer, device, epoch) as the template defines it; a
-    version without the trailing `epoch` (or `device`) gets the arguments it takes. Returns
-    whatever train_epoch returned."""
+    """train_epoch(model, dataloader, optimizer, device, epoch) as the template defines it (extra
+    parameters with defaults keep them); a version without the trailing `epoch` (or `device`)
+    gets the arguments it takes. Returns whatever train_epoch returned."""
     args = (model, loader, optimizer, device, epoch)
     parameters = _positional_parameters(train_epoch)
-    if parameters is None or len(parameters) >= len(args):
+    if parameters is not None and len(parameters) < len(args):
+        if len(parameters) < 3:
+            raise TypeError(f"train_epoch takes {len(parameters)} positional arguments; the "
+                            f"template's are ({', '.join(TRAIN_EPOCH_ARGS)})")
+        session.note(f"train_epoch takes only ({', '.join(p.name for p in parameters)}): called "
+                     f"it without {', '.join(TRAIN_EPOCH_ARGS[len(parameters):])}")
+        args = args[:len(parameters)]
+    try:
+        signature = inspect.signature(train_epoch)
+    except (TypeError, ValueError):  # no signature to read: call it and see
         return train_epoch(*args)
-    if len(parameters) < 3:
-        raise TypeError(f"train_epoch takes {len(parameters)} positional arguments; the template's "
-                        f"are ({', '.join(TRAIN_EPOCH_ARGS)})")
-    session.note(f"train_epoch takes only ({', '.join(p.name for p in parameters)}): called it "
-                 f"without {', '.join(TRAIN_EPOCH_ARGS[len(parameters):])}")
-    return train_epoch(*args[:len(parameters)])
+    try:
+        signature.bind(*args)
+    except TypeError as error:
+        raise TypeError(f"train_epoch{signature} cannot be called the way the template's "
+                        f"train_epoch({', '.join(TRAIN_EPOCH_ARGS)}) is ({error}): give the "
+                        "parameters the template does not have default values") from None
+    return train_epoch(*args)
 
 
 def loss_number(value):
@@ -181,3 +315,60 @@ def call_train_epoch(session, train_epoch, model, loader, optimizer, device, epo
         session.note(f"train_epoch returned a tensor of shape {tuple(value.shape)}: used its "
                      "value; the template returns a Python float")
     return number
+
+
+@contextlib.contextmanager
+def script_code_tolerated(session, name: str, required):
+    """While importing module `name`, tolerate script code left at its top level that fails for
+    want of the student's files: main() called without an `if __name__ == "__main__":` guard,
+    looking for data/trajectories.pkl in the grader's empty working directory. The module is kept
+    as it stands, with a note, when every name in `required` was defined before the error and
+    the error is a FileNotFoundError, or a SystemExit raised inside a function the top level
+    called (a script giving up, as the template's main() does without its data). Anything else
+    still fails the import: a top-level `raise` or `sys.exit()` is the submission ending its own
+    import, and a missing package reaches the stubs (stubs.py)."""
+    finder = _ScriptTolerantFinder(session, name, tuple(required))
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+
+
+class _ScriptTolerantFinder:
+    def __init__(self, session, name: str, required: tuple):
+        self.session, self.name, self.required = session, name, required
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+            return spec
+        loader = _ScriptTolerantLoader(fullname, spec.origin, self.session, self.required)
+        return importlib.util.spec_from_file_location(fullname, spec.origin, loader=loader)
+
+
+class _ScriptTolerantLoader(importlib.machinery.SourceFileLoader):
+    def __init__(self, fullname, path, session, required):
+        super().__init__(fullname, path)
+        self.session, self.required = session, required
+
+    def exec_module(self, module):
+        try:
+            super().exec_module(module)
+        except (FileNotFoundError, SystemExit) as error:
+            frames = traceback.extract_tb(error.__traceback__)
+            top = next((i for i, f in enumerate(frames)
+                        if f.filename == self.path and f.name == "<module>"), None)
+            called = top is not None and top + 1 < len(frames)
+            if (not all(hasattr(module, name) for name in self.required)
+                    or (isinstance(error, SystemExit) and not called)):
+                raise
+            where = (f" at line {frames[top].lineno} (`{(frames[top].line or '').strip()}`)"
+                     if top is not None else "")
+            self.session.note(f"importing backbone.py ran module-level code{where}, which raised "
+                              f"{type(error).__name__} ({str(error)[:200]}). Every class and "
+                              "function the grader needs was defined before it, so they were "
+                              "graded; put script code such as main() under `if __name__ == "
+                              "\"__main__\":`")

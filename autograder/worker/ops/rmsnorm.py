@@ -9,7 +9,7 @@ from ..session import op
 @op("rmsnorm")
 def run_rmsnorm(session, dim: int, eps: float, scale: torch.Tensor, x: torch.Tensor,
                 grad_out: torch.Tensor) -> dict:
-    norm = session.require("RMSNorm")(dim, eps=eps)
+    norm = adapt.build(session, "RMSNorm", dim, eps=eps)
     parameter = adapt.find_scale(session, norm, dim)
     with torch.no_grad():
         parameter.copy_(scale)

@@ -6,7 +6,9 @@ cost training points. The spies record what train_epoch does: every forward (inp
 training flag, logits), every backward (d loss / d logits, the fresh parameter gradients, and
 whether old gradients were still on the parameters), the gradients at every optimizer.step(),
 and the gradient norm at every zero_grad(). The grader reads the targets and the loss off these
-raw observations; nothing here judges.
+raw observations; nothing here judges. The spy takes on the student's model API (adapt.model_api:
+logits only or more items, a renamed targets parameter, the target shift done in the model), so
+a train_epoch written for such a model is judged by what it does, not by the template's API.
 """
 
 import functools
@@ -30,11 +32,14 @@ def _norm(parameters):
 
 
 class SpyModel(torch.nn.Module):
-    """forward(input_ids, targets=None) -> (logits, loss), as the template's model, recording
-    each call and each backward through its logits into `events`."""
+    """forward(input_ids, targets=None) -> (logits, loss) as the template's model (or as `api`
+    says the student's model is called), recording each call and each backward through its
+    logits into `events`."""
 
-    def __init__(self, vocab_size: int, dim: int, grad_scale: float, generator: torch.Generator):
+    def __init__(self, vocab_size: int, dim: int, grad_scale: float, generator: torch.Generator,
+                 api: adapt.ModelAPI):
         super().__init__()
+        self.api = api
         self.vocab_size = vocab_size
         self.grad_scale = grad_scale
         # The parameters hold the weights divided by grad_scale and forward multiplies them back:
@@ -50,7 +55,9 @@ class SpyModel(torch.nn.Module):
         for index, parameter in enumerate(self.parameters()):
             parameter.register_hook(functools.partial(self._fresh_gradient, index))
 
-    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor = None):
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor = None, **named):
+        if targets is None:
+            targets = named.get(self.api.targets)
         if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point():
             what = (f"a float tensor of shape {tuple(input_ids.shape)}"
                     if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__)
@@ -66,7 +73,10 @@ class SpyModel(torch.nn.Module):
         logits = F.embedding(input_ids, self.embedding * scale) @ (self.head * scale).T + self.bias
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.reshape(-1, self.vocab_size), targets.reshape(-1))
+            scored, wanted = logits, targets.reshape(input_ids.shape)
+            if self.api.shifts:
+                scored, wanted = logits[:, :-1], wanted[:, 1:]
+            loss = F.cross_entropy(scored.reshape(-1, self.vocab_size), wanted.reshape(-1))
         self.events.append({
             "kind": "forward", "training": self.training, "input_ids": adapt.plain(input_ids),
             "targets": adapt.plain(targets) if targets is not None else None,
@@ -75,7 +85,7 @@ class SpyModel(torch.nn.Module):
         if logits.requires_grad:
             logits.register_hook(functools.partial(self._backward, self._forwards))
         self._forwards += 1
-        return logits, loss
+        return self.api.output(logits, loss)
 
     def _backward(self, forward: int, grad: torch.Tensor) -> None:
         # Runs before any parameter gradient of this backward is accumulated, so a non-zero
@@ -119,7 +129,8 @@ def train_epoch_probe(session, states: torch.Tensor, actions: torch.Tensor, batc
     """One call of train_epoch on the spies over an unshuffled DataLoader of (states, actions);
     the model is passed in eval mode, as it is after evaluate()."""
     train_epoch = session.require("train_epoch")
-    model = SpyModel(vocab_size, dim, grad_scale, torch.Generator().manual_seed(seed))
+    model = SpyModel(vocab_size, dim, grad_scale, torch.Generator().manual_seed(seed),
+                     adapt.model_api(session))
     model.eval()
     optimizer = SpyOptimizer(model, learning_rate)
     loader = DataLoader(TensorDataset(states, actions), batch_size=batch_size, shuffle=False)
