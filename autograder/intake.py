@@ -8,12 +8,14 @@ file when the choice is unambiguous and says what it picked; otherwise it explai
 import os
 import re
 import shutil
+import stat
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
 
 MAX_SOURCE_BYTES = 1 * 2**20
 MAX_ZIP_BYTES = 200 * 2**20
+MAX_ZIP_FILES = 10_000
 IGNORED_DIRECTORIES = {"__pycache__", ".git", ".venv", "venv", "node_modules", "__MACOSX",
                        ".ipynb_checkpoints"}
 NEAR_NAME = re.compile(r"^backbone[\s_\-()0-9a-z]*\.py$", re.IGNORECASE)
@@ -43,7 +45,9 @@ def _extract(zip_path: str, intake: Intake) -> str:
     with zipfile.ZipFile(zip_path) as archive:
         members = [m for m in archive.infolist() if not m.is_dir()]
         if sum(m.file_size for m in members) > MAX_ZIP_BYTES:
-            raise ValueError("the zip unpacks to more than 200 MB")
+            raise ValueError(f"the zip unpacks to more than {MAX_ZIP_BYTES // 2**20} MB")
+        if len(members) > MAX_ZIP_FILES:
+            raise ValueError(f"the zip holds more than {MAX_ZIP_FILES} files")
         for member in members:
             target = os.path.realpath(os.path.join(intake.temporary, member.filename))
             if not target.startswith(os.path.realpath(intake.temporary) + os.sep):
@@ -99,6 +103,11 @@ def _choose(root: str, intake: Intake) -> None:
 
 
 def _accept(path: str, intake: Intake) -> None:
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        # A symbolic link in a student's repository could point at the grader's own files.
+        intake.problem = (f"{os.path.basename(path)} is a symbolic link or a special file, not a "
+                          "regular file: upload the file itself")
+        return
     size = os.path.getsize(path)
     if size > MAX_SOURCE_BYTES:
         intake.problem = (f"{os.path.basename(path)} is {size / 2**20:.1f} MB; a backbone.py larger "
@@ -120,7 +129,7 @@ def locate(path: str) -> Intake:
                 intake.problem = ("a notebook cannot be graded: export your code to a file named "
                                   "backbone.py and upload that")
             else:
-                _accept(path, intake)
+                _accept(os.path.realpath(path), intake)  # a path given by the TA may be a link
         else:
             intake.problem = f"the submission {path} does not exist"
     except (OSError, ValueError, zipfile.BadZipFile) as error:

@@ -2,10 +2,13 @@
 
 `Worker` copies the worker package, the submission and the kit's generate_data.py into a fresh
 sandbox directory, starts `python -I -B worker/__main__.py` there with a scrubbed environment,
-resource limits and (as root) an unprivileged user, and exchanges frames with it (protocol.py).
-Every call has a wall-clock deadline; on a timeout, crash or malformed reply the whole process
-group is killed, the call raises WorkerFailure, and the next call starts a fresh worker that
-imports the submission again. What the student's code prints is captured and truncated.
+resource limits, (as root) an unprivileged user and, where the platform allows, namespaces of
+its own, and exchanges frames with it (protocol.py). Time is bounded three ways: each check has
+a wall-clock limit for all of its requests, a grading stops waiting for checks once timeouts
+have cost `timeout_budget` seconds, and the worker gets `total_seconds` in all. On a timeout,
+crash or malformed reply every process of the worker is killed, the call raises WorkerFailure,
+and the next call starts a fresh worker that imports the submission again. What the student's
+code prints is captured and truncated.
 """
 
 import functools
@@ -15,6 +18,7 @@ import resource
 import selectors
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -27,7 +31,13 @@ from .worker import protocol
 KIT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER_PACKAGE = os.path.join(KIT_ROOT, "autograder", "worker")
 GENERATE_DATA = os.path.join(KIT_ROOT, "student", "generate_data.py")
+SECRETS = (os.path.join(KIT_ROOT, "reference", "backbone.py"),
+           os.path.join(KIT_ROOT, "autograder", "checks", "test_attention.py"))
 WORKER_USER = "scratch1-worker"
+# glibc keeps freed blocks below its (self-raising) mmap threshold in the heap, which then only
+# grows: with tensors above 4 MB mapped and unmapped instead, the reference's peak data size in
+# the worker drops from ~390 to ~300 MB at no measurable cost in time (see rubric.WORKER).
+MALLOC_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": str(4 * 2**20)}
 
 
 @dataclass
@@ -37,6 +47,9 @@ class Limits:
     file_bytes: int
     processes: int
     output_chars: int
+    reply_bytes: int
+    total_seconds: float
+    timeout_budget: float
 
 
 @dataclass
@@ -46,7 +59,8 @@ class Reply:
 
 
 class WorkerFailure(Exception):
-    """The worker did not answer: timeout, crash, memory exhaustion or a malformed frame."""
+    """The worker did not answer: timeout, crash, memory exhaustion, a malformed frame, or the
+    time budget was used up before the request was sent ("budget")."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)
@@ -62,6 +76,8 @@ class StudentError(Exception):
         self.notes = notes
 
 
+# -- isolation available on this machine ----------------------------------------------------------
+
 def worker_user():
     """(uid, gid) of the unprivileged worker user when we are root and it exists, else None."""
     if os.geteuid() != 0:
@@ -73,79 +89,188 @@ def worker_user():
     return entry.pw_uid, entry.pw_gid
 
 
-NAMESPACES = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--"]
+# New network (empty: no interface but a down loopback), PID (the worker is its init: when it
+# dies the kernel kills every process left in it) and mount namespaces, with a /proc of their
+# own (no other process, and so no grader command line, is visible). Not root: in a user
+# namespace of our own, where the platform allows unprivileged ones.
+ROOT_NAMESPACES = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "--"]
+USER_NAMESPACES = ["unshare", "--user", "--map-root-user"] + ROOT_NAMESPACES[1:]
+
+# Runs as root of the new namespaces, before privileges are dropped: an empty read-only tmpfs
+# over each hidden directory and /dev/null over each hidden file, then exec the rest of argv.
+HIDE = ('while [ "$1" != -- ]; do '
+        'if [ -d "$1" ]; then mount -t tmpfs -o ro,size=4k,mode=0555 scratch1-hidden "$1" || exit 97; '
+        'else mount --bind /dev/null "$1" || exit 97; fi; shift; done; shift; exec "$@"')
+
+
+def hidden_paths() -> list:
+    """Every top-level entry of the kit (reference, grader, hidden tests, data, .git...) except
+    those holding the interpreter or its packages when they live inside the kit (a .venv)."""
+    needed = [sys.prefix] + [path for path in sys.path if path.endswith(("site-packages", "dist-packages"))]
+    keep = {os.path.relpath(path, KIT_ROOT).split(os.sep)[0] for path in needed}
+    return [os.path.join(KIT_ROOT, name) for name in sorted(os.listdir(KIT_ROOT))
+            if name not in keep and not os.path.islink(os.path.join(KIT_ROOT, name))]
+
+
+def _privilege_drop() -> list:
+    """setpriv down to the worker user (as root) or to a root without capabilities (in our own
+    user namespace), so the worker can neither undo the hiding mounts nor gain privileges."""
+    command = ["setpriv", "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all"]
+    user = worker_user()
+    if user:
+        command += [f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups"]
+    return command + ["--"]
+
+
+def _command(program: list, namespaces: list) -> list:
+    if namespaces:
+        return namespaces + ["sh", "-c", HIDE, "sh"] + hidden_paths() + ["--"] + _privilege_drop() + program
+    if worker_user():
+        return _privilege_drop() + program
+    return program
 
 
 @functools.lru_cache(maxsize=1)
-def namespaces_available() -> bool:
-    """Whether root may give the worker its own empty network namespace and PID namespace
-    (Docker without CAP_SYS_ADMIN, as Gradescope may be, refuses)."""
-    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("setpriv"):
-        return False
-    probe = subprocess.run(NAMESPACES + ["true"], capture_output=True, timeout=10)
-    return probe.returncode == 0
+def namespaces() -> list:
+    """The unshare prefix the worker runs under here, or [] where the platform refuses (Docker
+    without CAP_SYS_ADMIN, as Gradescope may be; no unprivileged user namespaces)."""
+    if not (shutil.which("unshare") and shutil.which("setpriv") and shutil.which("mount")):
+        return []
+    prefix = ROOT_NAMESPACES if os.geteuid() == 0 else USER_NAMESPACES
+    try:
+        probe = subprocess.run(_command([sys.executable, "-I", "-S", "-c", ""], prefix),
+                               capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return prefix if probe.returncode == 0 else []
 
 
 def worker_command(script: str) -> list:
-    """The worker's command line. As root: into new network and PID namespaces (no network;
-    when the namespace's first process dies the kernel kills every process left in it, so no
-    child a submission forks can outlive the worker), then down to the worker user (in that
-    order: dropping privileges first would forbid the namespaces)."""
-    command = [sys.executable, "-I", "-B", script]
-    user = worker_user()
-    if user:
-        command = ["setpriv", f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups",
-                   "--no-new-privs", "--"] + command
-        if namespaces_available():
-            command = NAMESPACES + command
-    return command
+    """The worker's command line: namespaces, hiding the kit, dropping privileges, python (in
+    that order: dropping privileges first would forbid the namespaces and the mounts)."""
+    return _command([sys.executable, "-I", "-B", script], namespaces())
+
+
+def _readable_by_others(path: str) -> bool:
+    """Whether a user outside the file's owner and group can read `path` (the worker user's
+    view of a root-owned kit)."""
+    parts = os.path.abspath(path).split(os.sep)
+    try:
+        for depth in range(2, len(parts)):
+            if not os.stat(os.sep.join(parts[:depth])).st_mode & stat.S_IXOTH:
+                return False
+        return bool(os.stat(path).st_mode & stat.S_IROTH)
+    except OSError:
+        return False
 
 
 def protections(limits: Limits) -> list:
-    """What isolation is active here, in words, for the run's report."""
+    """What isolation is active here, in words, for the run's report (checked, not assumed)."""
+    user, spaces = worker_user(), namespaces()
     active = [
         "separate worker process with a scrubbed environment and an empty working directory",
-        f"per-request wall-clock timeouts with a kill of the whole process group",
+        f"time limits: each check's requests (per the rubric), {limits.total_seconds:g} s for "
+        f"the worker in all, remaining checks skipped after {limits.timeout_budget:g} s lost to "
+        "timeouts; every process of the worker killed on a timeout",
         f"memory limit {limits.memory_bytes // 2**20} MB, CPU limit {limits.cpu_seconds} s, "
-        f"file size limit {limits.file_bytes // 2**20} MB",
+        f"file size limit {limits.file_bytes // 2**20} MB, replies above "
+        f"{limits.reply_bytes // 2**20} MB refused",
         f"worker output captured and cut to {limits.output_chars} characters",
+        "results.json written only by the grader, after every worker process is gone",
     ]
-    if worker_user():
+    if user:
         active.append(f"runs as the unprivileged user {WORKER_USER}, "
                       f"limited to {limits.processes} processes")
     else:
         active.append(f"NOT dropped to an unprivileged user ({WORKER_USER} unavailable or not "
-                      "root): the worker can read what this user can read")
-    if worker_user() and namespaces_available():
-        active.append("network blocked and forked children contained (network and PID "
-                      "namespaces)")
+                      "root): the worker can write what this user can write")
+    if spaces:
+        active.append("network blocked, forked children contained and /proc private "
+                      "(network, PID and mount namespaces"
+                      + ("" if user else ", in a user namespace") + ")")
+    elif user:
+        active.append("network NOT blocked (namespaces refused by the platform); forked "
+                      f"children killed with every process of {WORKER_USER}")
     else:
         active.append("network NOT blocked and forked children only killed by process group "
-                      "(namespaces need root and a platform that allows them)")
+                      "(no namespaces available without root here)")
+    if spaces:
+        active.append("the kit (reference, grader, hidden tests) hidden from the worker")
+    elif user and not any(_readable_by_others(path) for path in SECRETS):
+        active.append(f"the kit (reference, grader, hidden tests) unreadable to {WORKER_USER}")
+    else:
+        active.append("the kit's reference and hidden tests are READABLE by the worker")
     return active
 
 
-class _OutputTail(threading.Thread):
-    """Drains the worker's stderr so it can never block, keeping the first `limit` characters."""
+# -- the worker process ---------------------------------------------------------------------------
 
-    def __init__(self, stream, limit: int):
+class _OutputTail(threading.Thread):
+    """Drains the worker's stderr so it can never block, keeping the first `limit` characters.
+    It polls, so that `finish` ends it even while a stray process still holds the pipe open."""
+
+    def __init__(self, fd: int, limit: int):
         super().__init__(daemon=True)
-        self.stream, self.limit = stream, limit
+        self.fd, self.limit = fd, limit
         self.chunks, self.kept, self.dropped = [], 0, 0
+        self.finishing = threading.Event()
 
     def run(self):
-        for chunk in iter(lambda: self.stream.read1(65536), b""):
-            room = self.limit - self.kept
-            if room > 0:
-                self.chunks.append(chunk[:room])
-                self.kept += min(room, len(chunk))
-            self.dropped += max(0, len(chunk) - max(room, 0))
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.fd, selectors.EVENT_READ)
+            while True:
+                if not selector.select(0.1):
+                    if self.finishing.is_set():
+                        return
+                    continue
+                chunk = os.read(self.fd, 65536)
+                if not chunk:
+                    return
+                room = self.limit - self.kept
+                if room > 0:
+                    self.chunks.append(chunk[:room])
+                    self.kept += min(room, len(chunk))
+                self.dropped += max(0, len(chunk) - max(room, 0))
+
+    def finish(self) -> None:
+        self.finishing.set()
+        self.join(timeout=5)
 
     def text(self) -> str:
         text = b"".join(self.chunks).decode("utf-8", "replace")
         if self.dropped:
             text += f"\n[... {self.dropped} more bytes of output cut]"
         return text
+
+
+def _children(pid: int) -> list:
+    """The processes whose parent is `pid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as file:
+                    fields = file.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _kill_every_process_of(uid: int, gid: int) -> None:
+    """kill(-1) as the worker user: one system call that reaches all its processes, even ones a
+    fork bomb is creating, and works when the user is at its process limit (no exec needed)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            os.kill(-1, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
 
 
 class Worker:
@@ -159,6 +284,12 @@ class Worker:
         self.load_reply = None
         self.logs = []
         self.restarts = 0
+        self.deadline = time.monotonic() + limits.total_seconds
+        self.check = None  # the running check (a rubric rule), its time limit, when its clock started
+        self.check_seconds = None
+        self.check_start = None
+        self.timeouts = 0  # checks that ran out of time, and the seconds they cost
+        self.timed_out_seconds = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -196,7 +327,7 @@ class Worker:
         environment = {
             "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "TMPDIR": work,
             "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", **MALLOC_ENVIRONMENT,
         }
         for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
             if name in os.environ:
@@ -206,23 +337,36 @@ class Worker:
             cwd=work, env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, start_new_session=True, preexec_fn=self._limit_resources,
         )
-        self.output = _OutputTail(self.process.stderr, self.limits.output_chars)
+        os.set_blocking(self.process.stdin.fileno(), False)  # writes get deadlines too
+        self.output = _OutputTail(self.process.stderr.fileno(), self.limits.output_chars)
         self.output.start()
 
     def stop(self) -> None:
+        """Kill every process of the worker, then collect its output. Never blocks for long:
+        the pipes are closed even if something the submission started still holds them."""
         if self.process is None:
             return
         if self.process.poll() is None:
+            # The worker's own process first (with namespaces, the init of its PID namespace,
+            # whose death takes everything in it): it may have left the process group.
+            for pid in [self.process.pid] + _children(self.process.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             try:
                 os.killpg(self.process.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         self.process.wait()
         self._kill_stragglers()
-        self.output.join(timeout=2)
+        self.output.finish()
         self.logs.append(self.output.text())
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
-            stream.close()
+            try:
+                stream.close()
+            except OSError:  # a request left half-written in the pipe
+                pass
         shutil.rmtree(self.sandbox, ignore_errors=True)
         self.process = None
 
@@ -231,27 +375,93 @@ class Worker:
         killed them already; without one, as root, every process of the worker user goes
         (which assumes one grading at a time, as on Gradescope)."""
         user = worker_user()
-        if user and not namespaces_available():
-            subprocess.run(["pkill", "-KILL", "-U", str(user[0])], check=False)
+        if user and not namespaces():
+            _kill_every_process_of(*user)
+
+    # -- time ----------------------------------------------------------------------------------
+
+    def begin_check(self, name: str, seconds: float) -> None:
+        """A check (one rubric rule: the cases of a parametrized test run one after the other)
+        starts or goes on: all its requests share `seconds`, counted from its first request."""
+        if name != self.check:
+            self.check, self.check_seconds, self.check_start = name, seconds, None
+
+    def _refuse_when_out_of_time(self) -> None:
+        if self.timed_out_seconds >= self.limits.timeout_budget:
+            raise WorkerFailure(
+                "budget", f"not run: your code exceeded the time limit in {self.timeouts} earlier "
+                f"checks ({self.timed_out_seconds:.0f} s in all), so the remaining checks are "
+                "skipped to finish grading in time; fix the endless or far too slow code first")
+        if time.monotonic() >= self.deadline:
+            raise WorkerFailure(
+                "budget", f"not run: your code used up the {self.limits.total_seconds:g} s it "
+                f"gets for the whole grading ({self.timeouts} checks timed out); the remaining "
+                "checks are skipped")
+
+    def _request_limit(self, timeout: float):
+        """(seconds to wait, what the limit is) for the next request of the running check."""
+        now = time.monotonic()
+        if self.check_seconds is None:  # a request outside any check (tools, tests)
+            limit, what = timeout, f"the time limit of {timeout:g} s"
+        else:
+            if self.check_start is None:
+                self.check_start = now
+            limit = self.check_start + self.check_seconds - now
+            what = f"this check's time limit of {self.check_seconds:g} s"
+            if limit <= 0:
+                raise WorkerFailure("budget", f"not run: the earlier cases of this check used up "
+                                              f"its time limit of {self.check_seconds:g} s")
+        allowance = self.limits.timeout_budget - self.timed_out_seconds
+        if self.timeouts and allowance < limit:
+            limit, what = allowance, (f"the {allowance:.0f} s left of the grading's "
+                                      f"{self.limits.timeout_budget:g} s allowance for timeouts "
+                                      f"({self.timeouts} earlier checks timed out)")
+        if self.deadline - now < limit:
+            limit, what = self.deadline - now, (f"the {self.limits.total_seconds:g} s your code "
+                                                "gets for the whole grading")
+        return max(limit, 0.0), what
 
     # -- requests ----------------------------------------------------------------------------
 
-    def _exchange(self, request: dict, timeout: float):
-        try:
-            self.process.stdin.write(protocol.encode(request))
-            self.process.stdin.flush()
-        except (BrokenPipeError, OSError):
-            return self._died()
-        deadline = time.monotonic() + timeout
-        header = self._read(protocol.HEADER_BYTES, deadline, timeout)
+    def _exchange(self, request: dict, timeout: float, what: str):
+        started = time.monotonic()
+        deadline = started + timeout
+        self._write(protocol.encode(request), deadline, started, what)
+        header = self._read(protocol.HEADER_BYTES, deadline, started, what)
         try:
             length = protocol.decode_length(header)
-            return protocol.decode(self._read(length, deadline, timeout))
+            if length > self.limits.reply_bytes:
+                raise protocol.ProtocolError(f"a reply of {length / 2**20:.0f} MB, above the "
+                                             f"{self.limits.reply_bytes // 2**20} MB limit")
+            return protocol.decode(self._read(length, deadline, started, what))
         except protocol.ProtocolError as error:
             self.stop()
             raise WorkerFailure("protocol", f"the worker sent a malformed reply ({error})")
 
-    def _read(self, count: int, deadline: float, timeout: float) -> bytes:
+    def _timed_out(self, started: float, what: str):
+        self.stop()
+        self.timeouts += 1
+        self.timed_out_seconds += time.monotonic() - started
+        raise WorkerFailure("timeout", f"no answer within {what} (an infinite loop, a sleep, or "
+                                       "far too slow code)")
+
+    def _write(self, data: bytes, deadline: float, started: float, what: str) -> None:
+        fd = self.process.stdin.fileno()
+        view = memoryview(data)
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_WRITE)
+            while view:
+                left = deadline - time.monotonic()
+                if left <= 0 or not selector.select(left):
+                    self._timed_out(started, what)  # the worker stopped reading its requests
+                try:
+                    view = view[os.write(fd, view):]
+                except BlockingIOError:
+                    continue
+                except OSError:  # the worker is gone (EPIPE)
+                    self._died()
+
+    def _read(self, count: int, deadline: float, started: float, what: str) -> bytes:
         fd = self.process.stdout.fileno()
         chunks, remaining = [], count
         with selectors.DefaultSelector() as selector:
@@ -259,9 +469,7 @@ class Worker:
             while remaining:
                 left = deadline - time.monotonic()
                 if left <= 0 or not selector.select(left):
-                    self.stop()
-                    raise WorkerFailure("timeout", f"no answer within {timeout:g} seconds "
-                                                   "(an infinite loop, a sleep, or far too slow)")
+                    self._timed_out(started, what)
                 chunk = os.read(fd, min(remaining, 1 << 20))
                 if not chunk:
                     self._died()
@@ -270,7 +478,11 @@ class Worker:
         return b"".join(chunks)
 
     def _died(self):
-        code = self.process.wait()
+        try:
+            code = self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:  # it closed its end of the pipes but lives on
+            self.stop()
+            raise WorkerFailure("crash", "the worker process closed its connection to the grader")
         self.stop()
         if code < 0:
             name = signal.Signals(-code).name
@@ -279,8 +491,8 @@ class Worker:
                     "SIGXFSZ": " (file size limit exceeded)"}.get(name, "")
             raise WorkerFailure("crash", f"the worker process was killed by {name}{hint}")
         raise WorkerFailure("crash", f"the worker process ended with status {code}: os._exit "
-                                     "in the submission, a crash, or a resource limit (CPU "
-                                     f"{self.limits.cpu_seconds} s, memory "
+                                     "or sys.exit in a thread of the submission, a crash, or a "
+                                     f"resource limit (CPU {self.limits.cpu_seconds} s, memory "
                                      f"{self.limits.memory_bytes // 2**20} MB)")
 
     def ensure_loaded(self) -> dict:
@@ -292,21 +504,31 @@ class Worker:
         if isinstance(self.load_reply, WorkerFailure):
             raise self.load_reply
         if self.process is None:
+            self._refuse_when_out_of_time()
             if self.load_reply is not None:
                 self.restarts += 1
             self.start()
+            timeout, what = self.import_timeout, f"the import time limit of {self.import_timeout:g} s"
+            if self.deadline - time.monotonic() < timeout:
+                timeout, what = self.deadline - time.monotonic(), (
+                    f"the {self.limits.total_seconds:g} s your code gets for the whole grading")
             try:
-                self.load_reply = self._exchange({"op": "load", "args": {}}, self.import_timeout)
+                self.load_reply = self._exchange({"op": "load", "args": {}}, max(timeout, 0.0), what)
             except WorkerFailure as failure:
                 self.load_reply = failure
                 raise
         return self.load_reply
 
     def call(self, op: str, timeout: float, **args) -> Reply:
+        if self.process is None and not isinstance(self.load_reply, WorkerFailure):
+            self._refuse_when_out_of_time()  # before a restart, which costs an import
+            if self.check_start is not None:
+                self._request_limit(timeout)
         loaded = self.ensure_loaded()
         if not loaded.get("ok"):
             raise StudentError(loaded["error"], loaded.get("notes", []))
-        reply = self._exchange({"op": op, "args": args}, timeout)
+        self._refuse_when_out_of_time()
+        reply = self._exchange({"op": op, "args": args}, *self._request_limit(timeout))
         if not isinstance(reply, dict) or "ok" not in reply:
             self.stop()
             raise WorkerFailure("protocol", "the worker sent a reply of the wrong shape")
