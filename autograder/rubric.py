@@ -90,9 +90,8 @@ RULES = (
 #   memory peak VmData of the worker 314-319 MB (torch 175 MB, torch._dynamo, which the first
 #          optimizer imports, 70 MB), RssAnon 277-286 MB; it fails below 320 MB. The grader
 #          itself peaks at 344 MB RSS (237 MB anonymous, the rest torch's libraries, shared with
-#          the worker); both together 615 MB. A 384 MB RLIMIT_DATA leaves the reference 65 MB
-#          and bounds the pair by 237 + 384 MB anonymous + ~110 MB of shared, reclaimable
-#          library pages, whatever the submission allocates.
+#          the worker); both together 615 MB. The RLIMIT_DATA below bounds the pair by 237 MB
+#          + the limit (anonymous) + ~110 MB of shared, reclaimable library pages.
 # Worst case for the whole grading: total_seconds of worker time plus the grader's own ~30 s on
 # Gradescope (~5.5 min), whatever the submission does.
 WORKER = dict(
