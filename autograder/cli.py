@@ -108,8 +108,16 @@ def _with_figures(tests: list, data: dict, figures_dir) -> list:
 
 
 def _summary(found: intake.Intake, worker, limits, plugin) -> str:
-    tests = plugin.entries()
-    lines = [f"Score: {sum(t['score'] for t in tests):g} / {sum(t['max_score'] for t in tests):g}"]
+    """The top-level output, which students see at once: it sums only the tests they may see
+    before the deadline, so it never gives away the result of a hidden one."""
+    entries = plugin.entries()
+    tests = [t for t in entries if t["visibility"] == "visible"]
+    hidden = [t for t in entries if t["visibility"] != "visible"]
+    lines = [f"Score of the tests shown now: {sum(t['score'] for t in tests):g} / "
+             f"{sum(t['max_score'] for t in tests):g}"]
+    if hidden:
+        lines.append(f"{len(hidden)} more tests ({sum(t['max_score'] for t in hidden):g} points) "
+                     "are shown after the due date.")
     for category in rubric.CATEGORIES:
         mine = [t for t in tests if t["tags"] == [category]]
         if not mine:

@@ -25,6 +25,14 @@ class Rule:
     visibility: str = "visible"
 
 
+# Visibility policy: a student sees at once every check that the public tests in the student
+# bundle also cover in spirit (formula, causality, RoPE, outputs, training steps, convergence), so
+# no one is surprised after the deadline by a whole missing part; the deeper variants of checks
+# already shown (gradients, every sequence length, gradient accumulation) stay hidden until the
+# due date, so they cannot be passed by trial and error. The top-level summary counts only the
+# visible tests (cli._summary); TAs see everything in batch reports.
+HIDDEN_UNTIL_DUE = "after_due_date"
+
 RULES = (
     Rule("test_interface.py::test_submission_found", "backbone.py was submitted", "interface", 1),
     Rule("test_interface.py::test_compiles", "backbone.py compiles", "interface", 1),
@@ -35,20 +43,20 @@ RULES = (
     Rule("test_rmsnorm.py::test_forward_matches_reference", "RMSNorm output matches the "
          "definition (several shapes, eps and scale values)", "rmsnorm", 7),
     Rule("test_rmsnorm.py::test_gradients_match_reference", "RMSNorm scale is a learnable (dim,) "
-         "parameter and gradients match", "rmsnorm", 5),
+         "parameter and gradients match", "rmsnorm", 5, visibility=HIDDEN_UNTIL_DUE),
     Rule("test_rmsnorm.py::test_zero_input_is_finite", "RMSNorm of an all-zero input is finite",
          "rmsnorm", 3),
 
     Rule("test_causal_mask.py::test_attention_ignores_future_tokens", "Attention outputs at "
          "positions <= t do not change when tokens after t change", "causal_mask", 6),
     Rule("test_causal_mask.py::test_attention_future_gradients_are_zero", "Gradients from future "
-         "positions are exactly zero", "causal_mask", 4),
+         "positions are exactly zero", "causal_mask", 4, visibility=HIDDEN_UNTIL_DUE),
     Rule("test_causal_mask.py::test_attention_sees_itself_and_past", "Each position attends to "
          "itself and to its past (the mask is not too strict)", "causal_mask", 3),
     Rule("test_causal_mask.py::test_model_ignores_future_tokens", "The full model's logits at "
          "positions <= t do not depend on tokens after t", "causal_mask", 4),
     Rule("test_causal_mask.py::test_sequence_lengths", "Attention is causal for every sequence "
-         "length from 1 to max_seq_len", "causal_mask", 3),
+         "length from 1 to max_seq_len", "causal_mask", 3, visibility=HIDDEN_UNTIL_DUE),
 
     Rule("test_rope.py::test_rope_module_relative_property", "RotaryPositionalEmbedding: scores "
          "depend only on m - n (provided code, informational)", "rope", 0),
@@ -62,12 +70,12 @@ RULES = (
     Rule("test_attention.py::test_explicit_mask_matches_reference", "Attention with the causal "
          "mask passed by the model matches the reference", "attention", 3),
     Rule("test_attention.py::test_gradients_match_reference", "Attention gradients match the "
-         "reference", "attention", 3),
+         "reference", "attention", 3, visibility=HIDDEN_UNTIL_DUE),
 
     Rule("test_training.py::test_next_token_targets", "train_epoch predicts actions[:, 1:] from "
          "actions[:, :-1]", "training", 4),
     Rule("test_training.py::test_gradients_zeroed_each_step", "train_epoch clears gradients "
-         "before every step", "training", 3),
+         "before every step", "training", 3, visibility=HIDDEN_UNTIL_DUE),
     Rule("test_training.py::test_gradient_norm_clipped", "train_epoch clips the gradient norm "
          "to 1.0", "training", 3),
     Rule("test_training.py::test_train_mode", "train_epoch puts the model in training mode",

@@ -29,6 +29,9 @@ def test_template_scores_only_interface_and_names_each_todo(tmp_path):
     assert results.problems(document) == []
     totals = by_category(document)
     assert totals["interface"][0] == totals["interface"][1]
+    hidden_points = sum(t["max_score"] for t in document["tests"] if t["visibility"] != "visible")
+    assert f"Score of the tests shown now: 5 / {100 - hidden_points:g}" in document["output"]
+    assert f"({hidden_points:g} points) are shown after the due date" in document["output"]
     for category in rubric.CATEGORIES[1:]:
         assert totals[category][0] == 0, f"the template earned points in {category}"
     for test in document["tests"]:

@@ -55,3 +55,11 @@ def test_write_is_atomic_json(tmp_path):
     results.write(results.fallback("x"), str(path))
     assert json.loads(path.read_text())["tests"]
     assert [p.name for p in path.parent.iterdir()] == ["results.json"]
+
+
+def test_visibility_policy_keeps_every_category_partly_visible():
+    hidden = [rule for rule in rubric.RULES if rule.visibility != "visible"]
+    assert hidden and all(rule.visibility == "after_due_date" for rule in hidden)
+    for category in rubric.CATEGORIES:
+        assert any(rule.visibility == "visible" and rule.weight > 0
+                   for rule in rubric.RULES if rule.category == category), category
