@@ -134,7 +134,7 @@ def model_api(session) -> ModelAPI:
             trained = model(ids, ids)
         except Exception:  # noqa: BLE001 (forward takes no targets: train_epoch computes the loss)
             trained = None
-    except Exception:  # noqa: BLE001 (any error of the student's model)
+    except BaseException:  # noqa: BLE001 (any error of the student's model, sys.exit included)
         plain = None
     session.notes[:] = notes
     if plain is None:
