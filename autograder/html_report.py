@@ -56,14 +56,17 @@ def figures_dir(out: str, name: str) -> str:
     return os.path.join(out, "report", "submissions", name)
 
 
-def diagnosis(output: str) -> str:
-    """The sentence that names the likely bug in a failure message; failing that, its first line
-    with the numbers masked as #, so that failures that differ only in numbers group together."""
+def diagnosis(output: str, grouping: bool = False) -> str:
+    """The sentence that names the likely bug in a failure message; failing that, its first line,
+    with the numbers masked as # when grouping the class's failures (so that failures that differ
+    only in numbers group together), and as written on a submission's own page."""
     for pattern in (CAUSE, MATCHES, RAISED, NOT_GRADED):
         found = pattern.search(output)
         if found:
             return found.group(1).strip()
-    first = NUMBER.sub("#", output.strip().split("\n")[0])
+    first = output.strip().split("\n")[0]
+    if grouping:
+        first = NUMBER.sub("#", first)
     return first if len(first) <= 200 else first[:199] + "\u2026"
 
 
@@ -135,7 +138,7 @@ def _diagnoses(graded: list) -> str:
     causes = collections.defaultdict(dict)  # diagnosis -> {submission: [test numbers]}
     for submission in graded:
         for test in _failed(submission):
-            cause = diagnosis(results.plain_output(test)) or "(no message)"
+            cause = diagnosis(results.plain_output(test), grouping=True) or "(no message)"
             causes[cause].setdefault(submission, []).append(test["number"])
     ranked = sorted(causes.items(), key=lambda item: (-len(item[1]), item[0]))[:30]
     rows = [[str(len(who)), html.escape(cause),

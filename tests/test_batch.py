@@ -251,3 +251,12 @@ def test_figures_survive_garbage_from_the_worker():
     assert list(images) == ["loss_curve.png"] and problems[0].startswith("attention_maps.png")
     assert figures.draw({"loss": None, "attention": {"weights": "no"}})[0] == {}
     assert figures.describe(garbage) == "loss curve: 3.00 -> 3.00 over 5 steps"
+
+
+def test_diagnosis_masks_numbers_only_when_grouping():
+    from autograder import html_report
+
+    message = "the model's logits at position 3 changed (max |delta| 0.21) when token 7 was perturbed"
+    assert html_report.diagnosis(message) == message
+    assert html_report.diagnosis(message, grouping=True) == (
+        "the model's logits at position # changed (max |delta| #) when token # was perturbed")
