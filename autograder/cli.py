@@ -64,8 +64,9 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
         )
         if exit_code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
             raise RuntimeError(f"pytest exited with {exit_code!r}")
-        summary = _summary(found, worker, limits, plugin)
-        document = results.document(plugin.entries(), summary, time.monotonic() - start)
+        entries = plugin.entries()
+        summary = _summary(found, worker, limits, entries)
+        document = results.document(entries, summary, time.monotonic() - start)
     except Exception:
         print(traceback.format_exc(), file=sys.stderr)
         document = results.fallback(
@@ -107,10 +108,9 @@ def _with_figures(tests: list, data: dict, figures_dir) -> list:
         return tests
 
 
-def _summary(found: intake.Intake, worker, limits, plugin) -> str:
+def _summary(found: intake.Intake, worker, limits, entries: list) -> str:
     """The top-level output, which students see at once: it sums only the tests they may see
     before the deadline, so it never gives away the result of a hidden one."""
-    entries = plugin.entries()
     tests = [t for t in entries if t["visibility"] == "visible"]
     hidden = [t for t in entries if t["visibility"] != "visible"]
     lines = [f"Score of the tests shown now: {sum(t['score'] for t in tests):g} / "
