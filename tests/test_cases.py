@@ -1,0 +1,48 @@
+"""Inputs the grader once got wrong (tests/cases/, copied from the course staff's shared cases).
+
+Each folder holds a `backbone.py` and `expect.json`: `what` the submission does, `must_lose`
+the categories that must lose points, `must_keep_full` those that must keep every point, and
+`messages`, phrases that must appear in the output of the tests named there ("*" for any test),
+so a right score with a wrong explanation still fails. Each case stands for a kind of fault;
+its other members are mutants and alternatives in variants.py.
+"""
+
+import json
+import os
+
+import pytest
+
+from grading import by_category, grade
+
+CASES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cases")
+# Cases graded in the default run (CI); the rest run with -m slow.
+CORE = {"rope_schedule", "pandas_import", "optimizer_ignored"}
+
+
+def _cases():
+    names = sorted(n for n in os.listdir(CASES) if os.path.isfile(os.path.join(CASES, n, "expect.json")))
+    return [pytest.param(n, id=n, marks=() if n in CORE else pytest.mark.slow) for n in names]
+
+
+def _expect(name: str) -> dict:
+    with open(os.path.join(CASES, name, "expect.json")) as file:
+        return json.load(file)
+
+
+@pytest.mark.parametrize("name", _cases())
+def test_case_loses_only_its_own_categories_and_says_why(name, tmp_path):
+    expect = _expect(name)
+    if expect.get("box"):
+        pytest.skip("graded inside Gradescope's default box: tests/test_box.py")
+    document = grade(os.path.join(CASES, name, "backbone.py"), tmp_path)
+    totals = by_category(document)
+    kept = [c for c in expect["must_lose"] if totals[c][0] >= totals[c][1]]
+    lost = {c: totals[c] for c in expect["must_keep_full"] if totals[c][0] < totals[c][1]}
+    outputs = {c: [t["output"][:400] for t in document["tests"] if t["tags"] == [c]
+                   and t["score"] < t["max_score"]] for c in lost}
+    assert not kept, f"{name}: should have lost points in {kept}"
+    assert not lost, f"{name}: lost points in {lost}: {outputs}"
+    for test_name, phrase in expect.get("messages", {}).items():
+        texts = [t["output"] for t in document["tests"] if test_name in ("*", t["name"])]
+        texts += [document["output"]] if test_name == "*" else []
+        assert any(phrase in text for text in texts), f"{name}: no output of {test_name!r} says {phrase!r}"
