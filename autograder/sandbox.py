@@ -31,6 +31,7 @@ from .worker import protocol
 KIT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER_PACKAGE = os.path.join(KIT_ROOT, "autograder", "worker")
 GENERATE_DATA = os.path.join(KIT_ROOT, "student", "generate_data.py")
+TEMPLATE = os.path.join(KIT_ROOT, "student", "backbone.py")
 SECRETS = (os.path.join(KIT_ROOT, "reference", "backbone.py"),
            os.path.join(KIT_ROOT, "autograder", "checks", "test_attention.py"))
 WORKER_USER = "scratch1-worker"
@@ -301,6 +302,8 @@ class Worker:
         os.makedirs(os.path.join(sandbox, "work"))
         shutil.copy(self.submission_file, os.path.join(sandbox, "submission", "backbone.py"))
         shutil.copy(GENERATE_DATA, os.path.join(sandbox, "submission", "generate_data.py"))
+        # the template's provided code, for worker/known_good.py (public: students have it)
+        shutil.copy(TEMPLATE, os.path.join(sandbox, "worker", "template_backbone.py"))
         user = worker_user()
         for directory, _dirs, files in os.walk(sandbox):
             os.chmod(directory, 0o755)

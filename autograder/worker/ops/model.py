@@ -2,7 +2,7 @@
 
 import torch
 
-from .. import adapt
+from .. import adapt, known_good
 from ..session import op
 
 
@@ -14,17 +14,14 @@ def model_logits(session, config: dict, seed: int, inputs: list, train: bool = F
     substitute_norm builds the model with torch.nn.RMSNorm in place of the student's RMSNorm,
     so a model-level check of attention is not failed by an unfinished or wrong RMSNorm.
     """
-    module = session.module
-    original = module.RMSNorm
+    parts = {}
     if substitute_norm:
-        module.RMSNorm = lambda dim, eps=1e-6: torch.nn.RMSNorm(dim, eps=eps)
+        parts["RMSNorm"] = known_good.rms_norm
         session.note("the model was built with torch.nn.RMSNorm in place of your RMSNorm (which "
                      "failed its own checks), so this causality check depends on your attention only")
-    try:
+    with known_good.substituted(session, **parts):
         torch.manual_seed(seed)
         model = adapt.build(session, "DecoderOnlyTransformer", **config)
-    finally:
-        module.RMSNorm = original
     adapt.set_dropout(model, 0.0)
     model.train(train)
     with torch.no_grad():

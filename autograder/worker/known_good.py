@@ -1,0 +1,78 @@
+"""Public, known-good stand-ins for the parts of the model that a check does not grade.
+
+Isolation by substitution: to grade one category, the worker swaps every other part the check
+needs for code that is known to be right and that students have too: the template's provided
+code (student/backbone.py, copied into the sandbox as worker/template_backbone.py: its
+RotaryPositionalEmbedding, FeedForward and model wiring; its TODOs raise) and torch.nn modules.
+The reference solution never enters the worker.
+"""
+
+import contextlib
+import functools
+import importlib.util
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+
+TEMPLATE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "template_backbone.py")
+
+
+@functools.lru_cache(maxsize=1)
+def template():
+    """The template's module (under a private name, so it never shadows the submission)."""
+    spec = importlib.util.spec_from_file_location("scratch1_template", TEMPLATE_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def rms_norm(dim: int, eps: float = 1e-6) -> torch.nn.Module:
+    """torch.nn.RMSNorm, built as the template's RMSNorm(dim, eps) is."""
+    return torch.nn.RMSNorm(dim, eps=eps)
+
+
+class CausalAttention(torch.nn.Module):
+    """Causal multi-head self-attention from public parts: the template's layout (qkv_proj,
+    out_proj, rope = the template's RotaryPositionalEmbedding) and
+    F.scaled_dot_product_attention. forward(x (batch, seq, dim), mask=None) -> (batch, seq, dim);
+    a passed mask (seq, seq) has 1 where attention is allowed."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, **_ignored):
+        super().__init__()
+        self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
+        self.qkv_proj = torch.nn.Linear(dim, 3 * dim, bias=False)
+        self.out_proj = torch.nn.Linear(dim, dim, bias=False)
+        self.rope = template().RotaryPositionalEmbedding(self.head_dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor = None) -> torch.Tensor:
+        batch, seq_len, dim = x.shape
+        q, k, v = (t.view(batch, seq_len, self.num_heads, self.head_dim).transpose(1, 2)
+                   for t in self.qkv_proj(x).split(dim, dim=-1))
+        q, k = self.rope(q, k)
+        allowed = torch.ones(seq_len, seq_len, dtype=torch.bool, device=x.device).tril()
+        if mask is not None:
+            allowed = allowed & mask.to(torch.bool)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
+                                             scale=1.0 / math.sqrt(self.head_dim))
+        return self.out_proj(out.transpose(1, 2).reshape(batch, seq_len, dim))
+
+
+@contextlib.contextmanager
+def substituted(session, **parts):
+    """Within the block, the submission's module-level names (e.g. RMSNorm=rms_norm,
+    CausalSelfAttention=CausalAttention) are the given stand-ins, so the student's classes that
+    build them (TransformerBlock, DecoderOnlyTransformer) build the stand-ins instead."""
+    module = session.module
+    originals = {name: getattr(module, name) for name in parts if hasattr(module, name)}
+    for name, part in parts.items():
+        setattr(module, name, part)
+    try:
+        yield
+    finally:
+        for name in parts:
+            if name in originals:
+                setattr(module, name, originals[name])
+            else:
+                delattr(module, name)
