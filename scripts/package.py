@@ -5,7 +5,8 @@
 autograder.zip  what grading needs and nothing else, with setup.sh and run_autograder at the root
                 (Gradescope unpacks it into /autograder/source): requirements.txt, autograder/,
                 reference/backbone.py, student/generate_data.py (the grader's dataset and the
-                worker import it), data/README.md.
+                worker import it), student/backbone.py (the template, whose provided code the
+                worker substitutes for parts a check does not grade), data/README.md.
 student.zip     the bundle students download, at the zip root: backbone.py (the template,
                 regenerated from the reference), generate_data.py, visualize.py, tests/ (the
                 public sanity tests) and README.md (student/README.md).
@@ -30,8 +31,10 @@ from autograder import rubric  # noqa: E402
 
 REFERENCE = ROOT / "reference" / "backbone.py"
 EXECUTABLE = {"setup.sh", "run_autograder"}
+# student/backbone.py: the template's provided code is the worker's known-good stand-in for the
+# parts a check does not grade (autograder/worker/known_good.py).
 AUTOGRADER_FILES = ["setup.sh", "run_autograder", "requirements.txt", "reference/backbone.py",
-                    "student/generate_data.py", "data/README.md"]
+                    "student/generate_data.py", "student/backbone.py", "data/README.md"]
 AUTOGRADER_TOP = {"setup.sh", "run_autograder", "requirements.txt", "autograder", "reference",
                   "student", "data"}
 STUDENT_FILES = {"generate_data.py": "student/generate_data.py", "visualize.py": "student/visualize.py",
@@ -87,7 +90,6 @@ def check_autograder(files):
     assert EXECUTABLE <= names, f"autograder.zip needs {sorted(EXECUTABLE)} at its root"
     stray = sorted(name for name in names if name.split("/")[0] not in AUTOGRADER_TOP)
     assert not stray, f"autograder.zip: not needed by the grader: {stray}"
-    assert "student/backbone.py" not in names, "autograder.zip must not ship the template as a submission"
     graded = {f"autograder/checks/{rule.test.split('::')[0]}" for rule in rubric.RULES}
     assert graded <= names, f"autograder.zip: graded test files missing: {sorted(graded - names)}"
 
