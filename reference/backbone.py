@@ -265,78 +265,222 @@ def evaluate(model: nn.Module, dataloader, device: torch.device) -> float:
     return total_loss / max(num_batches, 1)
 
 
-class ProgressBar:
-    """Wraps a dataloader and prints one updating line per epoch: batches done, time, ETA and
-    the latest training loss (read from the model's output, whatever train_epoch does)."""
+class TrainingRun:
+    """What `python backbone.py` keeps between steps: the batch order, the checkpoints and the
+    per-step loss history, so an interrupted run resumes at the exact step it stopped at.
 
-    def __init__(self, dataloader, model: nn.Module, label: str):
-        self.dataloader, self.label, self.loss = dataloader, label, None
-        self.hook = model.register_forward_hook(self._record_loss)
+    The training batches of epoch e come in an order fixed by (seed, e), so a resumed run sees
+    the same batches as an uninterrupted one; `last.pt` (full state: model, optimizer, random
+    number generators, position in the epoch) is written every `save_every` steps and at each
+    epoch's end; `epoch_N.pt` holds only the model's weights (small, for visualize.py).
+    """
+
+    def __init__(self, args, model, optimizer, device, config):
+        self.args, self.model, self.optimizer, self.device = args, model, optimizer, device
+        self.config = config
+        self.directory = args.checkpoints
+        self.last = os.path.join(self.directory, "last.pt")
+        self.epoch, self.step_in_epoch = 0, 0  # the next batch to train on
+        self.epochs, self.steps = [], []  # per-epoch summaries; per-step training losses
+        self.stop_requested = False
+        self._loss = None
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "config": self.config, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                 "epochs": self.epochs, "steps": self.steps, "code": source_fingerprint(),
+                 "cpu_rng": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def save(self) -> None:
+        """Write last.pt atomically (an interrupted write never destroys the previous one)."""
+        os.makedirs(self.directory, exist_ok=True)
+        torch.save(self.state(), self.last + ".tmp")
+        os.replace(self.last + ".tmp", self.last)
+        with open(os.path.join(self.directory, "loss_history.json"), "w") as f:
+            json.dump({"epochs": self.epochs, "steps": self.steps}, f)
+
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.epochs, self.steps = state["epochs"], state["steps"]
+        torch.set_rng_state(state["cpu_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    # -- one epoch ----------------------------------------------------------------------------
+
+    def batches(self, dataset) -> "EpochBatches":
+        """This epoch's training batches, from step_in_epoch on, for train_epoch."""
+        return EpochBatches(self, dataset)
 
     def _record_loss(self, module, inputs, output):
-        if module.training and isinstance(output, tuple) and output[1] is not None:
-            self.loss = output[1].item()
+        if module.training and isinstance(output, tuple) and len(output) > 1 \
+                and isinstance(output[1], torch.Tensor):
+            self._loss = output[1].item()
+
+    def end_epoch(self, returned_loss: float, val_loss: float, seconds: float, first_step: int):
+        """Record the epoch (its training loss is what train_epoch returned, combined with the
+        steps before a resume), save the full state and the small epoch_N.pt."""
+        total = self.step_in_epoch
+        before = [loss for epoch, step, loss in self.steps if epoch == self.epoch and step < first_step]
+        if first_step and len(before) == first_step:  # train_epoch saw only the steps after the resume
+            returned_loss = (sum(before) + returned_loss * (total - first_step)) / total
+        self.epochs.append(dict(epoch=self.epoch + 1, train_loss=returned_loss,
+                                train_perplexity=math.exp(min(returned_loss, 50)),
+                                val_loss=val_loss, val_perplexity=math.exp(min(val_loss, 50)),
+                                seconds=seconds))
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        self.save()
+        torch.save({"model": self.model.state_dict(), "config": self.config, "epoch": self.epoch},
+                   os.path.join(self.directory, f"epoch_{self.epoch}.pt"))
+
+
+class EpochBatches:
+    """The batches of run.epoch in the order fixed by (seed, epoch), from run.step_in_epoch on,
+    with a progress line. When the training loop asks for the next batch, the previous step is
+    done: it is recorded, and a checkpoint is saved every save_every steps or on Ctrl-C."""
+
+    def __init__(self, run: TrainingRun, dataset):
+        self.run, self.dataset = run, dataset
+        size = run.args.batch_size
+        self.total = (len(dataset) + size - 1) // size
 
     def __len__(self):
-        return len(self.dataloader)
+        return self.total - self.run.step_in_epoch
 
     def __iter__(self):
-        start, total = time.time(), len(self.dataloader)
-        for done, batch in enumerate(self.dataloader, 1):
-            yield batch
-            elapsed = time.time() - start
-            loss = f"  loss {self.loss:.3f}" if self.loss is not None else ""
-            print(f"\r{self.label} [{'#' * (20 * done // total):<20}] {done}/{total}  "
-                  f"{elapsed:.0f}s, eta {elapsed / done * (total - done):.0f}s{loss}   ",
-                  end="", flush=True)
-        print()
-        self.hook.remove()
+        run, size = self.run, self.run.args.batch_size
+        order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(
+            run.args.seed * 1000 + run.epoch))
+        hook = run.model.register_forward_hook(run._record_loss)
+        start, first = time.time(), run.step_in_epoch
+        try:
+            for step in range(first, self.total):
+                run._loss = None
+                yield self.dataset[order[step * size:(step + 1) * size]]
+                run.step_in_epoch = step + 1
+                if run._loss is not None:
+                    run.steps.append([run.epoch, step, run._loss])
+                self._progress(step, (time.time() - start) / (step + 1 - first))
+                if run.stop_requested:
+                    run.save()
+                    raise Interrupted
+                if run.step_in_epoch % run.args.save_every == 0:
+                    run.save()
+        finally:
+            hook.remove()
+            print()
+
+    def _progress(self, step: int, seconds_per_step: float) -> None:
+        loss = self.run._loss
+        shown = f"  loss {loss:.3f}  ppl {math.exp(min(loss, 50)):.2f}" if loss is not None else ""
+        print(f"\repoch {self.run.epoch + 1}/{self.run.args.epochs} "
+              f"[{'#' * (20 * (step + 1) // self.total):<20}] {step + 1}/{self.total}  "
+              f"eta {seconds_per_step * (self.total - step - 1):.0f}s{shown}   ", end="", flush=True)
 
 
-def main():
+class Interrupted(Exception):
+    """Raised at a step boundary after Ctrl-C, once the checkpoint is saved."""
+
+
+def source_fingerprint() -> str:
+    """A hash of this file, to tell a student who resumes that their code changed since."""
+    import hashlib
+    with open(os.path.abspath(__file__), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def parse_args(argv=None):
+    import argparse
+    parser = argparse.ArgumentParser(description="Train the Scratch-1 backbone on tokenised "
+                                                 "robot-arm trajectories.")
+    parser.add_argument("--data", default="data/trajectories.pkl", help="dataset from generate_data.py")
+    parser.add_argument("--checkpoints", default="checkpoints", help="folder for checkpoints and "
+                        "loss_history.json (default: checkpoints)")
+    parser.add_argument("--resume", action="store_true", help="continue the run saved in "
+                        "CHECKPOINTS/last.pt (without it, training starts from scratch)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--save-every", type=int, default=200, metavar="STEPS",
+                        help="steps between checkpoints of the full state (default 200)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch "
+                        "(default: half the cores, at most 4; more threads often run slower on a "
+                        "busy laptop)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    import signal
     from generate_data import create_dataloaders
 
+    args = parse_args(argv)
     config = dict(vocab_size=256, dim=256, num_layers=4, num_heads=8, ff_hidden_dim=1024,
                   max_seq_len=50, dropout=0.1)
-    batch_size, learning_rate, num_epochs = 32, 3e-4, 10
-    data_path, checkpoint_dir = "data/trajectories.pkl", "checkpoints"
-    last_checkpoint = os.path.join(checkpoint_dir, "last.pt")
+    learning_rate = 3e-4
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not os.path.exists(data_path):
-        raise SystemExit(f"{data_path} not found: run `python generate_data.py` first.")
-    train_loader, val_loader = create_dataloaders(data_path, batch_size=batch_size)
-    torch.manual_seed(0)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads or max(1, min(4, (os.cpu_count() or 2) // 2)))
+    if not os.path.exists(args.data):
+        raise SystemExit(f"{args.data} not found: run `python generate_data.py` first "
+                         "(or pass --data PATH).")
+    train_loader, val_loader = create_dataloaders(args.data, batch_size=args.batch_size, seed=args.seed)
+    torch.manual_seed(args.seed)
     model = DecoderOnlyTransformer(**config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
-    history, first_epoch = [], 0
-    if os.path.exists(last_checkpoint):  # resume an interrupted run
-        state = torch.load(last_checkpoint, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        history, first_epoch = state["history"], state["epoch"] + 1
-        print(f"resuming after epoch {first_epoch} from {last_checkpoint}")
-    num_params = sum(p.numel() for p in model.parameters())
-    print(f"device {device}, {num_params / 1e6:.2f}M parameters, "
-          f"{len(train_loader)} batches per epoch")
+    run = TrainingRun(args, model, optimizer, device, config)
 
-    os.makedirs(checkpoint_dir, exist_ok=True)
-    start = time.time() - (history[-1]["seconds"] if history else 0.0)
-    for epoch in range(first_epoch, num_epochs):
-        progress = ProgressBar(train_loader, model, f"epoch {epoch + 1}/{num_epochs}")
-        train_loss = train_epoch(model, progress, optimizer, device, epoch)
-        val_loss = evaluate(model, val_loader, device)
-        elapsed = time.time() - start
-        history.append(dict(epoch=epoch, train_loss=train_loss, val_loss=val_loss,
-                            seconds=elapsed))
-        print(f"epoch {epoch + 1}/{num_epochs}  train loss {train_loss:.4f}  "
-              f"val loss {val_loss:.4f}  ({elapsed:.0f}s)")
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "config": config, "epoch": epoch, "history": history}
-        torch.save(state, os.path.join(checkpoint_dir, f"epoch_{epoch + 1}.pt"))
-        torch.save(state, last_checkpoint)
-        with open(os.path.join(checkpoint_dir, "loss_history.json"), "w") as f:
-            json.dump(history, f, indent=2)
+    if args.resume and os.path.exists(run.last):
+        state = torch.load(run.last, map_location=device, weights_only=True)
+        run.restore(state)
+        print(f"resuming {run.last}: epoch {run.epoch + 1}, step {run.step_in_epoch}")
+        if state.get("code") != source_fingerprint():
+            print("note: backbone.py changed since this checkpoint was written; its weights are "
+                  "resumed anyway (drop --resume to start over with your new code)")
+    elif args.resume:
+        print(f"nothing to resume in {args.checkpoints}/: starting a fresh run")
+    elif os.path.exists(run.last):
+        print(f"starting a fresh run; the earlier run in {args.checkpoints}/ will be overwritten "
+              "(pass --resume to continue it instead)")
+    if run.epoch >= args.epochs:
+        print(f"the run in {args.checkpoints}/ already finished its {run.epoch} epochs: nothing to "
+              "do (raise --epochs to train longer, or drop --resume to start over)")
+        return
+
+    num_params = sum(p.numel() for p in model.parameters())
+    threads = f", {torch.get_num_threads()} CPU threads (--threads)" if device.type == "cpu" else ""
+    print(f"device {device}{threads}, {num_params / 1e6:.2f}M parameters, "
+          f"{len(train_loader)} batches per epoch, a checkpoint every {args.save_every} steps")
+
+    def request_stop(signum, frame):
+        if run.stop_requested:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop at once, without saving
+        run.stop_requested = True
+        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)")
+
+    signal.signal(signal.SIGINT, request_stop)
+    start = time.time() - (run.epochs[-1]["seconds"] if run.epochs else 0.0)
+    try:
+        while run.epoch < args.epochs:
+            first_step = run.step_in_epoch
+            loss = train_epoch(model, run.batches(train_loader.dataset), optimizer, device, run.epoch)
+            val_loss = evaluate(model, val_loader, device)
+            run.end_epoch(float(loss), val_loss, time.time() - start, first_step)
+            last = run.epochs[-1]
+            print(f"epoch {run.epoch}/{args.epochs}  train loss {last['train_loss']:.4f} (ppl "
+                  f"{last['train_perplexity']:.2f})  val loss {val_loss:.4f} (ppl "
+                  f"{last['val_perplexity']:.2f})  ({last['seconds']:.0f}s)")
+    except Interrupted:
+        print(f"saved {run.last} at epoch {run.epoch + 1}, step {run.step_in_epoch}: continue "
+              f"with `python backbone.py --resume`")
+        raise SystemExit(130) from None  # the shell's code for a run stopped by Ctrl-C
 
 
 if __name__ == "__main__":

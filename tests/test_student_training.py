@@ -1,0 +1,91 @@
+"""The student's training script (`python backbone.py`, the reference's main()) on a small
+dataset: checkpoints every N steps, Ctrl-C saves and resumes mid-epoch with the same loss
+history as an uninterrupted run, and a fresh run or a resume is explicit."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from grading import KIT, REFERENCE
+
+STEPS = 9  # 80 trajectories, 90% for training, batches of 8
+RUN = ["--data", "small.pkl", "--batch-size", "8", "--save-every", "4"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A student's folder: backbone.py (solved), generate_data.py and a small dataset."""
+    path = tmp_path_factory.mktemp("student")
+    shutil.copy(REFERENCE, path / "backbone.py")
+    shutil.copy(os.path.join(KIT, "student", "generate_data.py"), path)
+    subprocess.run([sys.executable, "generate_data.py", "--num_trajectories", "80", "--output",
+                    "small.pkl"], cwd=path, check=True, capture_output=True)
+    return path
+
+
+def _train(folder, *args):
+    return subprocess.run([sys.executable, "backbone.py", *RUN, *args], cwd=folder,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _interrupt(folder, signum, after_step: int, *args):
+    """Start a run and send `signum` once the first epoch's progress line shows `after_step`."""
+    process = subprocess.Popen([sys.executable, "backbone.py", *RUN, *args], cwd=folder,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seen = b""
+    while f" {after_step}/{STEPS} ".encode() not in seen:
+        chunk = os.read(process.stdout.fileno(), 4096)
+        assert chunk, f"the run ended before step {after_step}:\n{seen.decode()[-2000:]}"
+        seen += chunk
+    process.send_signal(signum)
+    rest, _ = process.communicate(timeout=300)
+    return process.returncode, (seen + rest).decode().replace("\r", "\n")
+
+
+def _history(folder, checkpoints):
+    with open(folder / checkpoints / "loss_history.json") as file:
+        return json.load(file)
+
+
+def test_ctrl_c_saves_and_resume_continues_with_the_same_loss_history(folder):
+    done = _train(folder, "--epochs", "2", "--checkpoints", "straight")
+    assert done.returncode == 0, done.stderr
+    code, output = _interrupt(folder, signal.SIGINT, 3, "--epochs", "2", "--checkpoints", "stopped")
+    assert code == 130 and "Traceback" not in output, output
+    saved = re.search(r"saved \S+ at epoch 1, step (\d+): continue with `python backbone.py --resume`", output)
+    assert saved and int(saved[1]) in (3, 4), output  # the step under way when Ctrl-C came is finished
+    resumed = _train(folder, "--epochs", "2", "--checkpoints", "stopped", "--resume")
+    assert resumed.returncode == 0 and f"resuming stopped/last.pt: epoch 1, step {saved[1]}" in resumed.stdout
+    straight, stopped = _history(folder, "straight"), _history(folder, "stopped")
+    assert len(straight["steps"]) == 2 * STEPS
+    assert stopped["steps"] == straight["steps"]
+    assert stopped["epochs"][0]["train_loss"] == pytest.approx(straight["epochs"][0]["train_loss"], rel=1e-12)
+
+
+def test_a_checkpoint_is_written_every_n_steps(folder):
+    code, _ = _interrupt(folder, signal.SIGKILL, 6, "--epochs", "1", "--checkpoints", "killed")
+    assert code == -signal.SIGKILL
+    import torch
+    state = torch.load(folder / "killed" / "last.pt", weights_only=True)
+    assert (state["epoch"], state["step_in_epoch"]) == (0, 4)
+    assert not list((folder / "killed").glob("epoch_*.pt"))
+
+
+def test_fresh_run_and_resume_are_explicit_and_epoch_files_are_small(folder):
+    assert _train(folder, "--epochs", "1", "--checkpoints", "explicit").returncode == 0
+    again = _train(folder, "--epochs", "1", "--checkpoints", "explicit")
+    assert "starting a fresh run" in again.stdout and "--resume" in again.stdout
+    finished = _train(folder, "--epochs", "1", "--checkpoints", "explicit", "--resume")
+    assert finished.returncode == 0 and "already finished its 1 epochs" in finished.stdout
+    (folder / "backbone.py").write_text((folder / "backbone.py").read_text() + "\n# edited\n")
+    changed = _train(folder, "--epochs", "2", "--checkpoints", "explicit", "--resume")
+    assert "backbone.py changed since this checkpoint" in changed.stdout
+    last = os.path.getsize(folder / "explicit" / "last.pt")
+    epoch = os.path.getsize(folder / "explicit" / "epoch_1.pt")
+    assert epoch < last / 2, "epoch_N.pt should hold the weights only, not the optimizer state"
