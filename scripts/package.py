@@ -38,7 +38,18 @@ AUTOGRADER_FILES = ["setup.sh", "run_autograder", "requirements.txt", "reference
 AUTOGRADER_TOP = {"setup.sh", "run_autograder", "requirements.txt", "autograder", "reference",
                   "student", "data"}
 STUDENT_FILES = {"generate_data.py": "student/generate_data.py", "visualize.py": "student/visualize.py",
-                 "README.md": "student/README.md"}
+                 "README.md": "student/README.md", ".gitignore": "student/.gitignore"}
+STUDENT_FOLDER = "scratch-1"  # student.zip unzips into this one folder
+# The student bundle's requirements.txt: the grader's pins of what a student runs.
+STUDENT_PACKAGES = ("torch", "numpy", "matplotlib", "pytest")
+STUDENT_REQUIREMENTS_HEADER = """\
+# Scratch-1: the packages and versions the autograder uses.
+# CPU only (any laptop; on Linux this avoids a multi-GB CUDA download):
+#   pip install -r requirements.txt --extra-index-url https://download.pytorch.org/whl/cpu
+# With an NVIDIA GPU, install torch from a CUDA index first, then the rest, e.g.:
+#   pip install torch==TORCH --index-url https://download.pytorch.org/whl/cu126
+#   pip install -r requirements.txt
+"""
 MARKERS = ("BEGIN SOLUTION", "END SOLUTION")
 ZIP_TIME = (2025, 1, 1, 0, 0, 0)
 
@@ -74,7 +85,22 @@ def student_files():
     for path in _tree("student/tests"):
         if path.endswith(".py"):
             files[path[len("student/"):]] = (ROOT / path).read_bytes()
-    return files
+    files["requirements.txt"] = student_requirements().encode()
+    return {f"{STUDENT_FOLDER}/{name}": content for name, content in files.items()}
+
+
+def student_requirements() -> str:
+    """The grader's pins (requirements.txt) of the packages a student runs, without a local
+    version such as +cpu, so that the index the student chooses picks the build."""
+    pins = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9_.-]+)==([^+\s;#]+)", line.strip())
+        if match:
+            pins[match[1].lower()] = match[2]
+    missing = [name for name in STUDENT_PACKAGES if name not in pins]
+    assert not missing, f"requirements.txt pins none of {missing}"
+    header = STUDENT_REQUIREMENTS_HEADER.replace("TORCH", pins["torch"])
+    return header + "".join(f"{name}=={pins[name]}\n" for name in STUDENT_PACKAGES)
 
 
 def secret_lines(reference: str, template: str):
@@ -98,6 +124,8 @@ def check_student(files):
     reference = REFERENCE.read_bytes()
     template = make_template.make_template(reference.decode())
     secrets = secret_lines(reference.decode(), template)
+    assert {name.split("/")[0] for name in files} == {STUDENT_FOLDER}, "student.zip: one top folder"
+    files = {name.split("/", 1)[1]: content for name, content in files.items()}
     assert files.get("backbone.py") == template.encode(), "student.zip: backbone.py is not the template"
     for name, content in files.items():
         assert not name.startswith(("reference/", "autograder/", "student/")) and "checks" not in name, \

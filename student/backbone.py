@@ -446,6 +446,7 @@ def main(argv=None):
     except Interrupted:
         print(f"saved {run.last} at epoch {run.epoch + 1}, step {run.step_in_epoch}: continue "
               f"with `python backbone.py --resume`")
+        raise SystemExit(130) from None  # the shell's code for a run stopped by Ctrl-C
 
 
 if __name__ == "__main__":

@@ -145,15 +145,23 @@ def main():
     parser = argparse.ArgumentParser(description="Generate synthetic 7-DOF arm trajectories.")
     parser.add_argument("--num_trajectories", type=int, default=10000)
     parser.add_argument("--seq_length", type=int, default=50)
-    parser.add_argument("--output", default="data/trajectories.pkl")
+    parser.add_argument("--output", help="default: data/trajectories.pkl for the full dataset, "
+                        "data/trajectories_<N>x<T>.pkl for any other size (so a quick experiment "
+                        "never overwrites the full dataset)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.output is None:
+        full = (args.num_trajectories, args.seq_length) == (10000, 50)
+        args.output = ("data/trajectories.pkl" if full else
+                       f"data/trajectories_{args.num_trajectories}x{args.seq_length}.pkl")
     data = generate_dataset(args.num_trajectories, args.seq_length, args.seed)
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     with open(args.output, "wb") as f:
         pickle.dump(data, f)
     print(f"wrote {args.output}: states {tuple(data['states'].shape)}, actions "
           f"{tuple(data['actions'].shape)}, seed {args.seed}")
+    if args.output != "data/trajectories.pkl":
+        print(f"train on it with: python backbone.py --data {args.output}")
 
 
 if __name__ == "__main__":

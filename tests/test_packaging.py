@@ -18,7 +18,9 @@ from grading import KIT, REFERENCE, TEMPLATE
 sys.path.insert(0, os.path.join(KIT, "scripts"))
 import package  # noqa: E402
 
-STUDENT_TOP = {"backbone.py", "generate_data.py", "visualize.py", "README.md", "tests"}
+STUDENT_TOP = {"backbone.py", "generate_data.py", "visualize.py", "README.md", "tests", ".gitignore",
+               "requirements.txt"}
+FOLDER = package.STUDENT_FOLDER
 NEVER_IN_AUTOGRADER = ("tests", "bench", "dist", "scripts", ".venv", ".git", ".ci")
 
 
@@ -61,6 +63,8 @@ def test_autograder_zip_holds_the_grader_and_nothing_else(zips):
 def test_student_zip_is_the_bundle_without_the_solution(zips):
     with zipfile.ZipFile(zips[1]) as archive:
         files = {name: archive.read(name) for name in archive.namelist()}
+    assert {name.split("/")[0] for name in files} == {FOLDER}, "student.zip unzips into one folder"
+    files = {name.split("/", 1)[1]: content for name, content in files.items()}
     assert {name.split("/")[0] for name in files} == STUDENT_TOP
     assert {"tests/test_sanity.py", "tests/conftest.py"} <= set(files)
     with open(TEMPLATE, "rb") as file:
@@ -77,11 +81,12 @@ def test_package_refuses_a_bundle_that_leaks_the_solution():
     with open(REFERENCE) as file:
         reference = file.read()
     secret = sorted(package.secret_lines(reference, package.make_template.make_template(reference)))[0]
-    leaks = {"copy of the reference": {"solution.py": reference.encode()},
-             "solution marker": {"notes.md": b"see # BEGIN SOLUTION"},
-             "a line of a solution block": {"helper.py": f"    {secret}\n".encode()},
-             "a grader path": {"autograder/rubric.py": b""},
-             "a stale template": {"backbone.py": files["backbone.py"] + b"\n# edited\n"}}
+    leaks = {"copy of the reference": {f"{FOLDER}/solution.py": reference.encode()},
+             "solution marker": {f"{FOLDER}/notes.md": b"see # BEGIN SOLUTION"},
+             "a line of a solution block": {f"{FOLDER}/helper.py": f"    {secret}\n".encode()},
+             "a grader path": {f"{FOLDER}/autograder/rubric.py": b""},
+             "a file outside the folder": {"stray.py": b""},
+             "a stale template": {f"{FOLDER}/backbone.py": files[f"{FOLDER}/backbone.py"] + b"\n# edited\n"}}
     package.check_student(files)
     for what, leak in leaks.items():
         with pytest.raises(AssertionError):
@@ -118,6 +123,7 @@ def test_autograder_zip_grades_the_reference_in_a_gradescope_layout(zips, tmp_pa
 @pytest.mark.slow  # two pytest runs of the bundle: 10-40 s wall on a shared 2-core box
 def test_student_bundle_tests_fail_on_the_template_and_pass_on_a_solution(zips, tmp_path):
     _unzip(zips[1], tmp_path)
+    tmp_path = tmp_path / FOLDER
     command = [sys.executable, "-m", "pytest", "tests", "-q", "-p", "no:cacheprovider"]
     template = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert template.returncode == 1, template.stdout[-3000:]
