@@ -16,6 +16,7 @@ from .sandbox import StudentError, WorkerFailure
 
 CONTEXT = pytest.StashKey()  # the grading context (student handle, intake, ...) for conftest
 CREDIT = pytest.StashKey()  # a test's partial credit, set through the `credit` fixture
+EXTRA = pytest.StashKey()  # numbers a test reports for TAs (its entry's extra_data), via `extra`
 
 
 class RubricMismatch(Exception):
@@ -42,6 +43,8 @@ class Outcome:
     failures: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     fraction: float = None
+    skipped: str = ""  # why an optional check had nothing to grade (pytest.skip)
+    extra: dict = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -95,7 +98,10 @@ class ResultsPlugin:
         report = (yield).get_result()
         outcome = self.outcomes[_rule_key(item)]
         outcome.seconds += report.duration
-        if report.when == "call" or (report.when == "setup" and not report.passed):
+        if report.when == "call" and report.skipped:
+            outcome.runs += 1
+            outcome.skipped = str(getattr(call.excinfo.value, "msg", "")) or "nothing to check"
+        elif report.when == "call" or (report.when == "setup" and not report.passed):
             outcome.runs += 1
             if not report.passed:
                 message = self._message(item, call.excinfo) if call.excinfo else "failed"
@@ -106,6 +112,7 @@ class ResultsPlugin:
             credit = item.stash.get(CREDIT, None)
             if credit is not None and credit.fraction is not None:
                 outcome.fraction = credit.fraction
+            outcome.extra.update(item.stash.get(EXTRA, {}))
 
     def _message(self, item, excinfo) -> str:
         error = excinfo.value
@@ -125,11 +132,14 @@ class ResultsPlugin:
         for test, outcome in self.outcomes.items():
             if outcome.fraction is not None:
                 fraction = outcome.fraction
+            elif outcome.skipped:  # an optional check: passed when it is worth nothing
+                fraction = 0.0 if outcome.rule.weight else 1.0
             else:
                 fraction = 1.0 if outcome.passed else 0.0
             lines = [] if outcome.runs else ["this check did not run"]
             lines.extend(outcome.failures)
+            lines.extend([outcome.skipped] if outcome.skipped else [])
             lines.extend(outcome.notes)
             tests.append(results.test_entry(outcome.rule, numbering[test], fraction,
-                                            "\n".join(lines), outcome.seconds))
+                                            "\n".join(lines), outcome.seconds, outcome.extra))
         return tests

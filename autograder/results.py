@@ -33,7 +33,7 @@ def clip(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
 
 
 def test_entry(rule: rubric.Rule, number: str, fraction: float, output: str,
-               seconds: float = 0.0) -> dict:
+               seconds: float = 0.0, extra: dict = None) -> dict:
     fraction = min(max(fraction, 0.0), 1.0)
     return {
         "name": rule.name,
@@ -44,7 +44,7 @@ def test_entry(rule: rubric.Rule, number: str, fraction: float, output: str,
         "output": clip(output),
         "visibility": rule.visibility,
         "tags": [rule.category],
-        "extra_data": {"seconds": round(seconds, 3)},
+        "extra_data": {"seconds": round(seconds, 3), **(extra or {})},
     }
 
 
@@ -123,9 +123,10 @@ def problems(results: dict) -> list:
         if isinstance(test.get("score"), (int, float)) and isinstance(test.get("max_score"), (int, float)):
             if not 0 <= test["score"] <= test["max_score"]:
                 found.append(f"{where}: score {test['score']} outside 0..{test['max_score']}")
-    total = sum(test.get("max_score", 0) for test in tests if isinstance(test.get("max_score"), (int, float)))
+    total = sum(test.get("max_score", 0) for test in tests if isinstance(test.get("max_score"), (int, float))
+                and (test.get("tags") or [None])[0] not in rubric.BONUS_CATEGORIES)
     if abs(total - 100) > 1e-9:
-        found.append(f"max scores sum to {total}, not 100")
+        found.append(f"max scores sum to {total}, not 100 (bonus categories not counted)")
     if not isinstance(results.get("execution_time"), (int, float)):
         found.append("`execution_time` missing or not a number")
     if not isinstance(results.get("output"), str):

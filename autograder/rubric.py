@@ -12,7 +12,11 @@ worker is killed and restarted when it is exceeded (see WORKER for the grading's
 
 from dataclasses import dataclass
 
-CATEGORIES = ("interface", "rmsnorm", "causal_mask", "rope", "attention", "training", "convergence")
+CATEGORIES = ("interface", "rmsnorm", "causal_mask", "rope", "attention", "training", "convergence",
+              "mastery")
+# Categories of the course's optional bonus: their points (0 unless MASTERY_BONUS) come on top
+# of the 100, and a submission without the feature loses nothing.
+BONUS_CATEGORIES = ("mastery",)
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,52 @@ CONVERGENCE = dict(
     batch_size=32,
     epochs=2,  # 2 x 40 batches = 80 optimizer steps
     learning_rate=3e-3,
+)
+
+# The course's mastery bonus (+10 beyond 100: KV-caching 5, RoPE derivation and ablation 5, the
+# latter graded by hand). The switch: False shows the KV-cache tests with their findings, worth 0
+# points (Gradescope shows a 0-point test as information); True makes the KV-cache check worth
+# MASTERY_POINTS on top of the 100 (set the Gradescope assignment's total to 100: a score above it
+# is extra credit). Nothing else changes either way; without a cache the tests say "no KV-cache
+# path found". The speed-up is information only.
+MASTERY_BONUS = False
+MASTERY_POINTS = 5
+
+
+def mastery_rules(bonus: bool) -> tuple:
+    return (
+        Rule("test_mastery.py::test_kv_cache_matches_full_forward", "KV-cache decoding gives the "
+             "tokens and logits of decoding by full forward passes (mastery bonus)", "mastery",
+             MASTERY_POINTS if bonus else 0, timeout=20),
+        Rule("test_mastery.py::test_kv_cache_speedup", "KV-cache speed-up over decoding by full "
+             "forward passes (informational)", "mastery", 0, timeout=20),
+    )
+
+
+RULES = RULES + mastery_rules(MASTERY_BONUS)
+
+# The mastery checks (autograder/checks/test_mastery.py, worker/ops/generation.py).
+MASTERY = dict(
+    # The student's model with seeded order-one weights; vocab_size differs from every other
+    # Linear's output size, so the vocabulary head is the only Linear with that many outputs.
+    model=dict(vocab_size=96, dim=64, num_layers=2, num_heads=4, ff_hidden_dim=128, max_seq_len=32,
+               dropout=0.0),
+    seed=0,
+    batch=3,
+    # (prompt length, new tokens): a 1-token prompt, a short and a long one, and one that fills
+    # max_seq_len; each decodes greedily until the sequence nearly fills max_seq_len.
+    cases=((1, 16), (7, 12), (16, 16), (29, 3)),
+    probe=(4, 3),  # (prompt length, new tokens) of the run that finds the cached path
+    # Logits of the cached path against full forward passes (order-one logits, |logit| <= ~6):
+    # correct caches (the base of tests/mastery_variants.py, a cache returning (out, present_kv),
+    # one in generate_cached(), generate_with_kv_cache slicing RoPE's tables) differ by
+    # <= 1.5e-6; the nearest bug (keys rotated after the concatenation, 1-token prompt) by 0.31.
+    rtol=1e-4, atol=1e-4,
+    # Timing: the course's model size with a longer window, one sequence, a 96-token prompt and
+    # 32 new tokens (the reference with a cache: 0.17-0.18 s cached, 0.74 s by full passes, 1.1 s
+    # of CPU for the whole test on this machine).
+    speed=dict(model=dict(vocab_size=256, dim=256, num_layers=4, num_heads=8, ff_hidden_dim=1024,
+                          max_seq_len=128, dropout=0.0), prompt=96, new_tokens=32),
 )
 
 

@@ -1,0 +1,306 @@
+"""mastery: the course's optional bonus, a key/value cache for generation, graded from behaviour.
+
+The worker (worker/ops/generation.py) finds the cached decoding path (a method named like
+generate_cached, generate(use_cache=True), or generate itself) by measuring it: after the
+prompt, a cached step feeds fewer positions to attention than the sequence holds, so the
+template's generate does not count. Then, on the student's own model with seeded order-one
+weights, greedy decoding through that path must give the tokens of greedy decoding by full
+forward passes of the same model, and its logits at every step must match theirs, for prompts of
+1 token up to nearly max_seq_len, batch 3. Greedy through the template's sampling API: top_k=1
+(or, for a path without top_k, temperature 1e-6). A failure names the first step that departs and,
+when this run's measurements support it, the cause. The speed-up of the cached path is measured
+for information. A submission without a cache loses nothing: both tests say so and pass at 0.
+"""
+
+import pytest
+import torch
+
+from .. import rubric
+from .student import describe
+
+SPEC = rubric.MASTERY
+RTOL, ATOL = SPEC["rtol"], SPEC["atol"]
+WHAT = "your cached decoding"
+NOT_GRADED = "the optional mastery bonus; nothing is lost"
+
+
+def _prompt(length: int, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """Random prompts; row 1 repeats row 0 except the last token, so a prompt pass that is causal
+    gives rows 0 and 1 the same outputs before the last position."""
+    prompt = torch.randint(SPEC["model"]["vocab_size"], (batch, length), generator=generator)
+    if length > 1:
+        prompt[1, :-1] = prompt[0, :-1]
+    return prompt
+
+
+def _cases():
+    generator = torch.Generator().manual_seed(SPEC["seed"])
+    return [{"prompt": _prompt(length, SPEC["batch"], generator), "new_tokens": new}
+            for length, new in SPEC["cases"]]
+
+
+def _decode(student, cases, greedy="top_k") -> dict:
+    length, new = SPEC["probe"]
+    probe = {"prompt": _prompt(length, 2, torch.Generator().manual_seed(SPEC["seed"] + 1)),
+             "new_tokens": new}
+    return student.call("kv_cache_decode", WHAT, config=SPEC["model"], seed=SPEC["seed"],
+                        probe=probe, cases=cases, greedy=greedy)
+
+
+def _lengths(lengths) -> str:
+    return ", ".join(map(str, lengths[:6])) + (", ..." if len(lengths) > 6 else "")
+
+
+def _not_found(searched: list) -> str:
+    """Why no path counts as a cache: what each candidate did on the probe."""
+    tried = []
+    for entry in searched:
+        if entry["error"]:
+            tried.append(f"{entry['path']} raised {describe(entry['error'])}, so whether it caches "
+                         "could not be measured")
+        else:
+            tried.append(f"{entry['path']} recomputes the whole sequence at every step (its first "
+                         f"attention layer saw {_lengths(entry['lengths'])} positions)")
+    return (f"No KV-cache path found ({NOT_GRADED}): DecoderOnlyTransformer has no method named "
+            "like generate_cached, and generate() takes no use_cache-like keyword or does not use "
+            "one. " + "; ".join(tried) + ". To have a cache graded, add generate(..., "
+            "use_cache=True) or generate_cached(input_ids, max_new_tokens, temperature, top_k) "
+            "(see generate's docstring in the template).")
+
+
+def _attempt_crashed(searched: list) -> str:
+    """A path the student named as cached (a method or a keyword) that raised on the probe."""
+    for entry in searched:
+        if entry["error"] and entry["path"] != "generate()":
+            return (f"{entry['path']} raised {describe(entry['error'])} while decoding 3 tokens "
+                    "after a 4-token prompt (batch 2, its default sampling)")
+    return ""
+
+
+def _allowed(expected: torch.Tensor) -> torch.Tensor:
+    return ATOL + RTOL * expected.abs()
+
+
+def _excess(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    """Per step (dim 1): how far the worst logit is outside its allowance (> 0: outside)."""
+    return ((actual - expected).abs() - _allowed(expected)).amax(dim=(0, 2))
+
+
+def _ordinal(step: int) -> str:
+    return {0: "new token 1 (from the prompt pass)"}.get(step, f"new token {step + 1}")
+
+
+class Case:
+    """One prompt's comparison: where the cached path first departs from full passes, and how."""
+
+    def __init__(self, spec: dict, result: dict):
+        self.prompt, self.new = spec["prompt"], spec["new_tokens"]
+        self.length = self.prompt.shape[1]
+        self.result = result
+        self.step, self.problem, self.cause = None, "", ""
+        self.max_error = 0.0
+
+    def title(self) -> str:
+        return f"prompt of {self.length} token(s), batch {self.prompt.shape[0]}, {self.new} new tokens"
+
+    def compare(self) -> None:
+        r = self.result
+        tokens, full = r["tokens"], r["full_tokens"]
+        if tokens is None:
+            return
+        if tuple(tokens.shape) != tuple(full.shape):
+            self.problem = (f"returned ids of shape {tuple(tokens.shape)}, expected "
+                            f"{tuple(full.shape)} (the prompt followed by the new tokens)")
+            return
+        if not torch.equal(tokens[:, :self.length], self.prompt):
+            self.problem = "returned ids that do not start with the prompt"
+            return
+        differs = (tokens[:, self.length:] != full[:, self.length:]).any(0)
+        token_step = int(differs.nonzero()[0]) if differs.any() else None
+        logits = r["step_logits"]
+        if logits is not None and tuple(logits.shape) == tuple(r["full_logits"].shape):
+            # Steps up to the first token that differs have the same prefix in both decodings.
+            last = self.new if token_step is None else token_step + 1
+            excess = _excess(logits[:, :last], r["full_logits"][:, :last])
+            self.max_error = float((logits[:, :last] - r["full_logits"][:, :last]).abs().max())
+            outside = (excess > 0).nonzero()
+            if len(outside):
+                self.step = int(outside[0])
+                error = float((logits[:, self.step] - r["full_logits"][:, self.step]).abs().max())
+                self.problem = (f"at {_ordinal(self.step)} its logits differ from the full "
+                                f"passes' by up to {error:.3g} (allowed {ATOL:g} + {RTOL:g} * |logit|)"
+                                + (f"; the {self.step} token(s) before matched" if self.step else ""))
+                return
+        if token_step is not None and not self._tie(token_step):
+            self.step = token_step
+            row = int((tokens[:, self.length + token_step] != full[:, self.length + token_step]).nonzero()[0])
+            self.problem = (f"at {_ordinal(token_step)} it chose token "
+                            f"{int(tokens[row, self.length + token_step])} in row {row}, where greedy "
+                            f"full passes choose {int(full[row, self.length + token_step])}"
+                            + (" although its logits agree: it does not decode greedily with the "
+                               "arguments above" if logits is not None else ""))
+
+    def _tie(self, step: int) -> bool:
+        """Whether the full passes' two best tokens at this step are within the tolerance."""
+        top = self.result["full_logits"][:, step].topk(2, dim=-1).values
+        return bool(((top[:, 0] - top[:, 1]) <= _allowed(top[:, 0])).any())
+
+    def diagnose_prompt_pass(self) -> None:
+        """Causes visible in the prompt pass itself (the first new token already departs)."""
+        r, length = self.result, self.length
+        if self.step != 0 or length < 2:
+            return
+        if r["embedded"] and r["embedded"][0] < length:
+            self.cause = (f"its first forward step embedded only {r['embedded'][0]} of the {length} "
+                          "prompt tokens, so the cache never holds the rest of the prompt: run the "
+                          "whole prompt through the model once to fill the cache, then one new "
+                          "token per step")
+            return
+        for what, cached, full in (("logits", r["prefill_logits"], r["full_prompt_logits"]),
+                                   ("first attention layer's output", r["prefill_attention"],
+                                    r["full_prompt_attention"])):
+            if cached is None or full is None or cached.shape != full.shape:
+                continue
+            early = slice(0, length - 1)
+            moved = float((cached[0, early] - cached[1, early]).abs().max())
+            full_moved = float((full[0, early] - full[1, early]).abs().max())
+            if moved > ATOL and full_moved <= ATOL:
+                self.cause = (f"the prompt pass is not causal when the cache is on: its {what} "
+                              f"at prompt positions 0..{length - 2} changed by up to {moved:.3g} "
+                              "when only the last prompt token changed (rows 0 and 1 of the batch), "
+                              "while the full forward pass's did not move; apply the causal mask in "
+                              "the prompt pass too (with a cache, a query at position t may see "
+                              "keys 0..t only)")
+                return
+
+    def diagnose_positions(self, hypotheses: dict) -> None:
+        """Causes in RoPE's positions, from the worker's reruns (kv_cache_hypotheses)."""
+        if not hypotheses.get("rope_modules"):
+            return
+        off = hypotheses["without_rope"]
+        if off["error"] or off["tokens"] is None or not torch.equal(off["tokens"], off["full_tokens"]):
+            return
+        if off["step_logits"] is not None and (_excess(off["step_logits"], off["full_logits"]) > 0).any():
+            return
+        first = self.length + self.step - 1  # the position the first wrong cached step feeds
+        zero = hypotheses["position_zero"]
+        logits = self.result["step_logits"]
+        if zero["calls"] and logits is not None and zero["logits"].shape == logits.shape:
+            last = self.step + 1
+            gap = float((logits[:, :last] - zero["logits"][:, :last]).abs().max())
+            if (_excess(logits[:, :last], zero["logits"][:, :last]) <= 0).all():
+                self.cause = (f"each new token's query and key are rotated at position 0 instead of "
+                              f"their own position ({self.length}, {self.length + 1}, ...): the "
+                              f"cached steps' logits match, within {gap:.2g}, the same model's full "
+                              "passes with every position after the prompt rotated at position 0 "
+                              "(and with RoPE switched off the cached path matches full passes); "
+                              "rotate the new token at its position, the number of cached "
+                              "positions (e.g. an offset into RoPE's cos/sin tables)")
+                return
+        self.cause = (f"RoPE positions are wrong in the cached steps (from the step feeding position "
+                      f"{first} on): "
+                      "with RoPE switched off in the same model, the cached path matches full "
+                      "passes, and the logits do not match rotating the new tokens at position 0 "
+                      "either. Common causes: the keys rotated after they are concatenated with "
+                      "the cache (the cached keys get rotated again, or all at the new token's "
+                      "position), or a wrong position offset; rotate only the new queries and "
+                      "keys, at their own positions, before caching the keys")
+
+
+def _greedy_note(result: dict) -> str:
+    if result["greedy"]:
+        return ""
+    return (f" ({result['call']} takes neither top_k nor temperature, so it was called with its "
+            "own sampling)")
+
+
+def _top_k_crash(student, cases, result) -> str:
+    """A message when the cached path raised with top_k=1, saying how it does without top_k."""
+    crashed = next((c for c in result["cases"] if c["error"]), None)
+    if crashed is None or "top_k" not in result["call"]:
+        return ""
+    message = f"{result['call']} raised {describe(crashed['error'])}."
+    retry = _decode(student, cases, greedy="temperature")
+    if retry.get("found") and "temperature" in retry["call"]:
+        if any(c["error"] for c in retry["cases"]):
+            return message + f" Without top_k ({retry['call']}) it raised too."
+        good = [Case(spec, c) for spec, c in zip(cases, retry["cases"])]
+        for case in good:
+            case.compare()
+        if not any(case.problem for case in good):
+            return (message + f" Without top_k ({retry['call']}) it decodes exactly like the full "
+                    "forward passes. Likely cause: the cached path breaks when top_k is given: "
+                    "check its top_k filtering with a batch of several sequences.")
+    return message + " Likely cause: the cached path breaks when top_k is given."
+
+
+def test_kv_cache_matches_full_forward(student):
+    cases = _cases()
+    result = _decode(student, cases)
+    if not result["found"]:
+        crashed = _attempt_crashed(result["searched"])
+        if crashed:
+            pytest.fail(crashed, pytrace=False)
+        pytest.skip(_not_found(result["searched"]))
+    crash = _top_k_crash(student, cases, result)
+    if crash:
+        pytest.fail(crash, pytrace=False)
+    compared = [Case(spec, r) for spec, r in zip(cases, result["cases"])]
+    problems = []
+    for case in compared:
+        if case.result["error"]:
+            problems.append(f"{case.title()}: it raised {describe(case.result['error'])}")
+            continue
+        case.compare()
+        if case.problem:
+            problems.append(f"{case.title()}: {case.problem}")
+    failing = [case for case in compared if case.problem]
+    for case in failing:
+        case.diagnose_prompt_pass()
+    if not any(case.cause for case in failing):
+        # The longest prompt tells RoPE bugs apart best: with a 1-token prompt, rotating keys
+        # after the concatenation and rotating new tokens at position 0 compute the same thing.
+        later = max((case for case in failing if case.step), key=lambda case: case.length, default=None)
+        if later is not None:
+            hypotheses = student.call("kv_cache_hypotheses", WHAT, config=SPEC["model"],
+                                      seed=SPEC["seed"], path=result["path"], greedy="top_k",
+                                      prompt=later.prompt, new_tokens=later.new,
+                                      tokens=later.result["tokens"])
+            later.diagnose_positions(hypotheses)
+    if problems:
+        cause = next((case.cause for case in failing if case.cause), "")
+        pytest.fail(f"{result['call']} departs from greedy decoding by full forward passes of the "
+                    f"same model{_greedy_note(result)}:\n  " + "\n  ".join(problems)
+                    + (f"\nLikely cause: {cause}." if cause else
+                       "\nExpected: the same tokens, and logits within the tolerance at every step."),
+                    pytrace=False)
+    worst = max(case.max_error for case in compared)
+    student.note(f"{result['call']} decodes like full forward passes{_greedy_note(result)} for "
+                 f"prompts of {', '.join(str(c.length) for c in compared)} tokens (batch "
+                 f"{SPEC['batch']}, up to max_seq_len {SPEC['model']['max_seq_len']}): the same "
+                 f"tokens, logits within {worst:.2g} of theirs at every step (allowed {ATOL:g} + "
+                 f"{RTOL:g} * |logit|).")
+
+
+def test_kv_cache_speedup(student, extra):
+    found = _decode(student, [])
+    if not found["found"]:
+        pytest.skip(_not_found(found["searched"]) if not _attempt_crashed(found["searched"])
+                    else f"Not measured: {_attempt_crashed(found['searched'])}.")
+    speed = SPEC["speed"]
+    prompt = torch.randint(speed["model"]["vocab_size"], (1, speed["prompt"]),
+                           generator=torch.Generator().manual_seed(SPEC["seed"]))
+    seconds = student.call("kv_cache_speed", WHAT, config=speed["model"], seed=SPEC["seed"],
+                           path=found["path"], greedy=None, prompt=prompt,
+                           new_tokens=speed["new_tokens"])
+    cached, full = seconds["cached_seconds"], seconds["full_seconds"]
+    ratio = full / cached if cached > 0 else float("inf")
+    extra["kv_cache_speedup"] = round(ratio, 2)
+    model = speed["model"]
+    student.note(f"Speed-up of {found['path']} over full forward passes: {ratio:.1f}x "
+                 f"({speed['new_tokens']} new tokens after a {speed['prompt']}-token prompt, batch "
+                 f"1, a model of dim {model['dim']}, {model['num_layers']} layers, "
+                 f"{model['num_heads']} heads: {1000 * cached / speed['new_tokens']:.1f} ms per "
+                 f"token cached, {1000 * full / speed['new_tokens']:.1f} ms by full passes, CPU "
+                 "time on one thread). For information only; whether the cache is correct is the "
+                 "other mastery test.")
