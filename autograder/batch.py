@@ -188,7 +188,7 @@ def write_summary(submissions: list, path: str) -> None:
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["submission", "student", "total", *rubric.CATEGORIES,
-                         *(f"{number} {name}" for number, name in tests), "error"])
+                         *(f"{number} {name}" for number, name in tests), "kv_cache_speedup", "error"])
         for submission in submissions:
             document = submission.document or {"tests": []}
             scores = {test["number"]: test["score"] for test in document["tests"]}
@@ -196,7 +196,8 @@ def write_summary(submissions: list, path: str) -> None:
                           for category in rubric.CATEGORIES}
             row = [document.get("score", ""), *(categories[c] if submission.document else ""
                                                 for c in rubric.CATEGORIES),
-                   *(scores.get(number, "") for number, _ in tests)]
+                   *(scores.get(number, "") for number, _ in tests),
+                   results.extra_value(document, "kv_cache_speedup", "")]
             writer.writerow([submission.name, submission.student,
                              *(f"{v:g}" if isinstance(v, float) else v for v in row), submission.error])
 

@@ -161,10 +161,16 @@ def _clusters(graded: list) -> str:
 
 
 def _scores(graded: list) -> str:
-    rows = [[_link(s), f"<b>{s.document['score']:g}</b>", *(_category(s, c) for c in rubric.CATEGORIES)]
-            for s in graded]
-    return "<h2>Submissions</h2>" + _table(["submission", "total", *rubric.CATEGORIES], rows,
-                                           set(range(1, 2 + len(rubric.CATEGORIES))))
+    rows = [[_link(s), f"<b>{s.document['score']:g}</b>", *(_category(s, c) for c in rubric.CATEGORIES),
+             _speedup(s)] for s in graded]
+    return "<h2>Submissions</h2>" + _table(["submission", "total", *rubric.CATEGORIES, "KV-cache speed-up"],
+                                           rows, set(range(1, 3 + len(rubric.CATEGORIES))))
+
+
+def _speedup(submission) -> str:
+    """The measured speed-up of its KV cache (mastery), or a dash without one."""
+    ratio = results.extra_value(submission.document, "kv_cache_speedup")
+    return f"{ratio:.1f}&times;" if isinstance(ratio, (int, float)) else "&ndash;"
 
 
 def _number_key(number: str) -> tuple:

@@ -134,6 +134,12 @@ def problems(results: dict) -> list:
     return found
 
 
+def extra_value(results: dict, key: str, default=None):
+    """A number a check reported in its entry's extra_data (e.g. "kv_cache_speedup")."""
+    return next((test["extra_data"][key] for test in results.get("tests", [])
+                 if key in (test.get("extra_data") or {})), default)
+
+
 def write(results: dict, path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)

@@ -191,7 +191,25 @@ class DecoderOnlyTransformer(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int = None) -> torch.Tensor:
-        """Sample max_new_tokens tokens after input_ids (batch, seq); returns (batch, seq + new)."""
+        """Sample max_new_tokens tokens after input_ids (batch, seq); returns (batch, seq + new).
+
+        top_k=1 samples the most likely token every time (greedy decoding).
+
+        Optional, the course's mastery bonus: a key/value cache. Add it as a keyword of this
+        method, generate(..., use_cache=True), or as a method named like generate_cached with the
+        same arguments (or make generate itself cache). The autograder finds it by watching it run
+        (after the prompt, each step must feed attention the new token only) and checks that it
+        keeps this contract; tests/test_sanity.py runs the same comparison on your model:
+          - same arguments and return value as generate; top_k=1 makes it greedy;
+          - the prompt runs through the model once, with the causal mask, filling each layer's
+            cache; every later step feeds only the newest token (batch, 1);
+          - a new token's query and key are rotated by RoPE at the token's true position (the
+            number of positions already cached); cached keys are stored rotated, never rotated
+            again;
+          - greedy decoding through it gives the same tokens, and at every step the same logits
+            (up to float rounding), as decoding by full forward passes, for every prompt length
+            from 1 and batch size, while prompt + new tokens fit in max_seq_len.
+        """
         for _ in range(max_new_tokens):
             context = input_ids[:, -self.max_seq_len:]
             logits, _ = self(context)

@@ -131,7 +131,7 @@ MASTERY_MUTANTS = [
     # RoPE at positions 0..seq-1 of the new input: every new token is rotated at position 0.
     cached_mutant("kv_cache_rope_from_position_zero",
                   [(CACHED_ROPE, "        q, k = self.rope(q, k)\n")],
-                  "rotated at position 0", core=True),
+                  "rotated at position 0"),
     # The cache keeps raw keys and RoPE runs after the concatenation: all keys then get the new
     # query's rotation, so the steps lose every relative position.
     cached_mutant("kv_cache_keys_rotated_after_concatenation",
