@@ -113,8 +113,13 @@ def _summary(found: intake.Intake, worker, limits, entries: list) -> str:
     before the deadline, so it never gives away the result of a hidden one."""
     tests = [t for t in entries if t["visibility"] == "visible"]
     hidden = [t for t in entries if t["visibility"] != "visible"]
-    lines = [f"Score of the tests shown now: {sum(t['score'] for t in tests):g} / "
-             f"{sum(t['max_score'] for t in tests):g}"]
+    regular = [t for t in tests if t["tags"][0] not in rubric.BONUS_CATEGORIES]
+    lines = [f"Score of the tests shown now: {sum(t['score'] for t in regular):g} / "
+             f"{sum(t['max_score'] for t in regular):g}"]
+    bonus = [t for t in tests if t["tags"][0] in rubric.BONUS_CATEGORIES and t["max_score"]]
+    if bonus:
+        lines.append(f"Bonus points (above the 100): {sum(t['score'] for t in bonus):g} / "
+                     f"{sum(t['max_score'] for t in bonus):g}")
     if hidden:
         lines.append(f"{len(hidden)} more tests ({sum(t['max_score'] for t in hidden):g} points) "
                      "are shown after the due date.")

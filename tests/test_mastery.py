@@ -2,6 +2,7 @@
 (tests/mastery_variants.py), with the rubric's bonus switch off (the default: 0 points, the
 tests' status and messages) and on (bonus points above 100, lost in mastery only)."""
 
+import csv
 import json
 import os
 import subprocess
@@ -116,3 +117,22 @@ def test_correct_cache_gets_the_bonus(variant, tmp_path):
     document = _grade_with_bonus(_write(variant, tmp_path / "variant"), tmp_path, only=("mastery",))
     failed = [(t["name"], t["output"]) for t in document["tests"] if t["score"] < t["max_score"]]
     assert failed == [] and document["score"] == rubric.MASTERY_POINTS
+
+
+def test_batch_summary_and_report_show_mastery_and_the_speedup(tmp_path):
+    from autograder import batch, html_report
+
+    numbering = results.numbers()
+    cached = results.document([results.test_entry(rule, numbering[rule.test], 1.0, "", 0.1,
+                                                  {"kv_cache_speedup": 4.75} if "speed-up" in rule.name else None)
+                               for rule in rubric.RULES], "", 1.0)
+    plain = results.fallback("x")
+    submissions = [batch.Submission("cached", "cached.py", document=cached),
+                   batch.Submission("plain", "plain.py", document=plain)]
+    batch.write_summary(submissions, str(tmp_path / "summary.csv"))
+    with open(tmp_path / "summary.csv", newline="") as file:
+        rows = {row["submission"]: row for row in csv.DictReader(file)}
+    assert rows["cached"]["kv_cache_speedup"] == "4.75" and rows["plain"]["kv_cache_speedup"] == ""
+    assert "mastery" in rows["cached"]
+    index = open(html_report.build(submissions, str(tmp_path))).read()
+    assert "<th class=num>mastery</th>" in index and "KV-cache speed-up" in index and "4.8&times;" in index
