@@ -145,10 +145,22 @@ class Case:
         top = self.result["full_logits"][:, step].topk(2, dim=-1).values
         return bool(((top[:, 0] - top[:, 1]) <= _allowed(top[:, 0])).any())
 
+    def diagnose_full_forward(self) -> None:
+        """Full passes that are not causal cannot be matched by any cache: say so."""
+        full, length = self.result["full_prompt_logits"], self.length
+        if length < 2 or full is None or full.shape[0] < 2:
+            return
+        moved = float((full[0, :length - 1] - full[1, :length - 1]).abs().max())
+        if moved > ATOL:
+            self.cause = (f"your model's full forward pass is not causal: its logits at prompt "
+                          f"positions 0..{length - 2} changed by up to {moved:.3g} when only the last "
+                          "prompt token changed (rows 0 and 1 of the batch), so no cache can match "
+                          "it; fix the causal mask first (see the causal_mask tests)")
+
     def diagnose_prompt_pass(self) -> None:
         """Causes visible in the prompt pass itself (the first new token already departs)."""
         r, length = self.result, self.length
-        if self.step != 0 or length < 2:
+        if self.step != 0 or length < 2 or self.cause:
             return
         if r["embedded"] and r["embedded"][0] < length:
             self.cause = (f"its first forward step embedded only {r['embedded'][0]} of the {length} "
@@ -256,6 +268,7 @@ def test_kv_cache_matches_full_forward(student):
             problems.append(f"{case.title()}: {case.problem}")
     failing = [case for case in compared if case.problem]
     for case in failing:
+        case.diagnose_full_forward()
         case.diagnose_prompt_pass()
     if not any(case.cause for case in failing):
         # The longest prompt tells RoPE bugs apart best: with a 1-token prompt, rotating keys

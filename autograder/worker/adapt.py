@@ -410,6 +410,8 @@ class DecodePath:
     def call(self, ids: torch.Tensor, new_tokens: int, greedy: str = None) -> torch.Tensor:
         output = self.method(ids, new_tokens, **self.switch, **self.sampling(greedy))
         output = first_tensor(output, self.session, self.name)
+        if not output.is_floating_point():
+            output = output.to(ids.dtype)
         if tuple(output.shape) == (ids.shape[0], new_tokens):
             self.session.note(f"{self.name} returned only the new tokens: graded them after the prompt")
             output = torch.cat([ids, output.to(ids.dtype)], dim=1)
