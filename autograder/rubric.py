@@ -2,7 +2,8 @@
 
 This is the one file to edit to change how Scratch-1 is graded. The graded tests live in
 autograder/checks/, one file per component; each test there has exactly one entry here (the
-report plugin refuses to grade if the two disagree). Weights sum to 100.
+report plugin refuses to grade if the two disagree). Weights sum to 100, plus the points of the
+bonus categories (BONUS_CATEGORIES: 0 unless MASTERY_BONUS).
 
 Visibility (Gradescope): "visible" shows the test and its message at once; "after_due_date"
 hides it until the deadline passes. A timeout is the wall-clock seconds for all the requests one
