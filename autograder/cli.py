@@ -65,7 +65,7 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
         if exit_code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
             raise RuntimeError(f"pytest exited with {exit_code!r}")
         entries = plugin.entries()
-        summary = _summary(found, worker, limits, entries)
+        summary = _summary(found, worker, limits, entries, plugin.internal_errors)
         document = results.document(entries, summary, time.monotonic() - start)
     except Exception:
         print(traceback.format_exc(), file=sys.stderr)
@@ -80,8 +80,8 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
         found.cleanup()
     if context.figures:  # drawn once the worker is gone, so the two never hold memory at once
         document["tests"] = _with_figures(document["tests"], context.figures, figures_dir)
-    for error in plugin.internal_errors:
-        print(error, file=sys.stderr)
+    for name, details in plugin.internal_errors:
+        print(f"---- internal error of the grader in '{name}' ----\n{details}")
     results.write(document, results_path)
     return document
 
@@ -108,9 +108,10 @@ def _with_figures(tests: list, data: dict, figures_dir) -> list:
         return tests
 
 
-def _summary(found: intake.Intake, worker, limits, entries: list) -> str:
+def _summary(found: intake.Intake, worker, limits, entries: list, internal_errors: list) -> str:
     """The top-level output, which students see at once: it sums only the tests they may see
-    before the deadline, so it never gives away the result of a hidden one."""
+    before the deadline, so it never gives away the result of a hidden one. It names the
+    checks that failed by the grader's own error (internal_errors: (test name, details))."""
     tests = [t for t in entries if t["visibility"] == "visible"]
     hidden = [t for t in entries if t["visibility"] != "visible"]
     regular = [t for t in tests if t["tags"][0] not in rubric.BONUS_CATEGORIES]
@@ -129,6 +130,13 @@ def _summary(found: intake.Intake, worker, limits, entries: list) -> str:
             continue
         lines.append(f"  {category:<12} {sum(t['score'] for t in mine):g} / "
                      f"{sum(t['max_score'] for t in mine):g}")
+    failed_checks = {name for name, _details in internal_errors}
+    if failed_checks:
+        shown = [t["name"] for t in tests if t["name"] in failed_checks]
+        later = len(failed_checks) - len(shown)
+        lines.append(f"INTERNAL ERROR of the grader in {len(failed_checks)} test(s), not a fault of "
+                     f"your code: {'; '.join(shown + [f'{later} shown after the due date'] * bool(later))}. "
+                     "The course staff see the details in the run's log.")
     if found.problem:
         lines.append(f"Submission: {found.problem}")
     lines.extend(f"Submission: {note}" for note in found.notes)

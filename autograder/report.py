@@ -61,7 +61,7 @@ class ResultsPlugin:
         self.context = context
         self.categories = set(categories or rubric.CATEGORIES)
         self.outcomes = {rule.test: Outcome(rule) for rule in rubric.RULES}
-        self.internal_errors = []
+        self.internal_errors = []  # (test name, traceback) for each failure of the grader itself
 
     def pytest_configure(self, config):
         config.stash[CONTEXT] = self.context
@@ -122,7 +122,10 @@ class ResultsPlugin:
             return str(error)
         if excinfo.typename == "Failed" and "Timeout" in str(error):
             return f"the check did not finish in time ({error})"
-        self.internal_errors.append(f"{item.nodeid}:\n{''.join(traceback.format_exception(error))}")
+        name = self.outcomes[_rule_key(item)].rule.name
+        details = f"{item.nodeid}:\n{''.join(traceback.format_exception(error))}"
+        if (name, details) not in self.internal_errors:
+            self.internal_errors.append((name, details))
         return (f"the grader hit an internal error in this check ({type(error).__name__}: {error}); "
                 "this is not your fault: please tell the course staff")
 

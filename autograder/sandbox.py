@@ -68,6 +68,15 @@ class WorkerFailure(Exception):
         self.kind = kind
 
 
+class GraderError(Exception):
+    """The worker refused a request as malformed (no such op, arguments that do not fit it): a
+    bug of the grader's own checks, never the student's. Carries the worker's error record."""
+
+    def __init__(self, error: dict):
+        super().__init__(f"the worker refused the grader's request: {error.get('message', '')}")
+        self.error = error
+
+
 class StudentError(Exception):
     """The worker answered, but the student's code raised: carries the worker's error record."""
 
@@ -537,7 +546,10 @@ class Worker:
             raise WorkerFailure("protocol", "the worker sent a reply of the wrong shape")
         notes = [str(note)[:500] for note in reply.get("notes", [])][:20]
         if not reply["ok"]:
-            raise StudentError(reply.get("error") or {}, notes)
+            error = reply.get("error") or {}
+            if isinstance(error, dict) and error.get("internal") is True:
+                raise GraderError(error)
+            raise StudentError(error, notes)
         return Reply(result=reply.get("result") or {}, notes=notes)
 
     def captured_output(self) -> str:

@@ -4,7 +4,7 @@ import pytest
 
 from autograder import results, rubric
 from grading import REFERENCE, TEMPLATE, by_category, grade, lost
-from variants import ALTERNATIVES, API_VARIANTS, MUTANTS
+from variants import ALTERNATIVES, API_VARIANTS, ENVIRONMENT_VARIANTS, MUTANTS
 
 # One mutant per kind of check: numerics, causality (perturbation and gradients), spies.
 DETERMINISM_SAMPLE = ("rmsnorm_eps_outside_sqrt", "causal_mask_after_softmax",
@@ -43,13 +43,13 @@ def test_template_scores_only_interface_and_names_each_todo(tmp_path):
 def test_variant_table_is_well_formed():
     """Every variant applies to the current reference and compiles; every mutant names the
     categories it loses and the diagnosis it must get; the table has issue 3's minimum sizes."""
-    variants = MUTANTS + ALTERNATIVES + API_VARIANTS
+    variants = MUTANTS + ALTERNATIVES + API_VARIANTS + ENVIRONMENT_VARIANTS
     assert len({v.name for v in variants}) == len(variants)
     for variant in variants:
         compile(variant.source(), variant.name, "exec")
         assert variant.loses <= set(rubric.CATEGORIES) and variant.may_lose <= set(rubric.CATEGORIES)
     assert all(v.loses and v.diagnosis for v in MUTANTS) and len(MUTANTS) >= 35
-    assert not any(v.loses or v.may_lose for v in ALTERNATIVES + API_VARIANTS)
+    assert not any(v.loses or v.may_lose for v in ALTERNATIVES + API_VARIANTS + ENVIRONMENT_VARIANTS)
     assert len(ALTERNATIVES) >= 10
 
 
@@ -97,7 +97,7 @@ def test_mutant_loses_points_only_where_its_bug_is_and_names_it(variant, tmp_pat
         + "\n---\n".join(failures))
 
 
-@pytest.mark.parametrize("variant", _params(ALTERNATIVES + API_VARIANTS))
+@pytest.mark.parametrize("variant", _params(ALTERNATIVES + API_VARIANTS + ENVIRONMENT_VARIANTS))
 def test_correct_alternative_scores_100(variant, tmp_path):
     document = _grade(variant, tmp_path)
     failed = [(t["name"], t["output"]) for t in document["tests"] if t["score"] < t["max_score"]]

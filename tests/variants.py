@@ -485,4 +485,56 @@ API_VARIANTS = [
                 note="ran module-level code at line", core=True),
 ]
 
-VARIANTS = MUTANTS + ALTERNATIVES + API_VARIANTS
+
+# -- correct submissions written for another machine: packages the grader lacks, a GPU it lacks --
+# The graded code uses the missing package or the hard-coded device on the way through optimizer
+# steps, clip_grad_norm_ and torch.save; the grader must stub or remap, grade fully, and say so.
+
+IMPORTS = "import torch.nn.functional as F\n"
+TRAIN_LOOP = "    for _states, actions in dataloader:\n        actions = actions.to(device)\n" + SHIFT
+STUBBED = "failed in the grading environment (no module `{}` here): it was replaced by a stub"
+CUDA_ON_CPU = "CUDA was mapped to the CPU"
+
+ENVIRONMENT_VARIANTS = [
+    alternative("import_missing_pandas_tqdm_with_checkpoint",
+                [(IMPORTS, IMPORTS + "import pandas as pd\nfrom tqdm import tqdm\n"),
+                 (TRAIN_LOOP, TRAIN_LOOP.replace("in dataloader:", "in tqdm(dataloader, desc=f\"epoch {epoch}\"):")),
+                 (TRAIN_RETURN, "    torch.save(model.state_dict(), \"checkpoint.pt\")\n" + TRAIN_RETURN)],
+                note="`from tqdm import tqdm` " + STUBBED.format("tqdm"), core=True),
+    # The student's own helper module, imported inside the graded function.
+    alternative("import_missing_own_helper_in_function",
+                [(TRAIN_MODE, "    from utils import log_metrics\n" + TRAIN_MODE),
+                 (STEP, STEP + "        log_metrics(epoch=epoch, loss=loss.item())\n")],
+                note="`from utils import log_metrics` " + STUBBED.format("utils"), core=True),
+    alternative("import_missing_wandb_seaborn",
+                [(IMPORTS, IMPORTS + "import seaborn as sns\nimport wandb\n"),
+                 (STEP, STEP + "        wandb.log({\"train/loss\": loss.item(), \"epoch\": epoch})\n")],
+                note="`import wandb` " + STUBBED.format("wandb")),
+    # torch is installed, its tensorboard module needs the missing `tensorboard` package.
+    alternative("import_missing_tensorboard_summary_writer",
+                [(IMPORTS, IMPORTS + "from torch.utils.tensorboard import SummaryWriter\n\n"
+                                     "writer = SummaryWriter(log_dir=\"runs\")\n"),
+                 (STEP, STEP + "        writer.add_scalar(\"train/loss\", loss.item(), num_batches)\n")],
+                note="`from torch.utils.tensorboard import SummaryWriter` " + STUBBED.format("tensorboard")),
+    alternative("import_missing_einops_unused",
+                [(IMPORTS, IMPORTS + "from einops import rearrange\n")],
+                note="`from einops import rearrange` " + STUBBED.format("einops")),
+    alternative("device_cuda_string_in_attention_mask",
+                [(OWN_MASK, OWN_MASK.replace("device=x.device", "device=\"cuda\""))],
+                note=CUDA_ON_CPU, core=True),
+    alternative("device_dot_cuda_in_train_epoch",
+                [(TRAIN_MODE, "    model.cuda()\n" + TRAIN_MODE),
+                 (TRAIN_LOOP, TRAIN_LOOP.replace("actions.to(device)", "actions.cuda()"))],
+                note=CUDA_ON_CPU),
+    alternative("device_to_cuda_string_in_model",
+                [("        mask = torch.tril(torch.ones(seq_len, seq_len, device=input_ids.device))\n",
+                  "        mask = torch.tril(torch.ones(seq_len, seq_len)).to(\"cuda\")\n")],
+                note=CUDA_ON_CPU),
+    alternative("device_torch_device_cuda0_module_level",
+                [(IMPORTS, IMPORTS + "\nDEVICE = torch.device(\"cuda:0\")\n"),
+                 (TRAIN_MODE, "    model.to(DEVICE)\n" + TRAIN_MODE),
+                 (TRAIN_LOOP, TRAIN_LOOP.replace("actions.to(device)", "actions.to(DEVICE)"))],
+                note=CUDA_ON_CPU),
+]
+
+VARIANTS = MUTANTS + ALTERNATIVES + API_VARIANTS + ENVIRONMENT_VARIANTS

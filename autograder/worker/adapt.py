@@ -318,7 +318,7 @@ def call_train_epoch(session, train_epoch, model, loader, optimizer, device, epo
 
 
 @contextlib.contextmanager
-def script_code_tolerated(session, name: str, required):
+def script_code_tolerated(session, name: str, required, initial_globals=None):
     """While importing module `name`, tolerate script code left at its top level that fails for
     want of the student's files: main() called without an `if __name__ == "__main__":` guard,
     looking for data/trajectories.pkl in the grader's empty working directory. The module is kept
@@ -326,8 +326,9 @@ def script_code_tolerated(session, name: str, required):
     the error is a FileNotFoundError, or a SystemExit raised inside a function the top level
     called (a script giving up, as the template's main() does without its data). Anything else
     still fails the import: a top-level `raise` or `sys.exit()` is the submission ending its own
-    import, and a missing package reaches the stubs (stubs.py)."""
-    finder = _ScriptTolerantFinder(session, name, tuple(required))
+    import, and a missing package reaches the stubs (stubs.py). The module's globals start as
+    `initial_globals` (e.g. its own `__builtins__`)."""
+    finder = _ScriptTolerantFinder(session, name, tuple(required), dict(initial_globals or {}))
     sys.meta_path.insert(0, finder)
     try:
         yield
@@ -336,8 +337,9 @@ def script_code_tolerated(session, name: str, required):
 
 
 class _ScriptTolerantFinder:
-    def __init__(self, session, name: str, required: tuple):
+    def __init__(self, session, name: str, required: tuple, initial_globals: dict):
         self.session, self.name, self.required = session, name, required
+        self.initial_globals = initial_globals
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname != self.name:
@@ -345,16 +347,18 @@ class _ScriptTolerantFinder:
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
             return spec
-        loader = _ScriptTolerantLoader(fullname, spec.origin, self.session, self.required)
+        loader = _ScriptTolerantLoader(fullname, spec.origin, self.session, self.required,
+                                       self.initial_globals)
         return importlib.util.spec_from_file_location(fullname, spec.origin, loader=loader)
 
 
 class _ScriptTolerantLoader(importlib.machinery.SourceFileLoader):
-    def __init__(self, fullname, path, session, required):
+    def __init__(self, fullname, path, session, required, initial_globals):
         super().__init__(fullname, path)
-        self.session, self.required = session, required
+        self.session, self.required, self.initial_globals = session, required, initial_globals
 
     def exec_module(self, module):
+        vars(module).update(self.initial_globals)
         try:
             super().exec_module(module)
         except (FileNotFoundError, SystemExit) as error:

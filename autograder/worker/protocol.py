@@ -7,7 +7,10 @@ with `weights_only=True`, so a frame cannot carry code. Frames above MAX_FRAME_B
     request  {"op": str, "args": dict}
     reply    {"ok": True,  "result": dict, "notes": [str]}
              {"ok": False, "error": {"kind": str, "message": str, "line": int | None,
-                                     "where": str}, "notes": [str]}
+                                     "where": str, "internal": bool (optional)}, "notes": [str]}
+
+An error with "internal": True is the grader's own: the request named no op or did not fit the
+op's signature. Any other error is the student's code raising.
 
 `notes` lists what the worker adapted to make the student's API fit ("forward takes no
 `mask` argument: called forward(x)"). The worker never judges: it returns raw numbers.

@@ -3,9 +3,13 @@
 This is the only place the student's code runs. Ops are registered by the modules in
 `worker/ops/`; each gets the imported submission and the request's arguments and returns a dict
 of plain data. Any exception becomes an error reply that names the line of backbone.py where it
-happened, so the grader can tell the student where to look.
+happened, so the grader can tell the student where to look; a request that does not fit an op
+(the grader's own bug) gets an error reply marked `internal`, which the grader never blames on
+the student. Code that asks for CUDA on a machine without it is retried with CUDA mapped to the
+CPU (devices.py).
 """
 
+import contextlib
 import importlib
 import inspect
 import resource
@@ -15,8 +19,7 @@ import traceback
 
 import torch
 
-from . import adapt, protocol
-from .stubs import import_with_stubs
+from . import adapt, devices, protocol, stubs
 
 OPS = {}
 REQUIRED_NAMES = (
@@ -38,6 +41,7 @@ class Session:
         self.module = None
         self.notes = []
         self.state = {}  # objects kept between ops (e.g. a trained model), keyed by the op that made them
+        self.cuda_on_cpu = None  # a devices.CudaOnCpu once the code asked for a missing GPU
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -57,14 +61,19 @@ class MissingName(Exception):
         self.name = name
 
 
+class BadRequest(Exception):
+    """A request that names no op or whose arguments do not fit the op's signature: a bug of
+    the grader that sent it, reported as such, never as the student's error."""
+
+
 @op("load")
 def load(session: Session) -> dict:
     start = time.perf_counter()
-    with adapt.script_code_tolerated(session, "backbone", REQUIRED_NAMES):
-        session.module, stubbed = import_with_stubs("backbone")
-    for name in stubbed:
-        session.note(f"`import {name}` failed in the grading environment: it was replaced by a stub "
-                     "(fine as long as the graded code does not use it)")
+    own_builtins = stubs.student_builtins(
+        lambda statement, missing: session.note(stubs.describe(statement, missing)))
+    with adapt.script_code_tolerated(session, "backbone", REQUIRED_NAMES,
+                                     {"__builtins__": own_builtins}):
+        session.module = importlib.import_module("backbone")
     names = {}
     for name in REQUIRED_NAMES:
         value = getattr(session.module, name, None)
@@ -99,15 +108,57 @@ def describe_error(error: BaseException) -> dict:
     return {"kind": kind, "message": message, "line": line, "where": where}
 
 
+def _checked(request):
+    """(op function, arguments) of a well-formed request; raises BadRequest otherwise."""
+    if not isinstance(request, dict) or request.get("op") not in OPS:
+        raise BadRequest(f"the worker has no op for the request {request!r:.200}")
+    function, args = OPS[request["op"]], request.get("args", {})
+    if not isinstance(args, dict):
+        raise BadRequest(f"op `{request['op']}` got arguments {args!r:.200}, not a dict")
+    signature = inspect.signature(function)
+    try:
+        signature.bind(None, **args)
+    except TypeError as error:
+        parameters = list(signature.parameters)[1:]
+        unexpected = sorted(set(args) - set(parameters))
+        raise BadRequest(f"op `{request['op']}` cannot take the arguments it was sent "
+                         f"({error}; unexpected: {unexpected}); it is "
+                         f"{function.__name__}{signature}") from None
+    return function, args
+
+
+def _run(session: Session, function, args: dict) -> dict:
+    """The op's result; on code asking for a GPU this machine lacks, CUDA is mapped to the CPU
+    from then on (devices.py) and the op runs once more."""
+    try:
+        with session.cuda_on_cpu or contextlib.nullcontext():
+            return function(session, **args)
+    except Exception as error:  # retried only when it is a missing GPU
+        if session.cuda_on_cpu is not None or not devices.wants_missing_cuda(error):
+            raise
+    session.cuda_on_cpu = devices.CudaOnCpu()
+    session.notes = []
+    with session.cuda_on_cpu:
+        return function(session, **args)
+
+
 def handle(session: Session, request) -> dict:
     session.notes = []
+    if session.cuda_on_cpu is not None:
+        session.cuda_on_cpu.remapped.clear()
     try:
-        if not isinstance(request, dict) or request.get("op") not in OPS:
-            raise ValueError(f"unknown request {request!r:.200}")
-        result = OPS[request["op"]](session, **request.get("args", {}))
-        return {"ok": True, "result": result, "notes": list(session.notes)}
+        function, args = _checked(request)
+    except BadRequest as error:
+        return {"ok": False, "notes": [], "error": {
+            "kind": "BadRequest", "message": str(error), "line": None, "where": "", "internal": True}}
+    try:
+        result = _run(session, function, args)
+        reply = {"ok": True, "result": result}
     except BaseException as error:  # SystemExit and KeyboardInterrupt from student code included
-        return {"ok": False, "error": describe_error(error), "notes": list(session.notes)}
+        reply = {"ok": False, "error": describe_error(error)}
+    if session.cuda_on_cpu is not None and session.cuda_on_cpu.note():
+        session.note(session.cuda_on_cpu.note())
+    return dict(reply, notes=list(session.notes))
 
 
 def serve(frames_in, frames_out) -> None:
