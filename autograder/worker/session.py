@@ -57,6 +57,17 @@ class MissingName(Exception):
         self.name = name
 
 
+@op("preflight")
+def preflight(session: Session) -> dict:
+    """Proof, before the submission is imported, that this interpreter runs torch under the
+    worker's limits (the grader sends it first to every fresh worker; see sandbox.Worker)."""
+    product = float(torch.ones(8) @ torch.ones(8))
+    if product != 8.0:
+        raise RuntimeError(f"torch computes ones(8) @ ones(8) = {product}")
+    return {"python": sys.version.split()[0], "torch": str(torch.__version__),
+            "cuda": torch.version.cuda}
+
+
 @op("load")
 def load(session: Session) -> dict:
     start = time.perf_counter()
