@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -56,6 +57,27 @@ def test_a_worker_interpreter_that_cannot_start_is_an_internal_error(tmp_path):
     completed, document = _grade_with_worker_python(str(tmp_path / "no-such-python"), tmp_path)
     _assert_internal_error(completed, document, "exited before it was ready")
     assert "no-such-python" in results.internal_error_of(document)
+    _assert_isolation_as_measured(document)
+
+
+@pytest.mark.skipif(sandbox.worker_user() is None, reason="needs root and the worker user")
+def test_an_interpreter_in_a_folder_the_worker_user_cannot_enter_is_an_internal_error(tmp_path):
+    """As on a machine whose Python lives under a private home: the worker user's shell cannot
+    reach the interpreter (a 0700 folder of root's), while the grader, as root, can."""
+    private = tempfile.mkdtemp(prefix="scratch1-private-")  # 0700, root's
+    public = tempfile.mkdtemp(prefix="scratch1-public-")
+    try:
+        os.symlink(os.path.realpath(sys.executable), os.path.join(private, "python3"))
+        launcher = os.path.join(public, "python3")
+        with open(launcher, "w") as file:
+            file.write(f'#!/bin/sh\nexec {os.path.join(private, "python3")} "$@"\n')
+        os.chmod(launcher, 0o755)
+        os.chmod(public, 0o755)
+        completed, document = _grade_with_worker_python(launcher, tmp_path)
+    finally:
+        shutil.rmtree(private)
+        shutil.rmtree(public)
+    _assert_internal_error(completed, document, "Permission denied")
     _assert_isolation_as_measured(document)
 
 
