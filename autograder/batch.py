@@ -130,7 +130,9 @@ def graded_with(submission: Submission, out: str, only):
         kit = (document.get("extra_data") or {}).get("kit") or ""
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return str(kit) if set(only or rubric.CATEGORIES) <= graded else None
+    if results.internal_error_of(document) or not set(only or rubric.CATEGORIES) <= graded:
+        return None
+    return str(kit)
 
 
 def up_to_date(submission: Submission, out: str, only) -> bool:

@@ -77,7 +77,7 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
         if worker is not None and worker.grader_error is not None:
             document = results.internal_error(
                 str(worker.grader_error), time.monotonic() - start,
-                "Isolation (as set up; no worker got to run): "
+                "Isolation (as set up for the worker): "
                 + "; ".join(sandbox.protections(limits)))
         else:
             entries = plugin.entries()

@@ -147,9 +147,10 @@ def test_results_are_up_to_date_only_if_newer_complete_and_made_by_this_kit(tmp_
     assert batch.up_to_date(submission, str(tmp_path), ["interface", "rmsnorm"])
     assert not batch.up_to_date(submission, str(tmp_path), ["interface", "rope"])
     assert not batch.up_to_date(submission, str(tmp_path), None)  # all categories
-    for kit in ("0123456789abcdef", None):  # another grading code or rubric; before fingerprints
-        (tmp_path / "results" / "one.json").write_text(json.dumps(dict(graded, extra_data={"kit": kit})))
-        assert not batch.up_to_date(submission, str(tmp_path), ["interface"])
+    for extra in ({"kit": "0123456789abcdef"}, {"kit": None},  # other grading code; before fingerprints
+                  {"kit": kit_version.fingerprint(), "internal_error": "a check raised"}):
+        (tmp_path / "results" / "one.json").write_text(json.dumps(dict(graded, extra_data=extra)))
+        assert not batch.up_to_date(submission, str(tmp_path), ["interface"]), extra
     os.utime(tmp_path / "one.py", (time.time() + 5, time.time() + 5))  # resubmitted
     assert not batch.up_to_date(submission, str(tmp_path), ["interface"])
 
