@@ -74,9 +74,9 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
         )
         if exit_code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
             raise RuntimeError(f"pytest exited with {exit_code!r}")
-        if worker is not None and worker.grader_error is not None:
+        if worker is not None and worker.start_error is not None:
             document = results.internal_error(
-                str(worker.grader_error), time.monotonic() - start,
+                str(worker.start_error), time.monotonic() - start,
                 "Isolation (as set up for the worker): "
                 + "; ".join(sandbox.protections(limits)))
         else:

@@ -68,11 +68,6 @@ class WorkerFailure(Exception):
         self.kind = kind
 
 
-class GraderError(Exception):
-    """The grader's own side failed before any student code ran: the worker could not start, or
-    could not import torch under its limits. An internal error for the TA, never the student's."""
-
-
 class StudentError(Exception):
     """The worker answered, but the student's code raised: carries the worker's error record."""
 
@@ -80,6 +75,12 @@ class StudentError(Exception):
         super().__init__(error.get("message", ""))
         self.error = error
         self.notes = notes
+
+
+class WorkerStartError(Exception):
+    """A fresh worker failed its preflight, before any student code ran: it could not start, or
+    could not import torch under its limits. The grader's environment is broken: an internal
+    error of the grader for the TA (the whole grading), never the student's fault."""
 
 
 # -- isolation available on this machine ----------------------------------------------------------
@@ -294,7 +295,7 @@ class Worker:
         self.limits = limits
         self.import_timeout = import_timeout
         self.start_timeout = start_timeout
-        self.grader_error = None  # a GraderError once a worker failed its preflight
+        self.start_error = None  # a WorkerStartError once a worker failed its preflight
         self.ready = None  # the first preflight's reply: python, torch, its build (for the TA)
         self.process = None
         self.sandbox = None
@@ -521,8 +522,8 @@ class Worker:
         A failed import is remembered, so a submission that hangs or exits at import costs the
         import timeout once, not once per test.
         """
-        if self.grader_error is not None:
-            raise self.grader_error
+        if self.start_error is not None:
+            raise self.start_error
         if isinstance(self.load_reply, WorkerFailure):
             raise self.load_reply
         if self.process is None:
@@ -546,7 +547,7 @@ class Worker:
         """Before the submission is imported, the fresh worker must answer `preflight`: proof
         that its interpreter starts and imports torch under the worker's limits. Nothing of the
         student's has run yet (the submission is only copied), so a failure here is the grader's:
-        it raises GraderError, remembered so that every later check reports the same cause."""
+        it raises WorkerStartError, remembered so that every later check reports the same cause."""
         python = worker_python()
         try:
             reply = self._exchange({"op": "preflight", "args": {}}, self.start_timeout,
@@ -556,23 +557,24 @@ class Worker:
                     "protocol": "sent a malformed reply to the preflight"}.get(
                         failure.kind, "exited before it was ready")
             output = self.logs[-1].strip() if self.logs else ""
-            self.grader_error = GraderError(
+            self.start_error = WorkerStartError(
                 f"the worker process ({python}) {what}: it could not start and import torch under "
                 f"its limits (memory {self.limits.memory_bytes // 2**20} MB); what it printed: "
                 f"{output[-1500:] or '(nothing)'}")
-            raise self.grader_error
+            raise self.start_error
         if not (isinstance(reply, dict) and reply.get("ok")):
             error = reply.get("error") if isinstance(reply, dict) else None
             self.stop()
-            self.grader_error = GraderError(f"the worker process ({python}) started but failed its "
-                                            f"preflight: {error or reply!r:.1500}")
-            raise self.grader_error
+            self.start_error = WorkerStartError(
+                f"the worker process ({python}) started but failed its preflight: "
+                f"{error or reply!r:.1500}")
+            raise self.start_error
         if self.ready is None:
             self.ready = reply.get("result") or {}
 
     def call(self, op: str, timeout: float, **args) -> Reply:
-        if self.grader_error is not None:
-            raise self.grader_error
+        if self.start_error is not None:
+            raise self.start_error
         if self.process is None and not isinstance(self.load_reply, WorkerFailure):
             self._refuse_when_out_of_time()  # before a restart, which costs an import
             if self.check_start is not None:
