@@ -12,8 +12,11 @@ anything unparsable just leaves the name out).
 Each submission is graded by its own grader process (`python -m autograder --submission ...
 --results ... --figures ...`, what run_autograder runs), up to --jobs at once (default: one per
 core), so a crash or hang in one never stops the others. A submission whose results file is
-newer than every file of the submission and holds every category asked for is skipped, unless
---regrade. Written to OUT:
+newer than every file of the submission, holds every category asked for and was made by the
+same grading code and rubric (kit_version.fingerprint(), recorded in each results.json) is
+skipped, unless --regrade; the run says how many results it regrades because the kit changed. A
+grading that hit an internal error of the grader (results.internal_error, exit status 1) is a
+grader error in the summary, never a score. Written to OUT:
     results/<name>.json       each submission's results.json (as Gradescope would get it)
     logs/<name>.log           the grader's output for it (incl. the cut output of the student code)
     summary.csv               one row per submission: total, each category, each test
@@ -32,7 +35,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from . import html_report, results, rubric
+from . import html_report, kit_version, results, rubric
 
 KIT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METADATA = "submission_metadata.yml"
@@ -114,17 +117,27 @@ def _newest_change(path: str) -> float:
     return max(times)
 
 
-def up_to_date(submission: Submission, out: str, only) -> bool:
-    """Its results are newer than the submission and hold every category asked for."""
+def graded_with(submission: Submission, out: str, only):
+    """The kit fingerprint recorded in its results ("" if none) when they are newer than the
+    submission and hold every category asked for; None when there is nothing to keep."""
     results_path = submission.results_path(out)
     if not os.path.exists(results_path) or os.path.getmtime(results_path) <= _newest_change(submission.path):
-        return False
+        return None
     try:
         with open(results_path) as file:
-            graded = {tag for test in json.load(file)["tests"] for tag in test["tags"]}
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return set(only or rubric.CATEGORIES) <= graded
+            document = json.load(file)
+        graded = {tag for test in document["tests"] for tag in test["tags"]}
+        kit = (document.get("extra_data") or {}).get("kit") or ""
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if results.internal_error_of(document) or not set(only or rubric.CATEGORIES) <= graded:
+        return None
+    return str(kit)
+
+
+def up_to_date(submission: Submission, out: str, only) -> bool:
+    """Its results can be kept: complete, newer than it, made by this grading code and rubric."""
+    return graded_with(submission, out, only) == kit_version.fingerprint()
 
 
 def grade_one(submission: Submission, out: str, only) -> None:
@@ -149,8 +162,18 @@ def grade_one(submission: Submission, out: str, only) -> None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             code = f"killed after {SUBMISSION_TIMEOUT} s"
-    if code != 0 or not os.path.exists(results_path):
-        submission.error = f"the grader failed (exit {code}); see {os.path.relpath(submission.log_path(out), out)}"
+    log = os.path.relpath(submission.log_path(out), out)
+    cause = ""
+    if os.path.exists(results_path):
+        try:
+            with open(results_path) as file:
+                cause = results.internal_error_of(json.load(file))
+        except (OSError, ValueError):
+            pass
+    if cause:
+        submission.error = f"grader error (not the student's): {cause[:300]}; see {log}"
+    elif code != 0 or not os.path.exists(results_path):
+        submission.error = f"the grader failed (exit {code}); see {log}"
 
 
 class Progress:
@@ -210,9 +233,15 @@ def run(folder: str, out: str, jobs: int, regrade: bool = False, only=None) -> i
     for sub in ("results", "logs"):
         os.makedirs(os.path.join(out, sub), exist_ok=True)
     submissions = find(folder, out)
-    pending = [s for s in submissions if regrade or not up_to_date(s, out, only)]
+    kit = kit_version.fingerprint()
+    kits = {s.name: graded_with(s, out, only) for s in submissions}
+    pending = [s for s in submissions if regrade or kits[s.name] != kit]
     print(f"{len(submissions)} submissions in {folder}: grading {len(pending)} with {jobs} at a time",
           file=sys.stderr)
+    stale = sum(kits[s.name] not in (None, kit) for s in pending)
+    if stale and not regrade:
+        print(f"{stale} of them were graded before the grading code or the rubric changed "
+              f"(kit {kit}): regrading them", file=sys.stderr)
     progress = Progress(len(submissions), len(submissions) - len(pending))
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {pool.submit(grade_one, s, out, only): s for s in pending}

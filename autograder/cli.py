@@ -10,12 +10,19 @@
 
 Both modes take the same path: find the file (intake.py), start the worker (sandbox.py), run
 the graded tests in autograder/checks with the results plugin (report.py), and write the
-document (results.py). If anything in the grader itself fails, a complete results.json that
-says so is written instead, so the student never gets Gradescope's bare "failed to execute".
+document (results.py). If the grader itself fails (its worker cannot start or import torch, a
+crash of the grader, a check that raises), a results.json that says "internal error of the
+grader" is still written (results.internal_error), so the student never gets Gradescope's bare
+"failed to execute", and run_autograder exits with status 1 so that the TA's tools notice.
+
+Without arguments it grades Gradescope's /autograder/submission, but only inside a Gradescope
+container (this kit installed as /autograder/source, a /autograder/submission folder); anywhere
+else it prints the local usage and exits with status 2, touching nothing.
 """
 
 import argparse
 import os
+import platform
 import sys
 import time
 import traceback
@@ -23,7 +30,7 @@ import traceback
 import pytest
 import torch
 
-from . import intake, report, results, rubric, sandbox
+from . import intake, kit_version, report, results, rubric, sandbox
 from .checks.student import Student
 
 CHECKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checks")
@@ -31,6 +38,8 @@ CHECKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checks")
 GRADESCOPE_ROOT = os.environ.get("SCRATCH1_AUTOGRADER_ROOT", "/autograder")
 GRADESCOPE_SUBMISSION = os.path.join(GRADESCOPE_ROOT, "submission")
 GRADESCOPE_RESULTS = os.path.join(GRADESCOPE_ROOT, "results", "results.json")
+KIT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER_TIMEOUTS = ("import_timeout", "start_timeout")  # rubric.WORKER keys that are not Limits
 
 
 class GradingContext:
@@ -48,10 +57,11 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
     start = time.monotonic()
     torch.set_num_threads(1)
     found = intake.locate(submission)
-    limits = sandbox.Limits(**{k: v for k, v in rubric.WORKER.items() if k != "import_timeout"})
+    limits = sandbox.Limits(**{k: v for k, v in rubric.WORKER.items() if k not in WORKER_TIMEOUTS})
     worker = None
     if found.file:
-        worker = sandbox.Worker(found.file, limits, rubric.WORKER["import_timeout"])
+        worker = sandbox.Worker(found.file, limits, rubric.WORKER["import_timeout"],
+                                rubric.WORKER["start_timeout"])
     context = GradingContext(found, worker)
     plugin = report.ResultsPlugin(context, categories)
     try:
@@ -64,15 +74,23 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
         )
         if exit_code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
             raise RuntimeError(f"pytest exited with {exit_code!r}")
-        entries = plugin.entries()
-        summary = _summary(found, worker, limits, entries, plugin.internal_errors)
-        document = results.document(entries, summary, time.monotonic() - start)
-    except Exception:
+        if worker is not None and worker.start_error is not None:
+            document = results.internal_error(
+                str(worker.start_error), time.monotonic() - start,
+                "Isolation (as set up for the worker): "
+                + "; ".join(sandbox.protections(limits)))
+        else:
+            entries = plugin.entries()
+            summary = _summary(found, worker, limits, entries, plugin.internal_errors)
+            document = results.document(entries, summary, time.monotonic() - start)
+            if plugin.internal_errors:  # a check raised: its test says so, the run is flagged
+                document.setdefault("extra_data", {})["internal_error"] = (
+                    f"{len(plugin.internal_errors)} check(s) failed inside the grader; see the run's log")
+    except Exception as error:
         print(traceback.format_exc(), file=sys.stderr)
-        document = results.fallback(
-            "The grader could not finish because of an internal error (not a problem with your "
-            "code). Please tell the course staff; they can see the details in the run's log.",
-            time.monotonic() - start)
+        document = results.internal_error(f"the grader crashed ({type(error).__name__}: {error}); "
+                                          "the traceback is in the run's log",
+                                          time.monotonic() - start)
     finally:
         if worker is not None:
             worker.stop()
@@ -82,6 +100,7 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
         document["tests"] = _with_figures(document["tests"], context.figures, figures_dir)
     for name, details in plugin.internal_errors:
         print(f"---- internal error of the grader in '{name}' ----\n{details}")
+    document.setdefault("extra_data", {})["kit"] = kit_version.fingerprint()
     results.write(document, results_path)
     return document
 
@@ -143,6 +162,14 @@ def _summary(found: intake.Intake, worker, limits, entries: list, internal_error
     if worker is not None and worker.restarts:
         lines.append(f"Your code was restarted {worker.restarts} time(s) after a crash or timeout.")
     lines.append("Isolation: " + "; ".join(sandbox.protections(limits)))
+    if worker is not None and worker.ready:
+        python = worker.ready.get("python")
+        line = (f"Worker preflight: python {python} started and ran torch "
+                f"{worker.ready.get('torch')} under these limits before your code was imported")
+        if python != platform.python_version():  # e.g. its libpython is not readable to the worker user
+            line += (f" (the grader itself runs python {platform.python_version()}: the worker's "
+                     "interpreter loaded another Python runtime)")
+        lines.append(line + ".")
     return "\n".join(lines)
 
 
@@ -171,9 +198,32 @@ def main(argv=None) -> int:
                          max(args.jobs, 1), args.regrade, args.only)
     if bool(args.submission) != bool(args.results):
         parser.error("--submission and --results go together")
+    if not args.submission and not in_gradescope():
+        print(NOT_GRADESCOPE.format(kit=KIT, root=GRADESCOPE_ROOT), file=sys.stderr)
+        return 2
     submission = os.path.join(invoked_from, args.submission) if args.submission else GRADESCOPE_SUBMISSION
     results_path = os.path.join(invoked_from, args.results) if args.results else GRADESCOPE_RESULTS
     figures_dir = os.path.join(invoked_from, args.figures) if args.figures else None
     document = grade(submission, results_path, args.only, figures_dir)
+    cause = results.internal_error_of(document)
+    if cause:
+        print(f"INTERNAL ERROR of the grader (exit status 1): {cause}", file=sys.stderr)
     print(f"score {document['score']:g} / 100 -> {results_path}")
-    return 0
+    return 1 if cause else 0
+
+
+NOT_GRADESCOPE = """\
+run_autograder: without arguments it grades Gradescope's submission, and only inside a Gradescope
+container (this kit installed as {root}/source, with a {root}/submission folder). This kit is at
+{kit}, so nothing was graded and nothing was changed. To grade here:
+  ./run_autograder --submission PATH --results FILE     one backbone.py, folder or zip
+  ./run_autograder --batch DIR --out DIR                every submission in DIR
+(./run_autograder --help and README.md give the details)"""
+
+
+def in_gradescope() -> bool:
+    """Whether this is a Gradescope container: the kit is /autograder/source and a submission
+    folder exists (SCRATCH1_AUTOGRADER_ROOT stands in for /autograder in the kit's tests)."""
+    source = os.path.join(GRADESCOPE_ROOT, "source")
+    return (os.path.realpath(KIT) == os.path.realpath(source)
+            and os.path.isdir(GRADESCOPE_SUBMISSION))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from . import results, rubric
-from .sandbox import StudentError, WorkerFailure
+from .sandbox import StudentError, WorkerFailure, WorkerStartError
 
 CONTEXT = pytest.StashKey()  # the grading context (student handle, intake, ...) for conftest
 CREDIT = pytest.StashKey()  # a test's partial credit, set through the `credit` fixture
@@ -120,6 +120,8 @@ class ResultsPlugin:
             return str(error.msg)
         if isinstance(error, (StudentError, WorkerFailure)):
             return str(error)
+        if isinstance(error, WorkerStartError):  # the whole run becomes an internal error (cli.grade)
+            return f"not graded: {results.INTERNAL_ERROR} ({error})"
         if excinfo.typename == "Failed" and "Timeout" in str(error):
             return f"the check did not finish in time ({error})"
         name = self.outcomes[_rule_key(item)].rule.name

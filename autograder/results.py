@@ -1,8 +1,9 @@
 """results.json: Gradescope's schema, built, checked and written only by the trusted grader.
 
 The write is atomic (a temporary file renamed over the target), so a reader never sees half a
-file, and `fallback` produces a complete document in which every rubric test failed with one
-explanation, for the cases where grading itself could not run.
+file. `internal_error` is the document of a grading the grader itself could not do (its worker
+could not start, a crash of the grader): it lists no test, so nothing is charged to the student,
+and says why in `extra_data.internal_error`, which batch grading and the exit code go by.
 """
 
 import base64
@@ -92,17 +93,35 @@ def document(tests: list, output: str, execution_time: float) -> dict:
     }
 
 
-def fallback(message: str, execution_time: float = 0.0) -> dict:
-    numbering = numbers()
-    tests = [test_entry(rule, numbering[rule.test], 0.0, message) for rule in rubric.RULES]
-    return document(tests, message, execution_time)
+INTERNAL_ERROR = "internal error of the grader, not a problem with your code"
+
+
+def internal_error(cause: str, execution_time: float = 0.0, details: str = "") -> dict:
+    """A grading that did not happen. Gradescope needs a score, so it is 0, but no test is listed
+    (none is failed in the student's name; Gradescope accepts `tests` empty when a top-level
+    score is given); the output says so and gives the cause, for the course staff to regrade."""
+    output = (f"NOT GRADED: {INTERNAL_ERROR}. Your submission could not be graded, so it shows "
+              "0 for now; please tell the course staff, who will fix the grader and regrade it.\n"
+              f"Cause (for the course staff): {cause}")
+    result = document([], output + (f"\n{details}" if details else ""), execution_time)
+    result["extra_data"] = {"internal_error": clip(cause, 4_000)}
+    return result
+
+
+def internal_error_of(results: dict) -> str:
+    """The cause recorded in a document whose grading hit an internal error, else ""."""
+    extra = results.get("extra_data") if isinstance(results, dict) else None
+    return str(extra.get("internal_error") or "") if isinstance(extra, dict) else ""
 
 
 def problems(results: dict) -> list:
     """Everything in `results` that breaks Gradescope's schema or this kit's contract."""
     found = []
     tests = results.get("tests")
-    if not isinstance(tests, list) or not tests:
+    not_graded = tests == [] and bool(internal_error_of(results))  # see internal_error()
+    if not_graded and results.get("score") != 0:
+        found.append("an internal-error document must score 0")
+    elif not isinstance(tests, list) or not (tests or not_graded):
         return ["`tests` must be a non-empty list"]
     for index, test in enumerate(tests):
         where = f"tests[{index}] ({test.get('name', '?')})"
@@ -125,7 +144,7 @@ def problems(results: dict) -> list:
                 found.append(f"{where}: score {test['score']} outside 0..{test['max_score']}")
     total = sum(test.get("max_score", 0) for test in tests if isinstance(test.get("max_score"), (int, float))
                 and (test.get("tags") or [None])[0] not in rubric.BONUS_CATEGORIES)
-    if abs(total - 100) > 1e-9:
+    if not not_graded and abs(total - 100) > 1e-9:
         found.append(f"max scores sum to {total}, not 100 (bonus categories not counted)")
     if not isinstance(results.get("execution_time"), (int, float)):
         found.append("`execution_time` missing or not a number")

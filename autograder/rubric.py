@@ -109,6 +109,9 @@ RULES = (
 # Gradescope (~5.5 min), whatever the submission does.
 WORKER = dict(
     import_timeout=30.0,  # the import of backbone.py, once per worker start (torch: 1-4 s)
+    # The preflight of every fresh worker (start python, import torch, answer; 1-4 s here, ~2x
+    # on Gradescope's 0.5 vCPU); missing it is an internal error of the grader, not the student's.
+    start_timeout=60.0,
     # RLIMIT_DATA: a larger allocation fails inside the worker. 384 MB (the reference + 65 MB)
     # made correct variants (an adapter-passed mask, extra keywords) fail intermittently with
     # "can't allocate memory" in convergence; 640 MB is twice the reference's peak. The price:

@@ -86,6 +86,12 @@ class StudentError(Exception):
         self.notes = notes
 
 
+class WorkerStartError(Exception):
+    """A fresh worker failed its preflight, before any student code ran: it could not start, or
+    could not import torch under its limits. The grader's environment is broken: an internal
+    error of the grader for the TA (the whole grading), never the student's fault."""
+
+
 # -- isolation available on this machine ----------------------------------------------------------
 
 def worker_user():
@@ -147,18 +153,26 @@ def namespaces() -> list:
     if not (shutil.which("unshare") and shutil.which("setpriv") and shutil.which("mount")):
         return []
     prefix = ROOT_NAMESPACES if os.geteuid() == 0 else USER_NAMESPACES
+    # The probe runs `true`, not python: an interpreter the worker cannot start is the preflight's
+    # finding (Worker.ensure_loaded), not a platform that refuses namespaces.
     try:
-        probe = subprocess.run(_command([sys.executable, "-I", "-S", "-c", ""], prefix),
+        probe = subprocess.run(_command([shutil.which("true") or "/bin/true"], prefix),
                                capture_output=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return []
     return prefix if probe.returncode == 0 else []
 
 
+def worker_python() -> str:
+    """The worker's interpreter: the grader's own, unless SCRATCH1_WORKER_PYTHON names another
+    (the kit's tests use it to simulate a broken worker environment)."""
+    return os.environ.get("SCRATCH1_WORKER_PYTHON") or sys.executable
+
+
 def worker_command(script: str) -> list:
     """The worker's command line: namespaces, hiding the kit, dropping privileges, python (in
     that order: dropping privileges first would forbid the namespaces and the mounts)."""
-    return _command([sys.executable, "-I", "-B", script], namespaces())
+    return _command([worker_python(), "-I", "-B", script], namespaces())
 
 
 def _readable_by_others(path: str) -> bool:
@@ -284,10 +298,14 @@ def _kill_every_process_of(uid: int, gid: int) -> None:
 
 
 class Worker:
-    def __init__(self, submission_file: str, limits: Limits, import_timeout: float):
+    def __init__(self, submission_file: str, limits: Limits, import_timeout: float,
+                 start_timeout: float):
         self.submission_file = submission_file
         self.limits = limits
         self.import_timeout = import_timeout
+        self.start_timeout = start_timeout
+        self.start_error = None  # a WorkerStartError once a worker failed its preflight
+        self.ready = None  # the first preflight's reply: python, torch, its build (for the TA)
         self.process = None
         self.sandbox = None
         self.output = None
@@ -513,6 +531,8 @@ class Worker:
         A failed import is remembered, so a submission that hangs or exits at import costs the
         import timeout once, not once per test.
         """
+        if self.start_error is not None:
+            raise self.start_error
         if isinstance(self.load_reply, WorkerFailure):
             raise self.load_reply
         if self.process is None:
@@ -520,6 +540,7 @@ class Worker:
             if self.load_reply is not None:
                 self.restarts += 1
             self.start()
+            self._preflight()
             timeout, what = self.import_timeout, f"the import time limit of {self.import_timeout:g} s"
             if self.deadline - time.monotonic() < timeout:
                 timeout, what = self.deadline - time.monotonic(), (
@@ -531,7 +552,38 @@ class Worker:
                 raise
         return self.load_reply
 
+    def _preflight(self) -> None:
+        """Before the submission is imported, the fresh worker must answer `preflight`: proof
+        that its interpreter starts and imports torch under the worker's limits. Nothing of the
+        student's has run yet (the submission is only copied), so a failure here is the grader's:
+        it raises WorkerStartError, remembered so that every later check reports the same cause."""
+        python = worker_python()
+        try:
+            reply = self._exchange({"op": "preflight", "args": {}}, self.start_timeout,
+                                   f"the worker's start time limit of {self.start_timeout:g} s")
+        except WorkerFailure as failure:
+            what = {"timeout": f"did not become ready within {self.start_timeout:g} s",
+                    "protocol": "sent a malformed reply to the preflight"}.get(
+                        failure.kind, "exited before it was ready")
+            output = self.logs[-1].strip() if self.logs else ""
+            self.start_error = WorkerStartError(
+                f"the worker process ({python}) {what}: it could not start and import torch under "
+                f"its limits (memory {self.limits.memory_bytes // 2**20} MB); what it printed: "
+                f"{output[-1500:] or '(nothing)'}")
+            raise self.start_error
+        if not (isinstance(reply, dict) and reply.get("ok")):
+            error = reply.get("error") if isinstance(reply, dict) else None
+            self.stop()
+            self.start_error = WorkerStartError(
+                f"the worker process ({python}) started but failed its preflight: "
+                f"{error or reply!r:.1500}")
+            raise self.start_error
+        if self.ready is None:
+            self.ready = reply.get("result") or {}
+
     def call(self, op: str, timeout: float, **args) -> Reply:
+        if self.start_error is not None:
+            raise self.start_error
         if self.process is None and not isinstance(self.load_reply, WorkerFailure):
             self._refuse_when_out_of_time()  # before a restart, which costs an import
             if self.check_start is not None:

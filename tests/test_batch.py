@@ -13,7 +13,7 @@ import zipfile
 import pytest
 from PIL import Image
 
-from autograder import batch, results, rubric
+from autograder import batch, kit_version, results, rubric
 from grading import KIT, REFERENCE, TEMPLATE
 
 # interface (always graded on Gradescope) and convergence (which draws the figures); the other
@@ -136,18 +136,60 @@ def test_regrade_grades_again(tmp_path):
     assert "grading 1" in completed.stderr, completed.stderr  # up to date, and yet graded
 
 
-def test_results_are_up_to_date_only_if_newer_and_complete(tmp_path):
+def test_results_are_up_to_date_only_if_newer_complete_and_made_by_this_kit(tmp_path):
     submission = batch.Submission("one", str(tmp_path / "one.py"))
     (tmp_path / "one.py").write_text("")
     (tmp_path / "results").mkdir()
     assert not batch.up_to_date(submission, str(tmp_path), None)
-    graded = {"tests": [{"tags": ["interface"]}, {"tags": ["rmsnorm"]}]}
+    graded = {"tests": [{"tags": ["interface"]}, {"tags": ["rmsnorm"]}],
+              "extra_data": {"kit": kit_version.fingerprint()}}
     (tmp_path / "results" / "one.json").write_text(json.dumps(graded))
     assert batch.up_to_date(submission, str(tmp_path), ["interface", "rmsnorm"])
     assert not batch.up_to_date(submission, str(tmp_path), ["interface", "rope"])
     assert not batch.up_to_date(submission, str(tmp_path), None)  # all categories
+    for extra in ({"kit": "0123456789abcdef"}, {"kit": None},  # other grading code; before fingerprints
+                  {"kit": kit_version.fingerprint(), "internal_error": "a check raised"}):
+        (tmp_path / "results" / "one.json").write_text(json.dumps(dict(graded, extra_data=extra)))
+        assert not batch.up_to_date(submission, str(tmp_path), ["interface"]), extra
     os.utime(tmp_path / "one.py", (time.time() + 5, time.time() + 5))  # resubmitted
     assert not batch.up_to_date(submission, str(tmp_path), ["interface"])
+
+
+def _copy_of_the_kit(target):
+    """What grading needs, copied, so a test can edit the kit without touching this checkout."""
+    for name in ("autograder", "reference", "student"):
+        shutil.copytree(os.path.join(KIT, name), target / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "data", "checkpoints", "images"))
+    for name in ("run_autograder", "requirements.txt"):
+        shutil.copy2(os.path.join(KIT, name), target / name)
+    return target
+
+
+def test_a_rubric_edit_regrades_the_batch_and_says_so(tmp_path):
+    kit = _copy_of_the_kit(tmp_path / "kit")
+    (tmp_path / "in").mkdir()
+    shutil.copy(TEMPLATE, tmp_path / "in" / "template.py")
+    out = tmp_path / "out"
+
+    def run_copy(*extra):
+        command = [str(kit / "run_autograder"), "--batch", str(tmp_path / "in"), "--out", str(out),
+                   "--only", "interface", *extra]
+        environment = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        return completed.stderr
+
+    assert "grading 1" in run_copy()
+    unchanged = run_copy()
+    assert "grading 0" in unchanged and "changed" not in unchanged
+    rubric_file = kit / "autograder" / "rubric.py"
+    title = '"backbone.py was submitted"'
+    rubric_file.write_text(rubric_file.read_text().replace(title, '"backbone.py was handed in"'))
+    stderr = run_copy()
+    assert "grading 1" in stderr
+    assert "1 of them were graded before the grading code or the rubric changed" in stderr, stderr
+    document = json.loads((out / "results" / "template.json").read_text())
+    assert "backbone.py was handed in" in [test["name"] for test in document["tests"]]
 
 
 def test_a_grader_failure_stops_only_its_own_submission(tmp_path, monkeypatch):

@@ -30,10 +30,21 @@ def test_every_check_has_a_rule_and_every_rule_a_check():
     assert _check_functions() == {rule.test for rule in rubric.RULES}
 
 
-def test_fallback_document_is_valid_and_scores_zero():
-    document = results.fallback("grading failed")
+def _graded(fraction: float = 0.0) -> dict:
+    numbering = results.numbers()
+    tests = [results.test_entry(rule, numbering[rule.test], fraction, "") for rule in rubric.RULES]
+    return results.document(tests, "summary", 1.0)
+
+
+def test_internal_error_document_charges_no_test_and_names_the_cause():
+    document = results.internal_error("the worker could not import torch", 2.0)
     assert results.problems(document) == []
-    assert document["score"] == 0 and len(document["tests"]) == len(rubric.RULES)
+    assert document["score"] == 0 and document["tests"] == []
+    assert results.INTERNAL_ERROR in document["output"] and "import torch" in document["output"]
+    assert results.internal_error_of(document) == "the worker could not import torch"
+    assert results.internal_error_of(_graded()) == ""
+    assert results.problems(dict(document, score=5)) == ["an internal-error document must score 0"]
+    assert results.problems(dict(document, extra_data={})) == ["`tests` must be a non-empty list"]
 
 
 @pytest.mark.parametrize("breakage, expected", [
@@ -45,14 +56,15 @@ def test_fallback_document_is_valid_and_scores_zero():
     (lambda d: d.pop("execution_time"), "execution_time"),
 ])
 def test_schema_check_rejects_broken_documents(breakage, expected):
-    document = results.fallback("x")
+    document = _graded()
+    assert results.problems(document) == []
     breakage(document)
     assert any(expected in problem for problem in results.problems(document))
 
 
 def test_write_is_atomic_json(tmp_path):
     path = tmp_path / "nested" / "results.json"
-    results.write(results.fallback("x"), str(path))
+    results.write(_graded(), str(path))
     assert json.loads(path.read_text())["tests"]
     assert [p.name for p in path.parent.iterdir()] == ["results.json"]
 

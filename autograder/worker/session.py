@@ -61,6 +61,17 @@ class MissingName(Exception):
         self.name = name
 
 
+@op("preflight")
+def preflight(session: Session) -> dict:
+    """Proof, before the submission is imported, that this interpreter runs torch under the
+    worker's limits (the grader sends it first to every fresh worker; see sandbox.Worker)."""
+    product = float(torch.ones(8) @ torch.ones(8))
+    if product != 8.0:
+        raise RuntimeError(f"torch computes ones(8) @ ones(8) = {product}")
+    return {"python": sys.version.split()[0], "torch": str(torch.__version__),
+            "cuda": torch.version.cuda}
+
+
 class BadRequest(Exception):
     """A request that names no op or whose arguments do not fit the op's signature: a bug of
     the grader that sent it, reported as such, never as the student's error."""

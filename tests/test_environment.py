@@ -1,0 +1,117 @@
+"""The grader's own failures are never the student's (issue 10): a worker that cannot start or
+cannot import torch ends the grading as an internal error (no test charged, exit status 1, a
+grader error in batch summaries), the isolation line reports what was measured, and
+`run_autograder` without arguments refuses to run outside a Gradescope container."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from autograder import results, sandbox
+from grading import KIT, TEMPLATE
+
+RUN_AUTOGRADER = os.path.join(KIT, "run_autograder")
+# A Python that starts but has no torch: the base interpreter of the kit's virtualenv.
+BASE_PYTHON = os.path.join(sys.base_prefix, "bin", "python3")
+
+
+def _environment(**extra) -> dict:
+    return dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+                **extra)
+
+
+def _grade_with_worker_python(python: str, tmp_path):
+    """Grade the template's interface with the worker started from `python`."""
+    results_path = tmp_path / "results.json"
+    completed = subprocess.run([RUN_AUTOGRADER, "--submission", TEMPLATE, "--results", str(results_path),
+                                "--only", "interface"], capture_output=True, text=True, timeout=300,
+                               env=_environment(SCRATCH1_WORKER_PYTHON=python))
+    assert results_path.exists(), completed.stderr[-3000:]
+    return completed, json.loads(results_path.read_text())
+
+
+def _assert_internal_error(completed, document, cause: str):
+    assert completed.returncode == 1, completed.stderr[-3000:]
+    assert results.problems(document) == []
+    assert document["score"] == 0 and document["tests"] == [], "a test was charged to the student"
+    assert results.INTERNAL_ERROR in document["output"]
+    assert cause in results.internal_error_of(document), results.internal_error_of(document)
+    assert "INTERNAL ERROR" in completed.stderr
+
+
+def _assert_isolation_as_measured(document):
+    """The isolation line follows the namespace probe made here, not the worker's failure."""
+    output = document["output"]
+    if sandbox.namespaces():
+        assert "network blocked" in output and "hidden from the worker" in output, output
+        assert "namespaces refused" not in output and "READABLE" not in output, output
+
+
+def test_a_worker_interpreter_that_cannot_start_is_an_internal_error(tmp_path):
+    completed, document = _grade_with_worker_python(str(tmp_path / "no-such-python"), tmp_path)
+    _assert_internal_error(completed, document, "exited before it was ready")
+    assert "no-such-python" in results.internal_error_of(document)
+    _assert_isolation_as_measured(document)
+
+
+@pytest.mark.skipif(sandbox.worker_user() is None, reason="needs root and the worker user")
+def test_an_interpreter_in_a_folder_the_worker_user_cannot_enter_is_an_internal_error(tmp_path):
+    """As on a machine whose Python lives under a private home: the worker user's shell cannot
+    reach the interpreter (a 0700 folder of root's), while the grader, as root, can."""
+    private = tempfile.mkdtemp(prefix="scratch1-private-")  # 0700, root's
+    public = tempfile.mkdtemp(prefix="scratch1-public-")
+    try:
+        os.symlink(os.path.realpath(sys.executable), os.path.join(private, "python3"))
+        launcher = os.path.join(public, "python3")
+        with open(launcher, "w") as file:
+            file.write(f'#!/bin/sh\nexec {os.path.join(private, "python3")} "$@"\n')
+        os.chmod(launcher, 0o755)
+        os.chmod(public, 0o755)
+        completed, document = _grade_with_worker_python(launcher, tmp_path)
+    finally:
+        shutil.rmtree(private)
+        shutil.rmtree(public)
+    _assert_internal_error(completed, document, "Permission denied")
+    _assert_isolation_as_measured(document)
+
+
+@pytest.mark.skipif(subprocess.run([BASE_PYTHON, "-c", "import torch"], capture_output=True).returncode == 0,
+                    reason="the base interpreter of this Python has torch (no virtualenv)")
+def test_a_worker_that_cannot_import_torch_is_an_internal_error(tmp_path):
+    completed, document = _grade_with_worker_python(BASE_PYTHON, tmp_path)
+    _assert_internal_error(completed, document, "No module named 'torch'")
+    _assert_isolation_as_measured(document)
+
+
+def test_batch_marks_a_grader_error_and_scores_nothing(tmp_path):
+    (tmp_path / "in").mkdir()
+    shutil.copy(TEMPLATE, tmp_path / "in" / "template.py")
+    out = tmp_path / "out"
+    completed = subprocess.run([RUN_AUTOGRADER, "--batch", str(tmp_path / "in"), "--out", str(out),
+                                "--only", "interface"], capture_output=True, text=True, timeout=300,
+                               env=_environment(SCRATCH1_WORKER_PYTHON=str(tmp_path / "no-such-python")))
+    assert completed.returncode == 1 and "not graded (1): template" in completed.stderr, completed.stderr
+    with open(out / "summary.csv", newline="") as file:
+        (row,) = list(csv.DictReader(file))
+    assert row["error"].startswith("grader error (not the student's)") and row["total"] == "", row
+
+
+def test_without_arguments_outside_gradescope_it_explains_and_changes_nothing(tmp_path):
+    """As on a TA's machine: even a root with an /autograder-like folder (a submission in it)
+    gets the local usage, and nothing is created or written."""
+    root = tmp_path / "autograder"
+    (root / "submission").mkdir(parents=True)
+    shutil.copy(TEMPLATE, root / "submission" / "backbone.py")
+    before = sorted(str(path) for path in tmp_path.rglob("*"))
+    completed = subprocess.run([RUN_AUTOGRADER], cwd=tmp_path, capture_output=True, text=True,
+                               timeout=120, env=_environment(SCRATCH1_AUTOGRADER_ROOT=str(root)))
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    assert "--submission PATH --results FILE" in completed.stderr
+    assert "nothing was changed" in completed.stderr
+    assert sorted(str(path) for path in tmp_path.rglob("*")) == before
