@@ -61,9 +61,11 @@ RULES = (
     Rule("test_rope.py::test_rope_module_relative_property", "RotaryPositionalEmbedding: scores "
          "depend only on m - n (provided code, informational)", "rope", 0),
     Rule("test_rope.py::test_attention_scores_depend_on_relative_position", "RoPE inside "
-         "attention: scores depend only on the relative position m - n", "rope", 8),
-    Rule("test_rope.py::test_rope_applied_to_queries_and_keys_not_values", "RoPE is applied to "
-         "queries and keys, not to values", "rope", 7),
+         "attention: scores change with the relative position m - n, and only with it", "rope", 5),
+    Rule("test_rope.py::test_rope_applied_to_queries_and_keys_not_values", "RoPE rotates both "
+         "the queries and the keys, and not the values", "rope", 5),
+    Rule("test_rope.py::test_rope_angles_in_each_head", "RoPE angles are t * base^(-2i/head_dim) "
+         "within each head (one head, and two heads with head_dim < dim)", "rope", 5),
 
     Rule("test_attention.py::test_output_matches_reference", "Attention output matches the "
          "reference with the same weights", "attention", 9),
