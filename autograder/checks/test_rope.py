@@ -245,6 +245,11 @@ def test_rope_module_relative_property(student, generator):
         pytest.fail(compare.mismatch("scores <rot(q)_m+1, rot(k)_n+1> against <rot(q)_m, rot(k)_n>",
                                      scores[..., 1:, 1:], scores[..., :-1, :-1], **tolerance),
                     pytrace=False)
+    expected = [rope(q) for rope in oracle.ROPE_CONVENTIONS.values()]
+    if not any(compare.close(got["q"], e, **tolerance) for e in expected):
+        nearest = min(expected, key=lambda e: compare.max_error(got["q"], e)[0])
+        pytest.fail(compare.mismatch(f"rotated q against RoPE's angles {ANGLES} (either pairing)",
+                                     got["q"], nearest, **tolerance), pytrace=False)
 
 
 def test_attention_scores_depend_on_relative_position(student, generator):
@@ -312,6 +317,9 @@ def test_rope_angles_in_each_head(student, generator):
             pytest.fail(f"With {setting}: " + _unreadable(out, probe) + " " + verdict.cause,
                         pytrace=False)
         misfit = min(_misfit(own, variant, probe, num_heads) for variant in CORRECT_ROPE)
+        misfit = (f"log-weight misfit {misfit:.2g}, allowed {TOLERANCE['log_weights']:g}"
+                  if misfit < float("inf") else "their log-weights are no positive multiple of "
+                  "RoPE's, up to per-row and per-column constants")
         measured = ""
         if one_head_is_rope:
             measured = (f" With one head of size {HEAD_DIM} they were RoPE's: the difference shows "
@@ -322,6 +330,5 @@ def test_rope_angles_in_each_head(student, generator):
                         "alike, but by other angles than RoPE's.")
         pytest.fail(f"With {setting} and a different query and key at every position, your "
                     f"attention weights are not RoPE's with the angles {ANGLES} (rotate-half or "
-                    f"interleaved pairing): log-weight misfit {misfit:.2g}, allowed "
-                    f"{TOLERANCE['log_weights']:g}.{measured} {verdict.cause}".rstrip(),
+                    f"interleaved pairing): {misfit}.{measured} {verdict.cause}".rstrip(),
                     pytrace=False)
