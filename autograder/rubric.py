@@ -59,7 +59,8 @@ RULES = (
          "length from 1 to max_seq_len", "causal_mask", 3, visibility=HIDDEN_UNTIL_DUE),
 
     Rule("test_rope.py::test_rope_module_relative_property", "RotaryPositionalEmbedding: scores "
-         "depend only on m - n, angles t * base^(-2i/dim) (provided code, informational)", "rope", 0),
+         "depend only on m - n, angles t * base^(-2i/dim) (provided code, informational)",
+         "rope", 0),
     Rule("test_rope.py::test_attention_scores_depend_on_relative_position", "RoPE inside "
          "attention: scores change with the relative position m - n, and only with it", "rope", 5),
     Rule("test_rope.py::test_rope_applied_to_queries_and_keys_not_values", "RoPE rotates both "

@@ -119,8 +119,8 @@ def attention(student, what: str, *, x, mask=None, **request) -> dict:
                                      **request)
         if retried is not None:
             seq_len = x.shape[1]
-            student.note(f"CausalSelfAttention.forward(x) without a mask raised {_brief(error)}; the "
-                         "causal_mask tests grade that (forward must build its own causal mask "
+            student.note(f"CausalSelfAttention.forward(x) without a mask raised {_brief(error)}; "
+                         "the causal_mask tests grade that (forward must build its own causal mask "
                          f"when none is passed); this check passed the model's mask "
                          f"torch.tril(torch.ones({seq_len}, {seq_len}))")
             return {**retried, "mask_passed": True}

@@ -54,7 +54,7 @@ def _check(student, measured, inputs, mask=None, gradient=False):
     what = measured + (f" with the model's mask torch.tril(torch.ones({SEQ}, {SEQ})) passed"
                        if passed else " with forward's mask left out")
     actual = result["grad_x" if gradient else "out"]
-    measure = (lambda variant: _gradient(variant, grad_out)) if gradient else (lambda variant: variant)
+    measure = (lambda variant: _gradient(variant, grad_out)) if gradient else (lambda v: v)
     expected = [measure(oracle.attention)(x, qkv_weight, out_weight, HEADS, rope)
                 for rope in oracle.ROPE_CONVENTIONS.values()]
     close = [e for e in expected if compare.close(actual, e, **TOLERANCE)]

@@ -158,21 +158,21 @@ def _rope_bug(log_weights, probe, variants: dict, num_heads: int = 1) -> str:
                  if _fits(log_weights, variant, probe, num_heads)), "")
 
 
-def _unreadable(out, probe) -> str:
+def _unreadable(out, probe, num_heads: int = 1) -> str:
     _, measured = _readout(out)
     x, qkv_weight, out_weight = probe
     cause = ""
     for rope in oracle.ROPE_CONVENTIONS.values():
         cause = cause or diagnoses.first_match(out, diagnoses.ROPE_TENSOR_VARIANTS, x,
-                                               qkv_weight, out_weight, 1, rope,
+                                               qkv_weight, out_weight, num_heads, rope,
                                                **rubric.TOLERANCES["attention"])
     return (f"With W_v copying a one-hot position code and out_proj the identity, the output "
             f"should be the attention weights (> 0 for the keys before each query, rows summing "
             f"to 1) and 0 in the other dims; measured: largest |output| in the other dims "
             f"{measured['elsewhere']:.3g}, smallest weight {measured['smallest']:.3g}, largest "
-            f"|row sum - 1| {measured['sums']:.3g} (allowed {TOLERANCE['atol']:g}), so the values "
-            f"did not reach the output unchanged (RoPE rotates only the queries and keys). "
-            + (f"Likely cause: {cause}." if cause else ""))
+            f"|row sum - 1| {measured['sums']:.3g} (allowed {TOLERANCE['atol']:g}). Expected so "
+            f"when the values reach the output unrotated (RoPE rotates only the queries and keys)."
+            + (f" Likely cause: {cause}." if cause else ""))
 
 
 def _mask_bug_with_correct_rope(student, generator, out, probe) -> bool:
@@ -185,7 +185,8 @@ def _mask_bug_with_correct_rope(student, generator, out, probe) -> bool:
     if not cause:
         return False
     distinct = _probe(generator, constant=False)
-    if diagnoses.causal_mask_bug(_run(student, distinct)["out"], *distinct, 1, **tolerance) != cause:
+    distinct_out = _run(student, distinct)["out"]
+    if diagnoses.causal_mask_bug(distinct_out, *distinct, 1, **tolerance) != cause:
         return False
     student.note("the attention weights could not be read off the probe, but your attention "
                  "equals correct RoPE with a causal-mask bug, which costs points in the "
@@ -207,7 +208,7 @@ def _same_content_probe(student, generator):
     return log_weights, probe
 
 
-def _flat(student, generator, spread: float, consequence: str) -> str:
+def _flat(student, generator, spread: float) -> str:
     """The message for weights that do not change with the positions."""
     probe = _probe(generator, constant=False)
     distinct = _log_weights(_run(student, probe)["out"])
@@ -216,8 +217,9 @@ def _flat(student, generator, spread: float, consequence: str) -> str:
             f"not change with the positions: measured log-weights within {spread:.2g} of a "
             f"per-row plus per-column constant (allowed {TOLERANCE['min_spread']:g}); expected "
             f"them to change with i - j, as they do when the query and the key of token t are "
-            f"both rotated by the angles {ANGLES}. {consequence} "
-            + (f"Likely cause: {cause}." if cause else ""))
+            f"both rotated by the angles {ANGLES}; rotating only the queries, only the keys, or "
+            f"neither leaves them like this."
+            + (f" Likely cause: {cause}." if cause else ""))
 
 
 def test_rope_module_relative_property(student, generator):
@@ -259,8 +261,7 @@ def test_attention_scores_depend_on_relative_position(student, generator):
         return
     _, spread = _fit(log_weights)
     if spread <= TOLERANCE["min_spread"]:
-        pytest.fail(_flat(student, generator, spread, "The positions do not reach the scores."),
-                    pytrace=False)
+        pytest.fail(_flat(student, generator, spread), pytrace=False)
     _, residual = _fit(log_weights, *DISTANCES)
     if residual > TOLERANCE["log_weights"]:
         cause = _rope_bug(log_weights, probe, diagnoses.ROPE_VARIANTS)
@@ -268,7 +269,7 @@ def test_attention_scores_depend_on_relative_position(student, generator):
                     f"log A[i, i] should depend only on i - j; it also depends on the absolute "
                     f"positions (misfit {residual:.2g}, allowed {TOLERANCE['log_weights']:g}); "
                     f"expected the query and the key of token t rotated by the same angles "
-                    f"{ANGLES}. " + (f"Likely cause: {cause}." if cause else ""), pytrace=False)
+                    f"{ANGLES}." + (f" Likely cause: {cause}." if cause else ""), pytrace=False)
 
 
 def test_rope_applied_to_queries_and_keys_not_values(student, generator):
@@ -281,8 +282,7 @@ def test_rope_applied_to_queries_and_keys_not_values(student, generator):
         return
     _, spread = _fit(log_weights)
     if spread <= TOLERANCE["min_spread"]:
-        pytest.fail(_flat(student, generator, spread, "Rotating only the queries, only the keys, "
-                          "or neither gives exactly this."), pytrace=False)
+        pytest.fail(_flat(student, generator, spread), pytrace=False)
 
 
 def test_rope_angles_in_each_head(student, generator):
@@ -314,7 +314,7 @@ def test_rope_angles_in_each_head(student, generator):
             student.note(f"the RoPE check with {setting} was not counted: {verdict.cause}")
             continue
         if own is None:
-            pytest.fail(f"With {setting}: " + _unreadable(out, probe) + " " + verdict.cause,
+            pytest.fail(f"With {setting}: {_unreadable(out, probe, num_heads)} {verdict.cause}",
                         pytrace=False)
         misfit = min(_misfit(own, variant, probe, num_heads) for variant in CORRECT_ROPE)
         misfit = (f"log-weight misfit {misfit:.2g}, allowed {TOLERANCE['log_weights']:g}"

@@ -29,13 +29,15 @@ def _with_template_rope(session, attention, num_heads, x, run) -> dict:
     if not isinstance(own, torch.nn.Module):
         return {**run(), "rope": "own", "rope_not_substituted": "it has no `rope` module"}
     batch, seq_len, dim = x.shape
-    substitute = known_good.template_rope(dim // num_heads, (batch, num_heads, seq_len, dim // num_heads))
+    head_dim = dim // num_heads
+    substitute = known_good.template_rope(head_dim, (batch, num_heads, seq_len, head_dim))
     attention.rope = substitute
     try:
         result = run()
         why_not = "" if substitute.used else "its forward does not use self.rope"
     except Exception as error:  # noqa: BLE001 (the student's own RoPE is then graded as it is)
-        result, why_not = None, f"with the template's in its place, forward raised {type(error).__name__}: {error}"
+        result, why_not = None, (f"with the template's in its place, forward raised "
+                                 f"{type(error).__name__}: {error}")
     finally:
         attention.rope = own
     if not why_not:
