@@ -241,6 +241,11 @@ MUTANTS = [
     mutant("mask_required_sliced",
            [(OWN_MASK, ""), (FILL, '        scores = scores.masked_fill(mask[:seq_len, :seq_len] == 0, float("-inf"))\n')],
            "causal_mask", "when no mask was passed. With the model's mask"),
+    # Its own mask lets each position see two tokens ahead; the model's mask, passed, is used
+    # right: attention and rope are measured with the model's mask passed.
+    mutant("mask_own_default_sees_two_ahead",
+           [(OWN_MASK, OWN_MASK.replace("device=x.device))", "device=x.device), diagonal=2)"))],
+           "causal_mask", "when token 2 was perturbed"),
     # Masks only what it is passed: without a mask every position sees the future.
     mutant("mask_applied_only_when_passed",
            [(OWN_MASK, ""), (FILL, "        if mask is not None:\n    " + FILL)],
