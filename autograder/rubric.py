@@ -64,11 +64,14 @@ RULES = (
          "length from 1 to max_seq_len", "causal_mask", 3, visibility=HIDDEN_UNTIL_DUE),
 
     Rule("test_rope.py::test_rope_module_relative_property", "RotaryPositionalEmbedding: scores "
-         "depend only on m - n (provided code, informational)", "rope", 0),
+         "depend only on m - n, angles t * base^(-2i/dim) (provided code, informational)",
+         "rope", 0),
     Rule("test_rope.py::test_attention_scores_depend_on_relative_position", "RoPE inside "
-         "attention: scores depend only on the relative position m - n", "rope", 8),
-    Rule("test_rope.py::test_rope_applied_to_queries_and_keys_not_values", "RoPE is applied to "
-         "queries and keys, not to values", "rope", 7),
+         "attention: scores change with the relative position m - n, and only with it", "rope", 5),
+    Rule("test_rope.py::test_rope_applied_to_queries_and_keys_not_values", "RoPE rotates both "
+         "the queries and the keys, and not the values", "rope", 5),
+    Rule("test_rope.py::test_rope_angles_in_each_head", "RoPE angles are t * base^(-2i/head_dim) "
+         "within each head (one head, and two heads with head_dim < dim)", "rope", 5),
 
     Rule("test_attention.py::test_output_matches_reference", "Attention output matches the "
          "reference with the same weights", "attention", 9),
@@ -143,7 +146,9 @@ TOLERANCES = dict(
     # rtol/atol: the RoPE module (reference off by <= 1.9e-6), and the readout probe of
     # test_rope.py (|output| outside the one-hot dims, negative weights, |row sum - 1|): correct
     # versions <= 2.4e-7, RoPE also on the values >= 0.052. log_weights: misfit of the probe's
-    # log-weights to RoPE's, correct <= 1.5e-6, the nearest other version >= 0.83. min_spread:
+    # log-weights to RoPE's, correct <= 1.5e-6, the nearest other version >= 0.83 (the RoPE angle
+    # faults of tests/variants.py: 0.13 with frequencies base^(-2i/(head_dim - 1)), 1.0 with
+    # base^(-i/head_dim), 1.3 RoPE before the head split, 1.4 cos and sin swapped). min_spread:
     # how much they vary with i - j, correct >= 0.35, no RoPE or RoPE on only Q or K <= 4.2e-8.
     # min_scale: correct fits at scale 1 (4 without 1/sqrt(head_dim)), no-RoPE-like ones at ~0.
     rope=dict(rtol=1e-4, atol=1e-5, log_weights=1e-3, min_spread=1e-3, min_scale=0.1),

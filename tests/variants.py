@@ -78,6 +78,9 @@ COMBINE = "        out = weights @ v  # (b, h, s, hd)\n"
 MERGE = "        out = out.transpose(1, 2).contiguous().view(batch, seq_len, dim)\n"
 PROJECT = "        return self.resid_dropout(self.out_proj(out))\n"
 BLOCK_CALL = "        x = x + self.attn(self.norm1(x), mask)\n"
+INV_FREQ = "        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2).float() / dim))  # (dim/2,)\n"
+ROTATE = ("        q_rot = q * cos + self.rotate_half(q) * sin\n"
+          "        k_rot = k * cos + self.rotate_half(k) * sin\n")
 MODEL_RETURN = "        return logits, loss\n"
 MODEL_LOSS = ("            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), "
               "targets.reshape(-1))\n")
@@ -209,6 +212,44 @@ MUTANTS = [
                    "        q = q * cos + self.rope.rotate_half(q) * sin\n"
                    "        k = k * cos + self.rope.rotate_half(k) * sin\n")],
            "rope", "cos/sin tables built for the model dim"),
+
+    # Faults in the RoPE module's angles (issue 9): the attention checks run the template's RoPE in
+    # place of self.rope, so they cost rope points only; the angle check names the module when the
+    # template's RoPE in its place gives RoPE's weights.
+    mutant("rope_exponent_without_reciprocal",
+           [(INV_FREQ, "        inv_freq = base ** (torch.arange(0, dim, 2).float() / dim)\n")],
+           "rope", "the difference is in your RotaryPositionalEmbedding"),
+    mutant("rope_frequency_denominator_dim_minus_one",
+           [(INV_FREQ, "        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2).float() / (dim - 1)))\n")],
+           "rope", "the difference is in your RotaryPositionalEmbedding"),
+    # cos and sin swapped rotate by pi/2 - t * theta: the scores of the positions reversed.
+    mutant("rope_cos_sin_swapped",
+           [(ROTATE, "        q_rot = q * sin + self.rotate_half(q) * cos\n"
+                     "        k_rot = k * sin + self.rotate_half(k) * cos\n")],
+           "rope", "cos and sin swapped"),
+    # RoPE over the whole (batch, seq, dim) queries and keys: right with one head only.
+    mutant("rope_before_head_split",
+           [(ROPE_INIT, "        self.rope = RotaryPositionalEmbedding(dim)\n"),
+            (ROPE, ""),
+            (SPLIT, SPLIT + "        q, k = self.rope(q, k)\n")],
+           "rope", "before splitting the heads"),
+
+    # -- forward(x, mask=None) that needs the mask (issue 9): causal_mask only ---------------------
+    mutant("mask_required_bool",
+           [(OWN_MASK, ""), (FILL, '        scores = scores.masked_fill(~mask.bool(), float("-inf"))\n')],
+           "causal_mask", "when no mask was passed. With the model's mask"),
+    mutant("mask_required_sliced",
+           [(OWN_MASK, ""), (FILL, '        scores = scores.masked_fill(mask[:seq_len, :seq_len] == 0, float("-inf"))\n')],
+           "causal_mask", "when no mask was passed. With the model's mask"),
+    # Its own mask lets each position see two tokens ahead; the model's mask, passed, is used
+    # right: attention and rope are measured with the model's mask passed.
+    mutant("mask_own_default_sees_two_ahead",
+           [(OWN_MASK, OWN_MASK.replace("device=x.device))", "device=x.device), diagonal=2)"))],
+           "causal_mask", "when token 2 was perturbed"),
+    # Masks only what it is passed: without a mask every position sees the future.
+    mutant("mask_applied_only_when_passed",
+           [(OWN_MASK, ""), (FILL, "        if mask is not None:\n    " + FILL)],
+           "causal_mask", "no mask at all"),
 
     # -- training ---------------------------------------------------------------------------------
     mutant("training_no_target_shift",
@@ -343,10 +384,37 @@ ATTENTION_BODY = _between("    def forward(self, x: torch.Tensor, mask: torch.Te
                           "        \"\"\"x: (batch, seq, dim)", "class FeedForward")
 GENERATE = _between("    @torch.no_grad()\n    def generate(", "def train_epoch(")
 
+POLAR_ROPE = '''def rope_complex(x: torch.Tensor) -> torch.Tensor:
+    """RoPE as a complex product: pairs (2i, 2i + 1) times e^(i t theta_i), via torch.polar."""
+    seq_len, head_dim = x.shape[-2], x.shape[-1]
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    angles = torch.outer(torch.arange(seq_len).float(), inv_freq)
+    rotation = torch.polar(torch.ones_like(angles), angles)  # (seq, head_dim/2) complex
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], head_dim // 2, 2))
+    return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)
+
+
+class CausalSelfAttention(nn.Module):'''
+
 ALTERNATIVES = [
     alternative("rope_interleaved",
                 [("class CausalSelfAttention(nn.Module):", INTERLEAVED_ROPE),
                  (ROPE, "        q, k = rope_interleaved(q), rope_interleaved(k)\n")], core=True),
+    alternative("rope_complex_polar_inline",
+                [("class CausalSelfAttention(nn.Module):", POLAR_ROPE),
+                 (ROPE, "        q, k = rope_complex(q), rope_complex(k)\n")]),
+    # The provided module rewritten as a complex product (interleaved pairs): still RoPE.
+    alternative("rope_module_complex_polar",
+                [(ROTATE + "        return q_rot, k_rot\n",
+                  "        angles = self.cos_cached.new_tensor(torch.outer(torch.arange(seq_len).float(), "
+                  "1.0 / (10000.0 ** (torch.arange(0, self.dim, 2).float() / self.dim))))\n"
+                  "        rotation = torch.polar(torch.ones_like(angles), angles)\n"
+                  "        q_rot, k_rot = (torch.view_as_real(torch.view_as_complex(t.float().reshape("
+                  "*t.shape[:-1], -1, 2)) * rotation).flatten(-2).type_as(t) for t in (q, k))\n"
+                  "        return q_rot, k_rot\n")]),
+    alternative("attention_q_prescaled",
+                [(SCORES, "        q = q / math.sqrt(self.head_dim)\n"
+                          "        scores = q @ k.transpose(-2, -1)  # (b, h, s, s)\n")]),
     alternative("attention_einsum_float64_neg1e9",
                 [(SCORES, "        scores = torch.einsum('bhqd,bhkd->bhqk', q.double(), k.double()) "
                           "/ math.sqrt(self.head_dim)\n"),

@@ -125,6 +125,13 @@ def _rope_tables_cut(t, dim):
     return t * angles.cos() + torch.cat([-second, first], dim=-1) * angles.sin()
 
 
+def _rope_before_split(t, rope):
+    """RoPE over the model dim of (batch, heads, seq, head_dim) merged back to (batch, seq, dim)."""
+    batch, heads, seq_len, head_dim = t.shape
+    merged = rope(t.transpose(1, 2).reshape(batch, seq_len, heads * head_dim))
+    return merged.view(batch, seq_len, heads, head_dim).transpose(1, 2)
+
+
 # Which tensors RoPE rotates (the rope test of queries/keys/values names these).
 ROPE_TENSOR_VARIANTS = {
     "your attention matches no RoPE at all (or RoPE at position 0 for every token): apply "
@@ -138,8 +145,9 @@ ROPE_TENSOR_VARIANTS = {
 }
 # How they are rotated (positions and frequencies).
 ROPE_POSITION_VARIANTS = {
-    "your attention matches RoPE with the positions reversed (the last token unrotated): token t "
-    "must be rotated by the angle t * theta_i":
+    "your attention matches RoPE with the rotation reversed, which the positions reversed (the "
+    "last token unrotated) or cos and sin swapped give alike: token t must be rotated by the "
+    "angle t * theta_i":
         _with_rope(lambda rope, dim: lambda t: rope(t.flip(-2)).flip(-2)),
     "your attention matches RoPE frequencies computed for the model dim instead of head_dim "
     "(base^(-2i/dim)): RoPE rotates each head, a vector of size head_dim":
@@ -148,6 +156,9 @@ ROPE_POSITION_VARIANTS = {
     "your attention matches RoPE cos/sin tables built for the model dim and cut to head_dim: "
     "build the rotary embedding for head_dim, as the template does":
         _with_rope(lambda rope, dim: lambda t: _rope_tables_cut(t, dim)),
+    "your attention matches RoPE applied to the whole queries and keys (size dim) before "
+    "splitting the heads: split the heads first, then rotate each head (size head_dim)":
+        _with_rope(lambda rope, dim: lambda t: _rope_before_split(t, rope)),
 }
 ROPE_VARIANTS = {**ROPE_TENSOR_VARIANTS, **ROPE_POSITION_VARIANTS}
 

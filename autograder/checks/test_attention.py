@@ -1,9 +1,12 @@
 """attention: TODO 2's attention computation against the reference, with the same random weights.
 
-Either RoPE pairing (rotate-half or interleaved) is correct. An output that equals the
-reference's with one of the RoPE or causal-mask bugs the rope and causal_mask tests name also
-passes here, with a note: that bug costs its points in its own category, once. Any other
-difference fails, named when it matches a known attention bug (diagnoses.ATTENTION_VARIANTS).
+The template's RotaryPositionalEmbedding stands in for the student's self.rope (the worker's
+rope="template"), so a bug in the student's RoPE module costs rope points only; either RoPE
+pairing is correct. A difference is charged as attribution.attention_difference says: an output
+that equals the reference's with a RoPE or causal-mask bug those tests name passes here with a
+note (that bug costs its points in its own category, once); any other difference fails, named
+when it matches a known attention bug. The checks that leave forward's mask out measure with the
+model's mask passed when forward(x) raises or is not causal without one, and say so.
 """
 
 import math
@@ -12,11 +15,11 @@ import pytest
 import torch
 
 from .. import rubric
-from . import compare, diagnoses, oracle
+from . import attribution, compare, oracle
 
 TOLERANCE = rubric.TOLERANCES["attention"]
 DIM, HEADS, BATCH, SEQ = 32, 4, 2, 12
-OTHER_CATEGORIES = {"rope": diagnoses.ROPE_VARIANTS, "causal_mask": diagnoses.CAUSAL_MASK_VARIANTS}
+WHAT = "CausalSelfAttention"
 HINT = ("Expected, per head of size head_dim: softmax over the keys of the causally masked "
         "scores rope(q) rope(k)^T / sqrt(head_dim), times v; then the heads merged back to "
         "(batch, seq, dim) and projected with out_proj.")
@@ -39,61 +42,51 @@ def _gradient(variant, grad_out):
     return gradient
 
 
-def _check(student, actual, what, inputs, measure=lambda variant: variant):
-    """Pass if `actual` is measure(variant)'s value for the reference, or for it with another
-    category's bug; else fail."""
-    x, qkv_weight, out_weight, _ = inputs
-
-    def match(variants: dict) -> str:
-        measured = {description: measure(variant) for description, variant in variants.items()}
-        for rope in oracle.ROPE_CONVENTIONS.values():
-            cause = diagnoses.first_match(actual, measured, x, qkv_weight, out_weight, HEADS, rope,
-                                          **TOLERANCE)
-            if cause:
-                return cause
-        return ""
-
+def _check(student, measured, inputs, mask=None, gradient=False):
+    """Pass if the student's output (or with `gradient`, its input gradient) is the reference's,
+    or the reference's with another category's bug; else fail. `measured` names it."""
+    x, qkv_weight, out_weight, grad_out = inputs
+    result = attribution.attention(student, WHAT, x=x, mask=mask, dim=DIM, num_heads=HEADS,
+                                   qkv_weight=qkv_weight, out_weight=out_weight,
+                                   grad_out=grad_out if gradient else None, rope="template")
+    attribution.note_rope_source(student, result)
+    passed = mask is not None or result.get("mask_passed")
+    what = measured + (f" with the model's mask torch.tril(torch.ones({SEQ}, {SEQ})) passed"
+                       if passed else " with forward's mask left out")
+    actual = result["grad_x" if gradient else "out"]
+    measure = (lambda variant: _gradient(variant, grad_out)) if gradient else (lambda v: v)
     expected = [measure(oracle.attention)(x, qkv_weight, out_weight, HEADS, rope)
                 for rope in oracle.ROPE_CONVENTIONS.values()]
     close = [e for e in expected if compare.close(actual, e, **TOLERANCE)]
     if close:
         student.note(f"{what}: max abs error {compare.max_error(actual, close[0])[0]:.2g}")
         return
-    for category, variants in OTHER_CATEGORIES.items():
-        bug = match(variants)
-        if bug:
-            student.note(f"{what} equals the reference's with a {category} bug, which costs "
-                         f"points in the {category} tests only ({bug})")
-            return
-    cause = match(diagnoses.ATTENTION_VARIANTS)
+    verdict = attribution.attention_difference(actual, x, qkv_weight, out_weight, HEADS, measure)
+    if verdict.category != "attention":
+        student.note(f"{what} equals the reference's with a {verdict.category} bug, which costs "
+                     f"points in the {verdict.category} tests only ({verdict.cause})")
+        return
+    if mask is None and not result.get("mask_passed"):
+        leak = attribution.leaks_future(student, WHAT, DIM, HEADS, rope="template")
+        if leak:
+            return _check(student, measured, inputs, attribution.with_mask_if_not_causal(
+                student, leak, SEQ), gradient)
     nearest = min(expected, key=lambda e: compare.max_error(actual, e)[0])
     pytest.fail(compare.mismatch(what, actual, nearest, **TOLERANCE)
-                + (f"\nLikely cause: {cause}." if cause else f"\n{HINT}"), pytrace=False)
-
-
-def _output(student, inputs, mask=None):
-    x, qkv_weight, out_weight, _ = inputs
-    return student.call("attention", "CausalSelfAttention", dim=DIM, num_heads=HEADS,
-                        qkv_weight=qkv_weight, out_weight=out_weight, x=x, mask=mask)["out"]
+                + (f"\nLikely cause: {verdict.cause}." if verdict.cause else f"\n{HINT}"),
+                pytrace=False)
 
 
 def test_output_matches_reference(student, generator):
-    inputs = _inputs(generator)
-    _check(student, _output(student, inputs), f"CausalSelfAttention(dim={DIM}, num_heads={HEADS}) "
-           f"output on input {(BATCH, SEQ, DIM)} with forward's mask left out", inputs)
+    _check(student, f"CausalSelfAttention(dim={DIM}, num_heads={HEADS}) output on input "
+           f"{(BATCH, SEQ, DIM)}", _inputs(generator))
 
 
 def test_explicit_mask_matches_reference(student, generator):
-    inputs = _inputs(generator)
-    mask = torch.tril(torch.ones(SEQ, SEQ))  # what DecoderOnlyTransformer passes: 1 = may attend
-    _check(student, _output(student, inputs, mask), f"CausalSelfAttention output with the "
-           f"model's mask torch.tril(torch.ones({SEQ}, {SEQ})) passed", inputs)
+    _check(student, "CausalSelfAttention output", _inputs(generator),
+           mask=attribution.model_mask(SEQ))
 
 
 def test_gradients_match_reference(student, generator):
-    inputs = _inputs(generator)
-    x, qkv_weight, out_weight, grad_out = inputs
-    got = student.call("attention", "CausalSelfAttention", dim=DIM, num_heads=HEADS,
-                       qkv_weight=qkv_weight, out_weight=out_weight, x=x, grad_out=grad_out)
-    _check(student, got["grad_x"], "gradient of <attention output, g> w.r.t. the input", inputs,
-           measure=lambda variant: _gradient(variant, grad_out))
+    _check(student, "gradient of <attention output, g> w.r.t. the input", _inputs(generator),
+           gradient=True)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from .. import rubric
-from . import compare, diagnoses
+from . import attribution, compare, diagnoses
 
 ATOL = rubric.TOLERANCES["causal"]["atol"]
 DIM, HEADS, SEQ = 32, 4, 8
@@ -96,6 +96,25 @@ def _mode_hint(failures):
     return ""
 
 
+def _attention(student, **request) -> dict:
+    """The attention result. A forward(x) that raises without a mask fails the test, saying
+    whether it runs with the model's mask passed (then the missing default is the cause)."""
+    result, error = student.attempt("attention", "CausalSelfAttention", **request)
+    if error and request.get("mask") is None:
+        seq_len = request["x"].shape[1]
+        _, masked_error = student.attempt("attention", "CausalSelfAttention", **{
+            **request, "mask": attribution.model_mask(seq_len)})
+        pytest.fail(f"CausalSelfAttention.forward(x) raised {error} when no mask was passed"
+                    + ("" if masked_error else
+                       f". With the model's mask torch.tril(torch.ones({seq_len}, {seq_len})) "
+                       "passed it runs: forward(x, mask=None) must build its own causal mask "
+                       "when no mask is passed (the template's contract: the class is causal "
+                       "on its own)"), pytrace=False)
+    if error:
+        pytest.fail(f"CausalSelfAttention raised {error}", pytrace=False)
+    return result
+
+
 def _attention_causality(student, generator, seq_len, train, pass_mask=False):
     """'' if CausalSelfAttention is causal at this length, else why not; forward gets no mask, or
     with pass_mask the model's torch.tril(torch.ones(T, T))."""
@@ -103,9 +122,9 @@ def _attention_causality(student, generator, seq_len, train, pass_mask=False):
     spans = _spans(seq_len)
     x = _batch(torch.randn(seq_len, DIM, generator=generator), spans,
                lambda old: torch.randn(old.shape, generator=generator))
-    out = student.call("attention", "CausalSelfAttention", dim=DIM, num_heads=HEADS,
-                       qkv_weight=qkv_weight, out_weight=out_weight, x=x, train=train,
-                       mask=torch.ones(seq_len, seq_len).tril() if pass_mask else None)["out"]
+    out = _attention(student, dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight,
+                     out_weight=out_weight, x=x, train=train,
+                     mask=attribution.model_mask(seq_len) if pass_mask else None)["out"]
     if out.shape != x.shape:
         return (f"CausalSelfAttention returned shape {tuple(out.shape)} for an input of shape "
                 f"{tuple(x.shape)}; expected the input's shape")
@@ -179,9 +198,9 @@ def test_attention_future_gradients_are_zero(student, generator):
     future = torch.ones(SEQ, SEQ, dtype=torch.bool).triu(1)  # [t, s]: s > t
     failures = {}
     for mode, train in MODES.items():
-        got = student.call("attention", "CausalSelfAttention", dim=DIM, num_heads=HEADS,
-                           qkv_weight=qkv_weight, out_weight=out_weight, x=x, train=train,
-                           grad_out=grad_out, per_position_grads=True)
+        got = _attention(student, dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight,
+                         out_weight=out_weight, x=x, train=train, grad_out=grad_out,
+                         per_position_grads=True)
         problem = _not_finite(got["out"], "the attention output", False)
         if problem:
             failures[mode] = f"In {mode} mode, {problem}."
@@ -213,9 +232,8 @@ def test_attention_sees_itself_and_past(student, generator):
     qkv_weight[:DIM] = 0.0
     x = torch.randn(2, SEQ, DIM, generator=generator)
     grad_out = torch.randn(2, SEQ, DIM, generator=generator)
-    got = student.call("attention", "CausalSelfAttention", dim=DIM, num_heads=HEADS,
-                       qkv_weight=qkv_weight, out_weight=out_weight, x=x, grad_out=grad_out,
-                       per_position_grads=True)
+    got = _attention(student, dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight,
+                     out_weight=out_weight, x=x, grad_out=grad_out, per_position_grads=True)
     problem = _not_finite(got["out"], "the attention output", False)
     if problem:
         pytest.fail(problem + ".", pytrace=False)

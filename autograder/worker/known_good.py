@@ -76,3 +76,37 @@ def substituted(session, **parts):
                 setattr(module, name, originals[name])
             else:
                 delattr(module, name)
+
+
+class RopeCallMismatch(Exception):
+    """The student's attention calls self.rope otherwise than the template's attention does."""
+
+
+def template_rope(head_dim: int, expected_shape: tuple) -> torch.nn.Module:
+    """The template's RotaryPositionalEmbedding(head_dim), to stand in for a student's
+    `attention.rope`. It accepts only the template's call, rope(q, k) with q and k of
+    `expected_shape` (batch, heads, seq, head_dim), and raises RopeCallMismatch otherwise (a
+    student's own RoPE may expect another layout, where the template's would silently rotate the
+    wrong axis). `.used` tells whether the attention ran it or read its cos/sin tables."""
+    base = template().RotaryPositionalEmbedding
+
+    class TemplateRope(base):
+        def __init__(self):
+            super().__init__(head_dim)
+            self.used = False
+
+        def __getattr__(self, name):
+            if name in ("cos_cached", "sin_cached"):
+                self.__dict__["used"] = True
+            return super().__getattr__(name)
+
+        def forward(self, *args, **kwargs):
+            shapes = [tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                      for t in (*args, *kwargs.values())]
+            if len(shapes) != 2 or shapes != [tuple(expected_shape)] * 2:
+                raise RopeCallMismatch(f"self.rope was called with {shapes}, not (q, k) of shape "
+                                       f"{tuple(expected_shape)}")
+            self.used = True
+            return super().forward(*args, **kwargs)
+
+    return TemplateRope()

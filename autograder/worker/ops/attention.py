@@ -2,21 +2,11 @@
 
 import torch
 
-from .. import adapt
+from .. import adapt, known_good
 from ..session import op
 
 
-@op("attention")
-def run_attention(session, dim: int, num_heads: int, qkv_weight: torch.Tensor,
-                  out_weight: torch.Tensor, x: torch.Tensor, mask=None, train: bool = False,
-                  grad_out=None, per_position_grads: bool = False) -> dict:
-    """Output for x; with grad_out, the gradient of <out, grad_out> w.r.t. x; with
-    per_position_grads, one such gradient per output position t (rows[t] = d<out[:, t],
-    grad_out[:, t]>/dx), the raw material of the future-gradient check."""
-    attention = adapt.build(session, "CausalSelfAttention", dim, num_heads, dropout=0.0)
-    adapt.set_dropout(attention, 0.0)
-    adapt.load_projections(session, attention, qkv_weight, out_weight)
-    attention.train(train)
+def _run(session, attention, x, mask, grad_out, per_position_grads) -> dict:
     x = x.clone().requires_grad_(grad_out is not None)
     out = adapt.call_attention(session, attention, x, mask)
     result = {"out": adapt.plain(out)}
@@ -29,3 +19,49 @@ def run_attention(session, dim: int, num_heads: int, qkv_weight: torch.Tensor,
         (grad_x,) = torch.autograd.grad(out, x, grad_out, allow_unused=True)
         result["grad_x"] = adapt.plain(grad_x) if grad_x is not None else torch.zeros_like(x)
     return result
+
+
+def _with_template_rope(session, attention, num_heads, x, run) -> dict:
+    """run() with the template's RotaryPositionalEmbedding as attention.rope, when the attention
+    has such a module and calls it as the template does; else run() with the student's own, and
+    why in result["rope_not_substituted"]. result["rope"] says which RoPE the output used."""
+    own = getattr(attention, "rope", None)
+    if not isinstance(own, torch.nn.Module):
+        return {**run(), "rope": "own", "rope_not_substituted": "it has no `rope` module"}
+    batch, seq_len, dim = x.shape
+    head_dim = dim // num_heads
+    substitute = known_good.template_rope(head_dim, (batch, num_heads, seq_len, head_dim))
+    attention.rope = substitute
+    try:
+        result = run()
+        why_not = "" if substitute.used else "its forward does not use self.rope"
+    except Exception as error:  # noqa: BLE001 (the student's own RoPE is then graded as it is)
+        result, why_not = None, (f"with the template's in its place, forward raised "
+                                 f"{type(error).__name__}: {error}")
+    finally:
+        attention.rope = own
+    if not why_not:
+        return {**result, "rope": "template"}
+    return {**run(), "rope": "own", "rope_not_substituted": why_not[:300]}
+
+
+@op("attention")
+def run_attention(session, dim: int, num_heads: int, qkv_weight: torch.Tensor,
+                  out_weight: torch.Tensor, x: torch.Tensor, mask=None, train: bool = False,
+                  grad_out=None, per_position_grads: bool = False, rope: str = "own") -> dict:
+    """Output for x; with grad_out, the gradient of <out, grad_out> w.r.t. x; with
+    per_position_grads, one such gradient per output position t (rows[t] = d<out[:, t],
+    grad_out[:, t]>/dx), the raw material of the future-gradient check. With rope="template",
+    the template's RotaryPositionalEmbedding stands in for the attention's `rope` where it can
+    (see _with_template_rope), so the attention is graded apart from the student's RoPE."""
+    attention = adapt.build(session, "CausalSelfAttention", dim, num_heads, dropout=0.0)
+    adapt.set_dropout(attention, 0.0)
+    adapt.load_projections(session, attention, qkv_weight, out_weight)
+    attention.train(train)
+
+    def run():
+        return _run(session, attention, x, mask, grad_out, per_position_grads)
+
+    if rope == "template":
+        return _with_template_rope(session, attention, num_heads, x, run)
+    return run()
