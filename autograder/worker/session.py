@@ -15,7 +15,7 @@ import traceback
 
 import torch
 
-from . import adapt, protocol
+from . import adapt, eager_dynamo, protocol
 from .stubs import import_with_stubs
 
 OPS = {}
@@ -114,6 +114,7 @@ def serve(frames_in, frames_out) -> None:
     # One thread makes CPU kernels deterministic. torch.use_deterministic_algorithms would add
     # nothing on the CPU and costs 3 s per worker start (it imports torch._inductor).
     torch.set_num_threads(1)
+    eager_dynamo.install()
     importlib.import_module("worker.ops")
     session = Session()
     while True:
