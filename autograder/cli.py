@@ -48,7 +48,7 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
     start = time.monotonic()
     torch.set_num_threads(1)
     found = intake.locate(submission)
-    limits = sandbox.Limits(**{k: v for k, v in rubric.WORKER.items() if k != "import_timeout"})
+    limits = sandbox.Limits.sized(rubric.WORKER)
     worker = None
     if found.file:
         worker = sandbox.Worker(found.file, limits, rubric.WORKER["import_timeout"])
@@ -128,7 +128,7 @@ def _summary(found: intake.Intake, worker, limits, entries: list) -> str:
         lines.append(f"Submission: {found.problem}")
     lines.extend(f"Submission: {note}" for note in found.notes)
     if worker is not None and worker.restarts:
-        lines.append(f"Your code was restarted {worker.restarts} time(s) after a crash or timeout.")
+        lines.append(f"Your code was restarted {worker.restarts} time(s) after a crash, a timeout or running out of memory.")
     lines.append("Isolation: " + "; ".join(sandbox.protections(limits)))
     return "\n".join(lines)
 

@@ -95,22 +95,28 @@ RULES = (
 #          loaded machine), the looped attention 17.7 s CPU (3.2x). Checks get 10 s (the rubric's
 #          default timeout, 7x the slowest on Gradescope), convergence 180 s (the 3.2x-slower
 #          version needs ~36 s there; a 100x slower one is stopped).
-#   memory peak VmData of the worker 314-319 MB (torch 175 MB, torch._dynamo, which the first
-#          optimizer imports, 70 MB), RssAnon 277-286 MB; it fails below 320 MB. The grader
-#          itself peaks at 344 MB RSS (237 MB anonymous, the rest torch's libraries, shared with
-#          the worker); both together 615 MB. The RLIMIT_DATA below bounds the pair by 237 MB
-#          + the limit (anonymous) + ~110 MB of shared, reclaimable library pages.
+#   memory (2026-11-30, in ../shared/tools/gsbox.sh's 768 MB cgroup, sampled every 30 ms)
+#          peak VmData of the worker 252 MB, RssAnon 217 MB (it no longer imports torch._dynamo
+#          or sympy: worker/eager_dynamo.py, worker/gradients.py); the grader's RssAnon 186 MB
+#          and RssFile 110 MB (torch's libraries, shared with the worker); the cgroup's peak
+#          374-394 MB for the whole grading.
 # Worst case for the whole grading: total_seconds of worker time plus the grader's own ~30 s on
 # Gradescope (~5.5 min), whatever the submission does.
 WORKER = dict(
     import_timeout=30.0,  # the import of backbone.py, once per worker start (torch: 1-4 s)
-    # RLIMIT_DATA: a larger allocation fails inside the worker. 384 MB (the reference + 65 MB)
-    # made correct variants (an adapter-passed mask, extra keywords) fail intermittently with
-    # "can't allocate memory" in convergence; 640 MB is twice the reference's peak. The price:
-    # grader (237 MB anonymous) + a worker at its limit can exceed Gradescope's default 768 MB,
-    # so a submission that allocates up to the limit can get the container killed (scoring 0,
-    # which gains it nothing); set the assignment's memory to 1.5 GB to rule that out.
+    # RLIMIT_DATA: a larger allocation fails inside the worker. At most memory_bytes (2.5x the
+    # reference's 252 MB peak: correct variants such as an adapter-passed mask need more in
+    # convergence), and never more than the container leaves once the grader has
+    # grader_memory_bytes (autograder/memory.py): in Gradescope's default 768 MB that gives
+    # 432 MB, so the worker's own limit always fires before the container's OOM killer.
     memory_bytes=640 * 2**20,
+    # The grader's RssAnon 186 MB + RssFile 110 MB (shared libraries, counted once in the
+    # cgroup) measured above, + 40 MB for Gradescope's harness, page cache and the kernel.
+    grader_memory_bytes=336 * 2**20,
+    # A request that ends with the worker's data size this close to its limit used up the memory
+    # (its code kept what it allocated): the check fails with a memory message and the worker is
+    # restarted for the next one. The reference ends every request >= 180 MB below the limit.
+    memory_margin_bytes=32 * 2**20,
     cpu_seconds=300,
     file_bytes=64 * 2**20,
     processes=64,  # RLIMIT_NPROC of the worker user (as root only)

@@ -95,8 +95,20 @@ def describe_error(error: BaseException) -> dict:
         limit = resource.getrlimit(resource.RLIMIT_DATA)[0]
         if limit != resource.RLIM_INFINITY:
             message += (f" [while it is graded, your code may use at most {limit // 2**20} MB "
-                        "of memory, torch's own ~300 MB included]")
+                        "of memory, torch's own ~250 MB included]")
     return {"kind": kind, "message": message, "line": line, "where": where}
+
+
+def data_bytes():
+    """The process's data size (VmData, what RLIMIT_DATA bounds), or None if unreadable."""
+    try:
+        with open("/proc/self/status") as file:
+            for line in file:
+                if line.startswith("VmData:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def handle(session: Session, request) -> dict:
@@ -105,9 +117,11 @@ def handle(session: Session, request) -> dict:
         if not isinstance(request, dict) or request.get("op") not in OPS:
             raise ValueError(f"unknown request {request!r:.200}")
         result = OPS[request["op"]](session, **request.get("args", {}))
-        return {"ok": True, "result": result, "notes": list(session.notes)}
+        reply = {"ok": True, "result": result, "notes": list(session.notes)}
     except BaseException as error:  # SystemExit and KeyboardInterrupt from student code included
-        return {"ok": False, "error": describe_error(error), "notes": list(session.notes)}
+        reply = {"ok": False, "error": describe_error(error), "notes": list(session.notes)}
+    reply["memory"] = data_bytes()  # what the code keeps after the request: the grader judges
+    return reply
 
 
 def serve(frames_in, frames_out) -> None:
