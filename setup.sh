@@ -75,8 +75,9 @@ gradescope_mode() {
     run python3 -m pip install --no-cache-dir --disable-pip-version-check \
         --extra-index-url "$TORCH_INDEX" -r requirements.txt
 
-    # 2. The unprivileged user the worker runs student code as.
+    # 2. The unprivileged user the worker runs student code as, and bubblewrap.
     ensure_worker_user
+    ensure_bubblewrap
 
     # 3. Lock-down. The grader copies the worker code and the submission into a fresh
     #    per-run sandbox, so nothing under source/ needs to be readable by the worker.
@@ -101,6 +102,24 @@ ensure_worker_user() {
     else
         say "creating system user $WORKER_USER"
         run useradd --system --no-create-home --shell /usr/sbin/nologin "$WORKER_USER"
+    fi
+}
+
+# bubblewrap (bwrap) gives the worker a filesystem of its own: only the interpreter, its sandbox
+# folder and a private /tmp (autograder/filesystem.py). Where the platform refuses it (Docker
+# without CAP_SYS_ADMIN) or it is missing, the grader falls back to unshare, then to file
+# permissions alone, and each report's "Isolation:" line says which held.
+ensure_bubblewrap() {
+    if command -v bwrap >/dev/null 2>&1; then
+        say "bubblewrap present ($(bwrap --version 2>&1))"
+    elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing bubblewrap with apt"
+        if ! { run apt-get update -qq &&
+               run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap; }; then
+            say "warning: bubblewrap could not be installed: files outside the kit stay readable by the worker where their permissions allow"
+        fi
+    else
+        say "note: bubblewrap (bwrap) is not installed; as root, 'apt-get install bubblewrap' hides the rest of the filesystem from the worker"
     fi
 }
 
@@ -131,6 +150,7 @@ local_mode() {
     if [ "$(id -u)" = 0 ]; then
         ensure_worker_user
     fi
+    ensure_bubblewrap
 }
 
 say "kit at $KIT, mode: $MODE"
