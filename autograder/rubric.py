@@ -174,18 +174,20 @@ CONVERGENCE = dict(
     # (held-out loss below, fraction of the points): the first tier the loss reaches counts
     tiers=((1.0, 1.0), (1.5, 0.5), (2.5, 0.2)),
     # Sequence length 50 keeps the entropy floor at 0.375 (0.64 at length 24); see
-    # bench/CONVERGENCE.md for the budget: the reference passes 0.8 by step 40 and ends near 0.39
-    # at step 80 on every seed, while attention without a mask, without RoPE or without the past
-    # stays at 1.76 or above.
-    # 128 held-out sequences: the per-sequence loss has std 0.11 (reference, 3 seeds), so the
-    # mean is known to +-0.01, and the prefix-only evaluation costs half of what 256 did.
-    data=dict(train_sequences=1280, val_sequences=128, seq_length=50, train_seed=1001,
+    # bench/CONVERGENCE.md for the budget, measured with bench/convergence.py as graded here: the
+    # reference ends at 0.43-0.48 after 60 steps (seeds 0-4), while attention without a mask,
+    # without RoPE or without the past stays at 1.78 or above (seeds 0-1); at 80 steps and 128
+    # held-out sequences the same figures were 0.42-0.43 and 1.78, for 2.0 CPU-s more on
+    # Gradescope's 0.5 vCPU (issue 10: grading must fit 10 CPU-s there).
+    # 64 held-out sequences: the per-sequence loss has std 0.11 (reference, 3 seeds), so the
+    # mean is known to +-0.014, 40 times less than the gap to the target.
+    data=dict(train_sequences=960, val_sequences=64, seq_length=50, train_seed=1001,
               val_seed=2002),
     model=dict(vocab_size=256, dim=64, num_layers=2, num_heads=4, ff_hidden_dim=256,
                max_seq_len=50, dropout=0.0),
     seed=0,
     batch_size=32,
-    epochs=2,  # 2 x 40 batches = 80 optimizer steps
+    epochs=2,  # 2 x 30 batches = 60 optimizer steps
     learning_rate=3e-3,
 )
 
