@@ -2,8 +2,11 @@
 
 `Worker` copies the worker package, the submission and the kit's generate_data.py into a fresh
 sandbox directory, starts `python -I -B worker/__main__.py` there with a scrubbed environment,
-resource limits, (as root) an unprivileged user and, where the platform allows, namespaces of
-its own, and exchanges frames with it (protocol.py). Time is bounded three ways: each check has
+resource limits (memory sized to the container, memory.py), (as root) an unprivileged user and,
+where the platform allows, namespaces of its own (bubblewrap's, with a filesystem of its own:
+filesystem.py; else unshare's), and exchanges frames with it (protocol.py). A request that
+ends with the worker at its memory limit, or an OOM kill, fails with a memory message and a
+fresh worker for the next check. Time is bounded three ways: each check has
 a wall-clock limit for all of its requests, a grading stops waiting for checks once timeouts
 have cost `timeout_budget` seconds, and the worker gets `total_seconds` in all. On a timeout,
 crash or malformed reply every process of the worker is killed, the call raises WorkerFailure,
