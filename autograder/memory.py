@@ -35,6 +35,14 @@ def _mounts() -> list:
     return found
 
 
+def _controllers(mount_point: str) -> list:
+    try:
+        with open(os.path.join(mount_point, "cgroup.controllers")) as file:
+            return file.read().split()
+    except OSError:
+        return []
+
+
 def memory_cgroup(pid="self"):
     """The memory cgroup of a process (v2 preferred, else v1), or None where there is none."""
     try:
@@ -53,9 +61,8 @@ def memory_cgroup(pid="self"):
         if version == 1 and "memory" not in options:
             continue
         path = paths.get(version)
-        if path is None or (version == 2 and not os.path.exists(os.path.join(mount_point, "memory.max"))
-                            and not os.path.exists(os.path.join(mount_point, "cgroup.controllers"))):
-            continue
+        if path is None or (version == 2 and "memory" not in _controllers(mount_point)):
+            continue  # a hybrid system's v2 hierarchy without the memory controller
         relative = os.path.relpath(path, mount_root) if path.startswith(mount_root) else "."
         directory = os.path.normpath(os.path.join(mount_point, relative))
         if not os.path.isdir(directory):  # a cgroup namespace that the mount does not show

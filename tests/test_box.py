@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from autograder import results
+from autograder import memory, results, rubric
 from grading import KIT, by_category
 from test_cases import CASES, _expect
 
@@ -54,6 +54,15 @@ def box():
 def _oom_kills(folder: str) -> int:
     with open(os.path.join(folder, "memory.oom_control")) as file:
         return next((int(line.split()[1]) for line in file if line.startswith("oom_kill ")), 0)
+
+
+def test_worker_limit_is_what_the_container_leaves_the_grader(monkeypatch):
+    cap, grader = rubric.WORKER["memory_bytes"], rubric.WORKER["grader_memory_bytes"]
+    monkeypatch.setattr(memory, "container_limit", lambda: (BOX_MB * 2**20, "cgroup v1 memory.limit_in_bytes"))
+    limit, text = memory.worker_limit(cap, grader)
+    assert limit == BOX_MB * 2**20 - grader < cap and f"the container's {BOX_MB} MB" in text
+    monkeypatch.setattr(memory, "container_limit", lambda: (16 * 2**30, "physical memory"))
+    assert memory.worker_limit(cap, grader) == (cap, f"{cap // 2**20} MB")
 
 
 @pytest.mark.slow  # ~60-110 s: every check that runs the attention restarts the worker
