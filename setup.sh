@@ -93,8 +93,9 @@ gradescope_mode() {
     fi
     install_requirements python3 "${pip_options[@]}"
 
-    # 2. The unprivileged user the worker runs student code as.
+    # 2. The unprivileged user the worker runs student code as, and bubblewrap.
     ensure_worker_user
+    ensure_bubblewrap
 
     # 3. Lock-down. The grader copies the worker code and the submission into a fresh
     #    per-run sandbox, so nothing under source/ needs to be readable by the worker.
@@ -150,6 +151,24 @@ ensure_worker_user() {
     fi
 }
 
+# bubblewrap (bwrap) gives the worker a filesystem of its own: only the interpreter, its sandbox
+# folder and a private /tmp (autograder/filesystem.py). Where the platform refuses it (Docker
+# without CAP_SYS_ADMIN) or it is missing, the grader falls back to unshare, then to file
+# permissions alone, and each report's "Isolation:" line says which held.
+ensure_bubblewrap() {
+    if command -v bwrap >/dev/null 2>&1; then
+        say "bubblewrap present ($(bwrap --version 2>&1))"
+    elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing bubblewrap with apt"
+        if ! { run apt-get update -qq &&
+               run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap; }; then
+            say "warning: bubblewrap could not be installed: files outside the kit stay readable by the worker where their permissions allow"
+        fi
+    else
+        say "note: bubblewrap (bwrap) is not installed; as root, 'apt-get install bubblewrap' hides the rest of the filesystem from the worker"
+    fi
+}
+
 local_mode() {
     local venv="$KIT/.venv" stamp="$KIT/.venv/.requirements.sha256" want have=""
     local python="${SCRATCH1_PYTHON:-python3}"
@@ -179,6 +198,7 @@ local_mode() {
     if [ "$(id -u)" = 0 ]; then
         ensure_worker_user
     fi
+    ensure_bubblewrap
 }
 
 # self_test PY: the CPU build of torch, and the reference graded at 100 in the real sandbox.

@@ -39,7 +39,6 @@ GRADESCOPE_ROOT = os.environ.get("SCRATCH1_AUTOGRADER_ROOT", "/autograder")
 GRADESCOPE_SUBMISSION = os.path.join(GRADESCOPE_ROOT, "submission")
 GRADESCOPE_RESULTS = os.path.join(GRADESCOPE_ROOT, "results", "results.json")
 KIT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKER_TIMEOUTS = ("import_timeout", "start_timeout")  # rubric.WORKER keys that are not Limits
 
 
 class GradingContext:
@@ -57,7 +56,7 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
     start = time.monotonic()
     torch.set_num_threads(1)
     found = intake.locate(submission)
-    limits = sandbox.Limits(**{k: v for k, v in rubric.WORKER.items() if k not in WORKER_TIMEOUTS})
+    limits = sandbox.Limits.sized(rubric.WORKER)
     worker = None
     if found.file:
         worker = sandbox.Worker(found.file, limits, rubric.WORKER["import_timeout"],
@@ -160,7 +159,7 @@ def _summary(found: intake.Intake, worker, limits, entries: list, internal_error
         lines.append(f"Submission: {found.problem}")
     lines.extend(f"Submission: {note}" for note in found.notes)
     if worker is not None and worker.restarts:
-        lines.append(f"Your code was restarted {worker.restarts} time(s) after a crash or timeout.")
+        lines.append(f"Your code was restarted {worker.restarts} time(s) after a crash, a timeout or running out of memory.")
     lines.append("Isolation: " + "; ".join(sandbox.protections(limits)))
     if worker is not None and worker.ready:
         python = worker.ready.get("python")

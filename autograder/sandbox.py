@@ -2,8 +2,11 @@
 
 `Worker` copies the worker package, the submission and the kit's generate_data.py into a fresh
 sandbox directory, starts `python -I -B worker/__main__.py` there with a scrubbed environment,
-resource limits, (as root) an unprivileged user and, where the platform allows, namespaces of
-its own, and exchanges frames with it (protocol.py). Time is bounded three ways: each check has
+resource limits (memory sized to the container, memory.py), (as root) an unprivileged user and,
+where the platform allows, namespaces of its own (bubblewrap's, with a filesystem of its own:
+filesystem.py; else unshare's), and exchanges frames with it (protocol.py). A request that
+ends with the worker at its memory limit, or an OOM kill, fails with a memory message and a
+fresh worker for the next check. Time is bounded three ways: each check has
 a wall-clock limit for all of its requests, a grading stops waiting for checks once timeouts
 have cost `timeout_budget` seconds, and the worker gets `total_seconds` in all. On a timeout,
 crash or malformed reply every process of the worker is killed, the call raises WorkerFailure,
@@ -26,6 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from . import filesystem, memory
 from .worker import protocol
 
 KIT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,6 +55,16 @@ class Limits:
     reply_bytes: int
     total_seconds: float
     timeout_budget: float
+    memory_margin_bytes: int = 0
+    memory_source: str = ""  # how memory_bytes was sized, for the report
+
+    @classmethod
+    def sized(cls, settings: dict) -> "Limits":
+        """rubric.WORKER's limits, the memory limit sized to this container (memory.py)."""
+        fields = {name: value for name, value in settings.items() if name in cls.__dataclass_fields__}
+        fields["memory_bytes"], fields["memory_source"] = memory.worker_limit(
+            settings["memory_bytes"], settings["grader_memory_bytes"])
+        return cls(**fields)
 
 
 @dataclass
@@ -138,29 +152,42 @@ def _privilege_drop() -> list:
     return command + ["--"]
 
 
-def _command(program: list, namespaces: list) -> list:
-    if namespaces:
-        return namespaces + ["sh", "-c", HIDE, "sh"] + hidden_paths() + ["--"] + _privilege_drop() + program
+def _command(program: list, mode: str, sandbox: str) -> list:
+    if mode == "bwrap":
+        as_root = os.geteuid() == 0  # else bwrap itself leaves the worker no capability
+        return filesystem.bwrap_prefix(sandbox, as_root) + (_privilege_drop() if as_root else []) + program
+    if mode == "unshare":
+        prefix = ROOT_NAMESPACES if os.geteuid() == 0 else USER_NAMESPACES
+        return prefix + ["sh", "-c", HIDE, "sh"] + hidden_paths() + ["--"] + _privilege_drop() + program
     if worker_user():
         return _privilege_drop() + program
     return program
 
 
-@functools.lru_cache(maxsize=1)
-def namespaces() -> list:
-    """The unshare prefix the worker runs under here, or [] where the platform refuses (Docker
-    without CAP_SYS_ADMIN, as Gradescope may be; no unprivileged user namespaces)."""
-    if not (shutil.which("unshare") and shutil.which("setpriv") and shutil.which("mount")):
-        return []
-    prefix = ROOT_NAMESPACES if os.geteuid() == 0 else USER_NAMESPACES
-    # The probe runs `true`, not python: an interpreter the worker cannot start is the preflight's
-    # finding (Worker.ensure_loaded), not a platform that refuses namespaces.
+# Run by the probe of each mode under it: exit 0 only if the planted file ($1) is unreadable. A
+# shell, not python: an interpreter the worker cannot start is the preflight's finding
+# (Worker.ensure_loaded), not a platform that refuses namespaces.
+PLANTED_UNREADABLE = ["/bin/sh", "-c", '! test -r "$1"', "sh"]
+
+
+def _probe(mode: str) -> bool:
+    """Whether the worker can start under `mode` here, and under bwrap whether a world-readable
+    file planted in /tmp is out of its reach (checked, not assumed)."""
+    sandbox = tempfile.mkdtemp(prefix="scratch1-probe-")
+    planted = tempfile.NamedTemporaryFile(prefix="scratch1-planted-", dir="/tmp")
     try:
-        probe = subprocess.run(_command([shutil.which("true") or "/bin/true"], prefix),
-                               capture_output=True, timeout=20)
+        os.makedirs(os.path.join(sandbox, "work"))
+        os.chmod(sandbox, 0o755)
+        os.chmod(planted.name, 0o644)
+        program = PLANTED_UNREADABLE + [planted.name] if mode == "bwrap" else [shutil.which("true") or "/bin/true"]
+        probe = subprocess.run(_command(program, mode, sandbox), capture_output=True, timeout=20,
+                               cwd=sandbox)
+        return probe.returncode == 0
     except (OSError, subprocess.TimeoutExpired):
-        return []
-    return prefix if probe.returncode == 0 else []
+        return False
+    finally:
+        planted.close()
+        shutil.rmtree(sandbox, ignore_errors=True)
 
 
 def worker_python() -> str:
@@ -169,10 +196,26 @@ def worker_python() -> str:
     return os.environ.get("SCRATCH1_WORKER_PYTHON") or sys.executable
 
 
-def worker_command(script: str) -> list:
-    """The worker's command line: namespaces, hiding the kit, dropping privileges, python (in
-    that order: dropping privileges first would forbid the namespaces and the mounts)."""
-    return _command([worker_python(), "-I", "-B", script], namespaces())
+@functools.lru_cache(maxsize=1)
+def namespaces() -> str:
+    """How the worker is isolated here, the first that works: "bwrap" (bubblewrap: a filesystem
+    of its own, see filesystem.py, plus network, PID and mount namespaces), "unshare" (network,
+    PID and mount namespaces, the kit hidden, the rest of the filesystem as its permissions
+    say), or "" where the platform refuses both (Docker without CAP_SYS_ADMIN, as Gradescope
+    may be; no unprivileged user namespaces)."""
+    if filesystem.available() and shutil.which("setpriv") and _probe("bwrap"):
+        return "bwrap"
+    if shutil.which("unshare") and shutil.which("setpriv") and shutil.which("mount") and _probe("unshare"):
+        return "unshare"
+    return ""
+
+
+def worker_command(sandbox: str) -> list:
+    """The worker's command line for a sandbox folder: namespaces (and the mounts that make its
+    view of the filesystem), dropping privileges, python (in that order: dropping privileges
+    first would forbid the namespaces and the mounts)."""
+    return _command([worker_python(), "-I", "-B", os.path.join(sandbox, "worker", "__main__.py")],
+                    namespaces(), sandbox)
 
 
 def _readable_by_others(path: str) -> bool:
@@ -196,7 +239,8 @@ def protections(limits: Limits) -> list:
         f"time limits: each check's requests (per the rubric), {limits.total_seconds:g} s for "
         f"the worker in all, remaining checks skipped after {limits.timeout_budget:g} s lost to "
         "timeouts; every process of the worker killed on a timeout",
-        f"memory limit {limits.memory_bytes // 2**20} MB, CPU limit {limits.cpu_seconds} s, "
+        f"memory limit {limits.memory_source or f'{limits.memory_bytes // 2**20} MB'}, "
+        f"CPU limit {limits.cpu_seconds} s, "
         f"file size limit {limits.file_bytes // 2**20} MB, replies above "
         f"{limits.reply_bytes // 2**20} MB refused",
         f"worker output captured and cut to {limits.output_chars} characters",
@@ -210,7 +254,7 @@ def protections(limits: Limits) -> list:
                       "root): the worker can write what this user can write")
     if spaces:
         active.append("network blocked, forked children contained and /proc private "
-                      "(network, PID and mount namespaces"
+                      f"(network, PID and mount namespaces{', by bubblewrap' if spaces == 'bwrap' else ''}"
                       + ("" if user else ", in a user namespace") + ")")
     elif user:
         active.append("network NOT blocked (namespaces refused by the platform); forked "
@@ -218,8 +262,14 @@ def protections(limits: Limits) -> list:
     else:
         active.append("network NOT blocked and forked children only killed by process group "
                       "(no namespaces available without root here)")
-    if spaces:
-        active.append("the kit (reference, grader, hidden tests) hidden from the worker")
+    if spaces == "bwrap":
+        active.append("filesystem: the worker sees only the interpreter and its libraries "
+                      "(read-only), its sandbox folder and a private /tmp (checked: a "
+                      "world-readable file planted in /tmp is out of its reach)")
+    elif spaces:
+        active.append("the kit (reference, grader, hidden tests) hidden from the worker; the "
+                      "rest of the filesystem (/tmp, /home...) readable where its permissions "
+                      "allow (bubblewrap unavailable or refused here)")
     elif user and not any(_readable_by_others(path) for path in SECRETS):
         active.append(f"the kit (reference, grader, hidden tests) unreadable to {WORKER_USER}")
     else:
@@ -318,6 +368,7 @@ class Worker:
         self.check_start = None
         self.timeouts = 0  # checks that ran out of time, and the seconds they cost
         self.timed_out_seconds = 0.0
+        self.oom_kills = None  # the cgroup's OOM-kill count when the worker started
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -350,6 +401,13 @@ class Worker:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         if worker_user():
             resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+        # Should the container run out of memory all the same, the kernel kills the worker
+        # first, never the grader (raising one's own score needs no privilege).
+        try:
+            with open("/proc/self/oom_score_adj", "w") as file:
+                file.write("1000")
+        except OSError:
+            pass
 
     def start(self) -> None:
         self.sandbox = self._prepare_sandbox()
@@ -362,8 +420,9 @@ class Worker:
         for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
             if name in os.environ:
                 environment[name] = os.environ[name]
+        self.oom_kills = memory.oom_kills()
         self.process = subprocess.Popen(
-            worker_command(os.path.join(self.sandbox, "worker", "__main__.py")),
+            worker_command(self.sandbox),
             cwd=work, env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, start_new_session=True, preexec_fn=self._limit_resources,
         )
@@ -507,6 +566,10 @@ class Worker:
                 remaining -= len(chunk)
         return b"".join(chunks)
 
+    def _memory_limit_text(self) -> str:
+        return (f"while it is graded, your code may use at most {self.limits.memory_bytes // 2**20} "
+                "MB of memory, torch's own ~250 MB included")
+
     def _died(self):
         try:
             code = self.process.wait(timeout=2)
@@ -514,6 +577,13 @@ class Worker:
             self.stop()
             raise WorkerFailure("crash", "the worker process closed its connection to the grader")
         self.stop()
+        kills = memory.oom_kills()
+        if kills is not None and self.oom_kills is not None and kills > self.oom_kills:
+            # the kernel's own record: a SIGKILL (seen as such, or as the exit status unshare
+            # or setpriv turn it into) while the container's memory was used up
+            raise WorkerFailure("memory", "your code ran out of memory: the kernel's out-of-memory "
+                                          "killer stopped the worker when the container's memory "
+                                          f"was used up ({self._memory_limit_text()})")
         if code < 0:
             name = signal.Signals(-code).name
             hint = {"SIGKILL": " (killed: memory exhausted or a limit hit)",
@@ -597,12 +667,27 @@ class Worker:
             self.stop()
             raise WorkerFailure("protocol", "the worker sent a reply of the wrong shape")
         notes = [str(note)[:500] for note in reply.get("notes", [])][:20]
+        if self._memory_used_up(reply.get("memory")):
+            self.stop()  # the next check gets a fresh worker with all its memory
+            if reply["ok"]:
+                raise WorkerFailure("memory", f"your code used up its memory: when the request "
+                                              f"ended it held {reply['memory'] // 2**20} MB and "
+                                              "could not go on (" + self._memory_limit_text() +
+                                              "); memory kept alive between calls, such as "
+                                              "tensors appended to a global list, is the usual cause")
+            notes.append("your code used up its memory in this request (" + self._memory_limit_text() + ")")
         if not reply["ok"]:
             error = reply.get("error") or {}
             if isinstance(error, dict) and error.get("internal") is True:
                 raise GraderError(error)
             raise StudentError(error, notes)
         return Reply(result=reply.get("result") or {}, notes=notes)
+
+    def _memory_used_up(self, used) -> bool:
+        """Whether the worker's data size after a request (its own report, a number of bytes)
+        is within the rubric's margin of its limit."""
+        return (isinstance(used, int) and not isinstance(used, bool)
+                and used >= self.limits.memory_bytes - self.limits.memory_margin_bytes)
 
     def captured_output(self) -> str:
         current = [self.output.text()] if self.process is not None else []

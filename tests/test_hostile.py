@@ -29,6 +29,8 @@ from variants import VARIANTS
 HOSTILE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hostile")
 ISOLATED = sandbox.worker_user() is not None  # root with the worker user: NPROC, files, user
 CONTAINED = bool(sandbox.namespaces()) or ISOLATED  # no process outlives the worker
+# Under bubblewrap the worker sees no folder of ours: attacks on `shared` fail at the first write.
+PRIVATE_FILESYSTEM = sandbox.namespaces() == "bwrap"
 HIDDEN = bool(sandbox.namespaces()) or (ISOLATED and not any(
     sandbox._readable_by_others(path) for path in sandbox.SECRETS))
 # What any grading must stay under here; Gradescope's 0.5 vCPU is ~2x slower on CPU-bound work,
@@ -237,7 +239,7 @@ def test_remaining_checks_fail_fast_once_the_time_budget_is_spent(tmp_path, limi
 def test_huge_allocation_fails_inside_the_worker(tmp_path, allocation):
     graded = grade(tmp_path, with_forward(_read(REFERENCE), "RMSNorm", allocation), only=("rmsnorm", "attention"))
     zero(graded, "rmsnorm")
-    limit = f"at most {rubric.WORKER['memory_bytes'] // 2**20} MB"
+    limit = f"at most {sandbox.Limits.sized(rubric.WORKER).memory_bytes // 2**20} MB"
     assert re.search(r"raised (RuntimeError|MemoryError)", graded.outputs("rmsnorm"))
     assert limit in graded.outputs("rmsnorm"), graded.outputs("rmsnorm")
     full_marks(graded, "attention")
@@ -291,8 +293,12 @@ def test_forked_children_do_not_outlive_the_grading(tmp_path, shared):
                                         marker=marker), only=("rmsnorm",))
         full_marks(graded, "rmsnorm")
         beats = sorted(path.name for path in shared.iterdir())
-        assert "heartbeat-import" in beats and "heartbeat-worker" in beats, beats
-        assert any(beat.startswith("heartbeat-forward") for beat in beats), beats
+        if PRIVATE_FILESYSTEM:  # they ran, but could not reach `shared`
+            assert "IMMORTAL-STARTED import" in graded.stdout and beats == [], beats
+            assert "IMMORTAL-STARTED forward" in graded.stdout
+        else:
+            assert "heartbeat-import" in beats and "heartbeat-worker" in beats, beats
+            assert any(beat.startswith("heartbeat-forward") for beat in beats), beats
         assert _processes_with(marker) == []
         before = {path.name: path.read_text() for path in shared.iterdir()}
         time.sleep(0.5)
@@ -306,7 +312,8 @@ def test_forged_results_are_overwritten_by_the_grader(tmp_path, shared):
     results_path = shared / "results.json"
     graded = grade(tmp_path, source(_read(TEMPLATE), "fake_results.py", results=str(results_path)),
                    results_path=results_path)
-    assert f"FORGED {results_path}" in graded.stdout  # it did write there, at import
+    # it did write there, at import (or, under bubblewrap, could not even see the folder)
+    assert (f"FORGED {results_path}" in graded.stdout) != PRIVATE_FILESYSTEM
     time.sleep(1.0)  # and its child, had it survived, would rewrite it every 50 ms
     with open(results_path) as file:
         assert json.load(file) == graded.document
@@ -339,6 +346,38 @@ def test_reference_and_hidden_checks_cannot_be_read(tmp_path):
     leaked = [line for line in _secret_lines() if line in text or line in graded.stdout]
     assert leaked == []
     assert "STOLEN" not in graded.stdout
+    assert graded.seconds < QUICK
+
+
+@pytest.fixture
+def planted():
+    """World-readable files with a secret in /tmp and in /srv (root) or the home folder: where
+    another course's files, another checkout of the kit or a TA's notes could sit."""
+    secret = f"scratch1-planted-secret-{os.getpid()}"
+    folders = [tempfile.mkdtemp(prefix="scratch1-planted-", dir="/tmp")]
+    elsewhere = "/srv" if os.geteuid() == 0 else os.path.expanduser("~")
+    folders.append(tempfile.mkdtemp(prefix="scratch1-planted-", dir=elsewhere))
+    paths = []
+    for folder in folders:
+        os.chmod(folder, 0o755)
+        path = os.path.join(folder, "notes.txt")
+        with open(path, "w") as file:
+            file.write(secret)
+        os.chmod(path, 0o644)
+        paths.append(path)
+    yield secret, paths
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.skipif(sandbox.namespaces() != "bwrap", reason="only bubblewrap limits the worker's view "
+                    "of the filesystem; here files outside the kit are readable as their permissions allow")
+def test_files_planted_outside_the_kit_cannot_be_read(tmp_path, planted):
+    secret, paths = planted
+    graded = grade(tmp_path, source(_read(REFERENCE), "read_planted.py", planted=paths), only=("rmsnorm",))
+    full_marks(graded, "rmsnorm")  # nothing was read, so nothing was raised
+    assert secret not in graded.stdout and secret not in graded.text()
+    assert all(f"could not read {path}" in graded.stdout for path in paths), graded.stdout[-2000:]
     assert graded.seconds < QUICK
 
 

@@ -11,8 +11,17 @@ def max_error(actual: torch.Tensor, expected: torch.Tensor):
     if torch.isnan(difference).any():
         return float("nan"), tuple(torch.nonzero(torch.isnan(difference))[0].tolist())
     flat = int(difference.argmax())
-    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), difference.shape))
-    return float(difference.flatten()[flat]), index
+    return float(difference.flatten()[flat]), _unravel(flat, difference.shape)
+
+
+def _unravel(flat: int, shape) -> tuple:
+    """The index of element `flat` of a row-major tensor of `shape` (torch.unravel_index's
+    argument checks import sympy: 0.45 CPU-s of the grader's time)."""
+    index = []
+    for size in reversed(shape):
+        flat, position = divmod(flat, size)
+        index.append(position)
+    return tuple(reversed(index))
 
 
 def close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float) -> bool:

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from .. import rubric
+from ..worker.gradients import inner_product
 from . import attribution, compare, oracle
 
 TOLERANCE = rubric.TOLERANCES["attention"]
@@ -38,7 +39,7 @@ def _gradient(variant, grad_out):
     def gradient(x, qkv_weight, out_weight, num_heads, rope):
         x = x.clone().requires_grad_(True)
         out = variant(x, qkv_weight, out_weight, num_heads, rope)
-        return torch.autograd.grad(out, x, grad_out)[0]
+        return torch.autograd.grad(inner_product(out, grad_out), x)[0]
     return gradient
 
 

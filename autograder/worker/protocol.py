@@ -5,12 +5,15 @@ travels (tensors, numbers, strings, bools, None, lists, tuples, dicts), and both
 with `weights_only=True`, so a frame cannot carry code. Frames above MAX_FRAME_BYTES are refused.
 
     request  {"op": str, "args": dict}
-    reply    {"ok": True,  "result": dict, "notes": [str]}
+    reply    {"ok": True,  "result": dict, "notes": [str], "memory": int | None}
              {"ok": False, "error": {"kind": str, "message": str, "line": int | None,
-                                     "where": str, "internal": bool (optional)}, "notes": [str]}
+                                     "where": str, "internal": bool (optional)}, "notes": [str],
+              "memory": int | None}
 
 An error with "internal": True is the grader's own: the request named no op or did not fit the
-op's signature. Any other error is the student's code raising.
+op's signature. Any other error is the student's code raising. `memory` is the worker's data
+size (bytes) once the request is done, so the grader can tell a submission that kept all its
+memory from one that did not.
 
 `notes` lists what the worker adapted to make the student's API fit ("forward takes no
 `mask` argument: called forward(x)"). The worker never judges: it returns raw numbers.

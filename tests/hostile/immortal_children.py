@@ -14,6 +14,7 @@ def _immortal(tag):
                               beat, HOSTILE["marker"]])
         _os._exit(0)
     _os.wait()
+    print(f"IMMORTAL-STARTED {tag}", flush=True)  # for a grading where HOSTILE["shared"] is out of reach
 
 
 _immortal("import")

@@ -3,6 +3,7 @@
 import torch
 
 from .. import adapt, known_good
+from ..gradients import inner_product
 from ..session import op
 
 
@@ -16,7 +17,7 @@ def _run(session, attention, x, mask, grad_out, per_position_grads) -> dict:
         result["rows"] = torch.stack([adapt.plain(r) if r is not None else torch.zeros_like(x)
                                       for r in rows])
     elif grad_out is not None:
-        (grad_x,) = torch.autograd.grad(out, x, grad_out, allow_unused=True)
+        (grad_x,) = torch.autograd.grad(inner_product(out, grad_out), x, allow_unused=True)
         result["grad_x"] = adapt.plain(grad_x) if grad_x is not None else torch.zeros_like(x)
     return result
 

@@ -3,6 +3,7 @@
 import torch
 
 from .. import adapt
+from ..gradients import inner_product
 from ..session import op
 
 
@@ -15,7 +16,7 @@ def run_rmsnorm(session, dim: int, eps: float, scale: torch.Tensor, x: torch.Ten
         parameter.copy_(scale)
     x = x.clone().requires_grad_(True)
     out = adapt.first_tensor(norm(x), session, "RMSNorm.forward")
-    out.backward(grad_out)
+    inner_product(out, grad_out).backward()
     return {
         "out": adapt.plain(out),
         "grad_x": adapt.plain(x.grad) if x.grad is not None else None,
