@@ -235,6 +235,8 @@ def test_attention_sees_itself_and_past(student, generator):
                     "with differentiable torch operations?", pytrace=False)
     # A hidden key's gradient is exactly 0; a seen one's is |W_v^T W_o^T grad_out| / (t + 1),
     # measured >= 0.054 of the largest over 50 seeds, so 1e-3 of the largest separates them.
+    # A module whose projections the grader cannot map runs with its own initial weights (not
+    # uniform attention): the reference so initialised, >= 0.065 of the largest over 30 seeds.
     blind = (size <= 1e-3 * size.max()) & torch.ones(SEQ, SEQ, dtype=torch.bool).tril()
     if blind.diagonal().any():
         t = int(torch.nonzero(blind.diagonal())[0])

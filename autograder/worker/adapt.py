@@ -301,19 +301,31 @@ def _copy(weight: torch.Tensor, bias, value: torch.Tensor) -> None:
 
 
 def _linear_layers(attention) -> list:
-    """(name, weight, bias) of every nn.Linear in the module tree, and of every 2-D weight
-    parameter held outside one (nn.MultiheadAttention's in_proj_weight, with in_proj_bias)."""
+    """(name, weight, bias, kind) of every nn.Linear in the module tree (kind "nn.Linear"), and
+    of every 2-D parameter held outside one (kind "nn.Parameter"; nn.MultiheadAttention's
+    in_proj_weight, with in_proj_bias)."""
     found = []
     for module_name, module in attention.named_modules():
         prefix = f"{module_name}." if module_name else ""
         if isinstance(module, torch.nn.Linear):
-            found.append((module_name, module.weight, module.bias))
+            found.append((module_name, module.weight, module.bias, "nn.Linear"))
             continue
         for name, parameter in module.named_parameters(recurse=False):
             if parameter.dim() == 2:
                 bias = getattr(module, name.replace("weight", "bias"), None) if "weight" in name else None
-                found.append((prefix + name, parameter, bias if isinstance(bias, torch.Tensor) else None))
+                found.append((prefix + name, parameter, bias if isinstance(bias, torch.Tensor) else None,
+                              "nn.Parameter"))
     return found
+
+
+def _multiple(layer, dim: int):
+    """k when the layer maps dim -> k * dim as y = x W^T (+ b), else None. A square nn.Parameter
+    is None: it may be used as x @ W or as x @ W^T, and its shape cannot tell which."""
+    _, weight, _, kind = layer
+    rows, columns = weight.shape
+    if columns != dim or rows % dim or (kind != "nn.Linear" and rows == columns):
+        return None
+    return rows // dim
 
 
 def find_projections(attention, dim: int) -> Projections:
@@ -325,8 +337,7 @@ def find_projections(attention, dim: int) -> Projections:
     layers = _linear_layers(attention)
     by_rows = {}
     for layer in layers:
-        rows, columns = layer[1].shape
-        by_rows.setdefault(rows // dim if columns == dim and rows % dim == 0 else None, []).append(layer)
+        by_rows.setdefault(_multiple(layer, dim), []).append(layer[:3])
     fused, pairs, squares = by_rows.get(3, []), by_rows.get(2, []), by_rows.get(1, [])
     named = {}
     for layer in squares:
@@ -346,15 +357,17 @@ def find_projections(attention, dim: int) -> Projections:
         rest = [layer for layer in squares if id(layer[1]) not in used]
         if len(rest) == 1 and len(used) + 1 == len(layers):  # no layer left that could be unplaced
             return Projections(inputs, rest[0])
-    found = ", ".join(f"{name} {weight.shape[1]}->{weight.shape[0]}"
-                      for name, weight, _ in layers) or "none"
+    found = ", ".join(f"{name} ({kind} {weight.shape[1]}->{weight.shape[0]})"
+                      if kind == "nn.Linear" else f"{name} ({kind} of shape {tuple(weight.shape)})"
+                      for name, weight, _, kind in layers) or "none"
     raise UnmappedProjections(
         f"the grader could not map its weights W_q, W_k, W_v, W_o (each {dim}x{dim}) onto "
-        f"CausalSelfAttention's projection layers (in->out features: {found}). It maps: one "
+        f"CausalSelfAttention's projection layers ({found}). It maps: one "
         f"fused {dim}->{3 * dim} layer (like qkv_proj); or one {dim}->{dim} query layer and one "
         f"{dim}->{2 * dim} key/value layer; or three {dim}->{dim} layers named for q, k and v "
         f"(like q_proj, k_proj, v_proj); each with one {dim}->{dim} output layer (like out_proj), "
-        "all nn.Linear, and no other layer")
+        "all nn.Linear, and no other layer (a square nn.Parameter may be used as x @ W or x @ W^T: "
+        "its shape does not say which)")
 
 
 def load_projections(session, attention, qkv_weight: torch.Tensor, out_weight: torch.Tensor):
