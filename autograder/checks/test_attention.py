@@ -119,6 +119,10 @@ def _same(actual, expected) -> bool:
 
 
 def test_deterministic_in_eval_mode(student, generator):
+    """Built with dropout EVAL_DROPOUT, as given to the constructor (not zeroed), and put in eval
+    mode, the attention gives the same output on two calls, equal to its output when built with
+    dropout 0. The module is compared with itself, so its own weights do when the grader's
+    cannot be mapped onto its layers."""
     x, qkv_weight, out_weight, _ = _inputs(generator)
     weights = dict(dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight, out_weight=out_weight, x=x,
                    own_weights_fallback=True)  # compares the module with itself only

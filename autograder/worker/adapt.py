@@ -1,7 +1,8 @@
 """The one place where the student's API is fitted to the calls the ops make.
 
-Real submissions deviate from the template while behaving correctly: forward without a `mask`
-argument or requiring it, a tuple returned from forward, extra constructor keywords, a model that
+Real submissions deviate from the template while behaving correctly: projection layers other
+than qkv_proj and out_proj (mapped by shape and role), forward without a `mask` argument or
+requiring it, a tuple returned from forward, extra constructor keywords, a model that
 returns logits only or (logits, loss, extra), or that shifts the targets itself, a train_epoch
 with extra optional arguments that returns a tensor, script code left at module level. Each
 function here calls the student's code the template's way first, adapts when the signature or
