@@ -81,6 +81,10 @@ BLOCK_CALL = "        x = x + self.attn(self.norm1(x), mask)\n"
 INV_FREQ = "        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2).float() / dim))  # (dim/2,)\n"
 ROTATE = ("        q_rot = q * cos + self.rotate_half(q) * sin\n"
           "        k_rot = k * cos + self.rotate_half(k) * sin\n")
+QKV_INIT = "        self.qkv_proj = nn.Linear(dim, 3 * dim, bias=False)  # rows: [W_q; W_k; W_v]\n"
+OUT_INIT = "        self.out_proj = nn.Linear(dim, dim, bias=False)\n"
+EPS_INIT = "        self.eps = eps\n"
+ATTENTION_CORE = SCORES + OWN_MASK + FILL + SOFTMAX + "\n" + COMBINE
 MODEL_RETURN = "        return logits, loss\n"
 MODEL_LOSS = ("            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), "
               "targets.reshape(-1))\n")
@@ -121,6 +125,21 @@ MUTANTS = [
     mutant("rmsnorm_mean_abs",
            [(RMS, "        rms = x.abs().mean(dim=-1, keepdim=True) + self.eps\n")],
            "rmsnorm", "dividing by mean(|x|)"),
+    # Gemma's parametrisation: the gain starts at zeros and multiplies as (1 + scale).
+    mutant("rmsnorm_one_plus_scale",
+           [(SCALE, SCALE.replace("torch.ones(dim)", "torch.zeros(dim)")),
+            (NORMED, "        return x / rms * (1 + self.scale)\n")],
+           "rmsnorm", "applied as (1 + scale)"),
+    # eps left at a default whatever the constructor is given: hard-coded in forward, in
+    # __init__, or nn.RMSNorm's functional form called without it (torch.finfo(float32).eps).
+    mutant("rmsnorm_eps_hardcoded_in_forward",
+           [(RMS, RMS.replace("self.eps", "1e-5"))],
+           "rmsnorm", "eps fixed at 1e-05 whatever eps"),
+    mutant("rmsnorm_eps_hardcoded_in_init", [(EPS_INIT, "        self.eps = 1e-8\n")],
+           "rmsnorm", "eps fixed at 1e-08 whatever eps"),
+    mutant("rmsnorm_f_rms_norm_without_eps",
+           [(RMS + NORMED, "        return F.rms_norm(x, (x.shape[-1],), self.scale)\n")],
+           "rmsnorm", "without it they use torch.finfo(dtype).eps"),
 
     # -- causal_mask ------------------------------------------------------------------------------
     mutant("causal_no_mask", [(FILL, "")], "causal_mask", "no mask at all", core=True),
@@ -179,6 +198,26 @@ MUTANTS = [
            "attention", "split in the order k, q, v"),
     mutant("attention_no_out_proj", [(PROJECT, "        return self.resid_dropout(out)\n")],
            "attention", "out_proj not applied"),
+    mutant("attention_scaled_by_sqrt_dim",
+           [(SCORES, SCORES.replace("self.head_dim", "self.dim"))],
+           "attention", "divided by sqrt(dim), the model dim"),
+    # Dropout on whatever self.training is: evaluation and generation are random. The checks that
+    # compare numbers build with dropout 0 and see nothing; the eval-mode check sees it.
+    mutant("dropout_functional_without_training_flag",
+           [(SOFTMAX, "        weights = F.dropout(F.softmax(scores, dim=-1), p=self.attn_dropout.p)\n")],
+           "attention", "dropout applied whatever self.training is"),
+    mutant("dropout_sdpa_dropout_p_always",
+           [(ROPE_INIT, ROPE_INIT + "        self.dropout = dropout\n"),
+            (ATTENTION_CORE, "        out = F.scaled_dot_product_attention(q, k, v, is_causal=mask is None, "
+                             "attn_mask=None if mask is None else mask.bool(), dropout_p=self.dropout)\n")],
+           "attention", "dropout applied whatever self.training is"),
+    mutant("dropout_module_built_in_forward",
+           [(SOFTMAX, "        weights = nn.Dropout(self.attn_dropout.p)(F.softmax(scores, dim=-1))\n")],
+           "attention", "dropout applied whatever self.training is"),
+    mutant("dropout_training_flag_inverted",
+           [(SOFTMAX, "        weights = F.dropout(F.softmax(scores, dim=-1), self.attn_dropout.p, "
+                      "training=not self.training)\n")],
+           "attention", "dropout applied whatever self.training is"),
 
     # -- rope -------------------------------------------------------------------------------------
     # RoPE bugs change the attention output, which the attention checks accept only when it
@@ -301,6 +340,15 @@ MUTANTS = [
              "        self.attn = CausalSelfAttention(dim, num_heads, 2048, dropout)\n")],
            "causal_mask rope attention", "cannot be built the way the template's CausalSelfAttention is",
            may_lose=""),
+    # Square nn.Parameter projections used as x @ W: whether W or W^T is the query matrix cannot
+    # be read off a square shape, so the grader's weights are not loaded. attention and rope
+    # (whose probe needs the grader's weights) fail with a message naming the layers found; the
+    # causal checks need no particular weights and grade the module with its own.
+    mutant("api_attention_square_parameter_projections",
+           [(QKV_INIT, "".join(f"        self.W_{t} = nn.Parameter(torch.randn(dim, dim) / dim ** 0.5)\n"
+                               for t in "qkv")),
+            (SPLIT, "        q, k, v = x @ self.W_q, x @ self.W_k, x @ self.W_v\n")],
+           "attention rope", "could not map its weights W_q, W_k, W_v, W_o"),
     mutant("api_train_epoch_requires_scheduler",
            [(TRAIN_SIGNATURE, TRAIN_SIGNATURE.replace("epoch: int)", "epoch: int, scheduler)"))],
            "training", "cannot be called the way the template's train_epoch"),
@@ -443,7 +491,34 @@ ALTERNATIVES = [
                 [("        self.qkv_proj = nn.Linear(dim, 3 * dim, bias=False)  # rows: [W_q; W_k; W_v]\n",
                   "".join(f"        self.{t}_proj = nn.Linear(dim, dim)\n" for t in "qkv")),
                  (SPLIT, "        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)\n")],
-                note="uses q_proj/k_proj/v_proj instead of qkv_proj"),
+                note="uses q_proj (q), k_proj (k), v_proj (v) and out_proj instead of qkv_proj"),
+    alternative("projections_q_and_kv_with_bias",
+                [(QKV_INIT, "        self.q_proj = nn.Linear(dim, dim)\n"
+                            "        self.kv_proj = nn.Linear(dim, 2 * dim)  # rows: [W_k; W_v]\n"),
+                 (OUT_INIT, "        self.o_proj = nn.Linear(dim, dim)\n"),
+                 (SPLIT, "        q = self.q_proj(x)\n        k, v = self.kv_proj(x).chunk(2, dim=-1)\n"),
+                 (PROJECT, "        return self.resid_dropout(self.o_proj(out))\n")],
+                note="uses q_proj (q), kv_proj (k, v) and o_proj"),
+    alternative("projections_nanogpt_c_attn_c_proj",
+                [(QKV_INIT, "        self.c_attn = nn.Linear(dim, 3 * dim)\n"),
+                 (OUT_INIT, "        self.c_proj = nn.Linear(dim, dim)\n"),
+                 (SPLIT, "        q, k, v = self.c_attn(x).split(self.dim, dim=2)\n"),
+                 (PROJECT, "        return self.resid_dropout(self.c_proj(out))\n")],
+                note="uses c_attn (q, k, v) and c_proj"),
+    alternative("rmsnorm_f_rms_norm_with_eps",
+                [(RMS + NORMED, "        return F.rms_norm(x, (x.shape[-1],), self.scale, self.eps)\n")]),
+    # SDPA with the mask as a bool tensor, and attention dropout only in training.
+    alternative("attention_sdpa_bool_mask",
+                [(ATTENTION_CORE, OWN_MASK + "        out = F.scaled_dot_product_attention(q, k, v, "
+                                  "attn_mask=mask.bool(), dropout_p=self.attn_dropout.p if self.training else 0.0)\n")]),
+    alternative("dropout_functional_with_training_flag",
+                [(SOFTMAX, "        weights = F.dropout(F.softmax(scores, dim=-1), p=self.attn_dropout.p, "
+                           "training=self.training)\n")]),
+    # nanoGPT's causal mask: a bool buffer registered once for the longest sequence, sliced.
+    alternative("mask_buffer_registered_once_sliced",
+                [(ROPE_INIT, ROPE_INIT + "        self.register_buffer(\"causal\", torch.ones(2048, 2048, "
+                                         "dtype=torch.bool).tril(), persistent=False)\n"),
+                 (OWN_MASK, "        if mask is None:\n            mask = self.causal[:seq_len, :seq_len]\n")]),
     alternative("rmsnorm_float32_upcast_rsqrt",
                 [(RMS + NORMED,
                   "        x32 = x.float()\n"

@@ -35,5 +35,16 @@ def mismatch(what: str, actual: torch.Tensor, expected: torch.Tensor, rtol: floa
     error, index = max_error(actual, expected)
     if error != error:
         return f"{what}: contains NaN (first at index {index})"
-    return (f"{what}: max abs error {error:.3g} at index {index} (value {float(actual[index]):.5g}, "
-            f"expected {float(expected[index]):.5g}); allowed: atol {atol:g} + rtol {rtol:g} * |expected|")
+    value, wanted = _distinct(float(actual[index]), float(expected[index]))
+    return (f"{what}: max abs error {error:.3g} at index {index} (value {value}, expected {wanted}); "
+            f"allowed: atol {atol:g} + rtol {rtol:g} * |expected|")
+
+
+def _distinct(value: float, expected: float) -> tuple:
+    """Both numbers with 5 significant digits, or as many more (up to 9, float32's precision)
+    as it takes for them to read differently when they differ."""
+    for digits in range(5, 10):
+        shown = f"{value:.{digits}g}", f"{expected:.{digits}g}"
+        if shown[0] != shown[1]:
+            break
+    return shown

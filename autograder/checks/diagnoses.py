@@ -34,11 +34,22 @@ RMSNORM_VARIANTS = {
     "your output matches normalising over dim 1 (the sequence axis of a (batch, seq, dim) input), "
     "not the last dimension: use dim=-1, which is the features for inputs of any rank":
         lambda x, scale, eps: x / torch.sqrt(x.pow(2).mean(dim=1, keepdim=True) + eps) * scale,
+    "your output matches the gain applied as (1 + scale) (the Gemma parametrisation): the "
+    "template's scale starts at ones and multiplies directly, x / rms * scale":
+        lambda x, scale, eps: x / _rms(x, eps) * (1 + scale),
+    # eps fixed whatever the constructor is given: a hard-coded value, or nn.RMSNorm /
+    # F.rms_norm called without eps (they then use torch.finfo(dtype).eps).
+    **{f"your output matches eps fixed at {fixed:.3g} whatever eps RMSNorm is given: use the "
+       f"eps passed to the constructor (self.eps){how}":
+           (lambda fixed: lambda x, scale, eps: x / _rms(x, fixed) * scale)(fixed)
+       for fixed, how in ((1e-6, ""), (1e-5, ""), (1e-8, ""),
+                          (torch.finfo(torch.float32).eps, ", and pass it to nn.RMSNorm or "
+                           "F.rms_norm (without it they use torch.finfo(dtype).eps)"))},
 }
 
 
-def first_match(actual: torch.Tensor, variants: dict, *args, rtol: float, atol: float) -> str:
-    """The description of the first variant whose output equals `actual`, or ''."""
+def matches(actual: torch.Tensor, variants: dict, *args, rtol: float, atol: float):
+    """The descriptions of the variants whose output equals `actual`, in order (a generator)."""
     for description, variant in variants.items():
         try:
             expected = variant(*args)
@@ -47,8 +58,12 @@ def first_match(actual: torch.Tensor, variants: dict, *args, rtol: float, atol: 
         # NaN where the variant has NaN is part of its signature (a row that masks every key)
         if expected.shape == actual.shape and torch.allclose(actual, expected, rtol=rtol, atol=atol,
                                                              equal_nan=True):
-            return description
-    return ""
+            yield description
+
+
+def first_match(actual: torch.Tensor, variants: dict, *args, rtol: float, atol: float) -> str:
+    """The description of the first variant whose output equals `actual`, or ''."""
+    return next(matches(actual, variants, *args, rtol=rtol, atol=atol), "")
 
 
 def _attention_with(make_mask=None, **options):
@@ -109,6 +124,12 @@ def _unscaled(qkv_weight, out_weight, num_heads):
     return torch.cat([qkv_weight[:dim] * math.sqrt(dim // num_heads), qkv_weight[dim:]]), out_weight
 
 
+def _scaled_by_dim(qkv_weight, out_weight, num_heads):
+    """Scores divided by sqrt(dim) are those of queries sqrt(head_dim / dim) times smaller."""
+    dim = out_weight.shape[0]
+    return torch.cat([qkv_weight[:dim] / math.sqrt(num_heads), qkv_weight[dim:]]), out_weight
+
+
 def _split_as(order):
     """The weights of a student who writes `a, b, c = qkv_proj(x).split(...)`, (a, b, c) = order."""
     def transform(qkv_weight, out_weight, num_heads):
@@ -165,6 +186,8 @@ ROPE_VARIANTS = {**ROPE_TENSOR_VARIANTS, **ROPE_POSITION_VARIANTS}
 # The attention computation itself, around a correct RoPE.
 ATTENTION_VARIANTS = {
     "your output matches scores not divided by sqrt(head_dim)": _with_weights(_unscaled),
+    "your output matches scores divided by sqrt(dim), the model dim, instead of sqrt(head_dim): "
+    "each head's dot products have head_dim terms": _with_weights(_scaled_by_dim),
     "your output matches the softmax taken over the queries (dim=-2): take it over the keys "
     "(dim=-1)": _attention_with(softmax_dim=-2),
     "your output matches heads split by reshaping straight to (batch, heads, seq, head_dim): "

@@ -91,3 +91,48 @@ def test_explicit_mask_matches_reference(student, generator):
 def test_gradients_match_reference(student, generator):
     _check(student, "gradient of <attention output, g> w.r.t. the input", _inputs(generator),
            gradient=True)
+
+
+# Dropout probability the module is built with. A correct module's two eval-mode calls are
+# bitwise equal (reference, single thread); with half the attention weights dropped, dropout left
+# on in eval mode moves the output by O(1) (F.dropout without the training flag: 3.7).
+EVAL_DROPOUT = 0.5
+DROPOUT_IN_EVAL_CAUSE = (
+    "dropout applied whatever self.training is, e.g. F.dropout(weights, p) without "
+    "training=self.training (its training argument defaults to True), "
+    "F.scaled_dot_product_attention(..., dropout_p=p) without `p if self.training else 0.0`, or "
+    "an nn.Dropout created inside forward (a new module is in training mode). Apply the module's "
+    "own nn.Dropout (self.attn_dropout), which model.eval() turns off")
+
+
+def _same(actual, expected) -> bool:
+    """Equal within the attention tolerance, NaN where the other has NaN (a mask bug, graded in
+    causal_mask, must not fail this check)."""
+    return actual.shape == expected.shape and torch.allclose(actual, expected, equal_nan=True,
+                                                             **TOLERANCE)
+
+
+def test_deterministic_in_eval_mode(student, generator):
+    """Built with dropout EVAL_DROPOUT, as given to the constructor (not zeroed), and put in eval
+    mode, the attention gives the same output on two calls, equal to its output when built with
+    dropout 0. The module is compared with itself, so its own weights do when the grader's
+    cannot be mapped onto its layers."""
+    x, qkv_weight, out_weight, _ = _inputs(generator)
+    weights = dict(dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight, out_weight=out_weight, x=x,
+                   own_weights_fallback=True)  # compares the module with itself only
+    built = f"CausalSelfAttention(dim={DIM}, num_heads={HEADS}, dropout={EVAL_DROPOUT}) in eval mode"
+    got = attribution.attention(student, WHAT, dropout=EVAL_DROPOUT, repeat=True, **weights)
+    if not _same(got["again"], got["out"]):
+        difference = float((got["again"] - got["out"]).abs().nan_to_num().max())
+        pytest.fail(f"{built} gave different outputs on two calls with the same input (max "
+                    f"|difference| {difference:.2g}): it is random in eval mode, so evaluation "
+                    f"and generation are random too.\nLikely cause: {DROPOUT_IN_EVAL_CAUSE}.",
+                    pytrace=False)
+    mask = attribution.model_mask(SEQ) if got.get("mask_passed") else None
+    without = attribution.attention(student, WHAT, mask=mask, **weights)["out"]
+    if not _same(got["out"], without):
+        pytest.fail(compare.mismatch(f"{built}, against the same module built with dropout=0.0",
+                                     got["out"], without, **TOLERANCE)
+                    + "\nIn eval mode dropout must have no effect: the output may not depend on "
+                      "the dropout probability.", pytrace=False)
+    student.note("two calls gave the same output, equal to the dropout=0.0 module's")

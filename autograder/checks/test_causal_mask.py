@@ -65,8 +65,9 @@ def _not_finite(out, what, mask_passed):
 def _leak(out, spans):
     """(position, span, max |delta|) of the earliest output that moved when only later tokens
     changed (preferring a single changed token, then the largest move), and whether every move
-    was at position 0."""
-    worst, key, only_first = None, None, True
+    was at position 0 while later positions could have moved too (at length 2 only position 0
+    has a later token, so a leak there says nothing about where else the mask fails)."""
+    worst, key, only_first = None, None, any(first >= 2 for first, _ in spans)
     for row, (first, last) in enumerate(spans, start=1):
         delta = (out[row, :first] - out[0, :first]).abs().flatten(1).amax(1)  # per position
         moved = torch.nonzero(delta > ATOL).flatten().tolist()
@@ -115,6 +116,15 @@ def _attention(student, **request) -> dict:
     return result
 
 
+def _known_bug(got, x, qkv_weight, out_weight) -> str:
+    """The known mask bug the attention output matches, or ''; '' when the module ran with its
+    own weights (the grader's could not be mapped onto its layers), which no variant reproduces."""
+    if got["own_weights"]:
+        return ""
+    return diagnoses.causal_mask_bug(got["out"], x, qkv_weight, out_weight, HEADS,
+                                     **rubric.TOLERANCES["attention"])
+
+
 def _attention_causality(student, generator, seq_len, train, pass_mask=False):
     """'' if CausalSelfAttention is causal at this length, else why not; forward gets no mask, or
     with pass_mask the model's torch.tril(torch.ones(T, T))."""
@@ -122,9 +132,11 @@ def _attention_causality(student, generator, seq_len, train, pass_mask=False):
     spans = _spans(seq_len)
     x = _batch(torch.randn(seq_len, DIM, generator=generator), spans,
                lambda old: torch.randn(old.shape, generator=generator))
-    out = _attention(student, dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight,
+    got = _attention(student, dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight,
                      out_weight=out_weight, x=x, train=train,
-                     mask=attribution.model_mask(seq_len) if pass_mask else None)["out"]
+                     mask=attribution.model_mask(seq_len) if pass_mask else None,
+                     own_weights_fallback=True)
+    out = got["out"]
     if out.shape != x.shape:
         return (f"CausalSelfAttention returned shape {tuple(out.shape)} for an input of shape "
                 f"{tuple(x.shape)}; expected the input's shape")
@@ -134,8 +146,7 @@ def _attention_causality(student, generator, seq_len, train, pass_mask=False):
     leak, only_first = _leak(out, spans)
     if leak is None:
         return ""
-    cause = diagnoses.causal_mask_bug(out, x, qkv_weight, out_weight, HEADS,
-                                      **rubric.TOLERANCES["attention"])
+    cause = _known_bug(got, x, qkv_weight, out_weight)
     if not cause and only_first:
         cause = ONLY_FIRST_HINT
     return (_describe_leak("outputs", leak) + ": "
@@ -200,7 +211,7 @@ def test_attention_future_gradients_are_zero(student, generator):
     for mode, train in MODES.items():
         got = _attention(student, dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight,
                          out_weight=out_weight, x=x, train=train, grad_out=grad_out,
-                         per_position_grads=True)
+                         per_position_grads=True, own_weights_fallback=True)
         problem = _not_finite(got["out"], "the attention output", False)
         if problem:
             failures[mode] = f"In {mode} mode, {problem}."
@@ -212,8 +223,7 @@ def test_attention_future_gradients_are_zero(student, generator):
             continue
         t = int(leaky[0, 0])
         s = int(size[t].nan_to_num(float("inf")).argmax())
-        cause = diagnoses.causal_mask_bug(got["out"], x, qkv_weight, out_weight, HEADS,
-                                          **rubric.TOLERANCES["attention"])
+        cause = _known_bug(got, x, qkv_weight, out_weight)
         if not cause:
             cause = ONLY_FIRST_HINT if not leaky[:, 0].any() else (
                 "the causal mask is missing or applied after the softmax (weights zeroed after "
@@ -233,7 +243,8 @@ def test_attention_sees_itself_and_past(student, generator):
     x = torch.randn(2, SEQ, DIM, generator=generator)
     grad_out = torch.randn(2, SEQ, DIM, generator=generator)
     got = _attention(student, dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight,
-                     out_weight=out_weight, x=x, grad_out=grad_out, per_position_grads=True)
+                     out_weight=out_weight, x=x, grad_out=grad_out, per_position_grads=True,
+                     own_weights_fallback=True)
     problem = _not_finite(got["out"], "the attention output", False)
     if problem:
         pytest.fail(problem + ".", pytrace=False)
@@ -243,6 +254,8 @@ def test_attention_sees_itself_and_past(student, generator):
                     "with differentiable torch operations?", pytrace=False)
     # A hidden key's gradient is exactly 0; a seen one's is |W_v^T W_o^T grad_out| / (t + 1),
     # measured >= 0.054 of the largest over 50 seeds, so 1e-3 of the largest separates them.
+    # A module whose projections the grader cannot map runs with its own initial weights (not
+    # uniform attention): the reference so initialised, >= 0.065 of the largest over 30 seeds.
     blind = (size <= 1e-3 * size.max()) & torch.ones(SEQ, SEQ, dtype=torch.bool).tril()
     if blind.diagonal().any():
         t = int(torch.nonzero(blind.diagonal())[0])

@@ -50,10 +50,7 @@ def trained_attention(session, tokens: torch.Tensor) -> dict:
 def _recompute(layer, x: torch.Tensor) -> torch.Tensor:
     batch, seq, dim = x.shape
     heads = layer.num_heads
-    if hasattr(layer, "qkv_proj"):
-        q, k, _ = layer.qkv_proj(x).split(dim, dim=-1)
-    else:  # separate projections, as adapt.load_projections accepts
-        q, k = layer.q_proj(x), layer.k_proj(x)
+    q, k, _ = adapt.find_projections(layer, dim).qkv(x)
     q = q.view(batch, seq, heads, dim // heads).transpose(1, 2)
     k = k.view(batch, seq, heads, dim // heads).transpose(1, 2)
     q, k = layer.rope(q, k)

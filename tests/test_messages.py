@@ -1,0 +1,27 @@
+"""Message helpers of the checks: what they claim must follow from what was measured."""
+
+import torch
+
+from autograder.checks import compare, test_causal_mask
+
+
+def test_mismatch_shows_the_difference_between_close_numbers():
+    message = compare.mismatch("gradient", torch.tensor([2.62053]), torch.tensor([2.62051]),
+                               rtol=1e-6, atol=1e-6)
+    value = message.split("(value ")[1].split(",")[0]
+    expected = message.split("expected ")[1].split(")")[0]
+    assert value != expected, message
+
+
+def test_a_leak_at_length_2_does_not_claim_only_position_0_leaks():
+    """At length 2 only position 0 has a later token: a leak there is no evidence that the other
+    positions are causal (the hint that names a mask hiding the diagonal rests on that)."""
+    spans = test_causal_mask._spans(2)
+    out = torch.zeros(len(spans) + 1, 2, 4)
+    out[1:, 0] = 1.0  # position 0 moved when token 1 changed
+    leak, only_first = test_causal_mask._leak(out, spans)
+    assert leak is not None and not only_first
+    spans = test_causal_mask._spans(8)
+    out = torch.zeros(len(spans) + 1, 8, 4)
+    out[1:, 0] = 1.0  # only position 0 moved, though positions 1-6 could have
+    assert test_causal_mask._leak(out, spans)[1]
