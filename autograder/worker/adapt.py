@@ -79,7 +79,7 @@ class ModelAPI:
     """How the student's DecoderOnlyTransformer.forward is called and what it returns, so that a
     stand-in model (the training checks' spy) meets the student's train_epoch exactly as the
     student's own model would. The template's: forward(input_ids, targets=None) -> (logits,
-    loss), the loss over the positions as given."""
+    loss), the loss over the positions as given. It travels between requests as vars(api)."""
 
     def __init__(self, plain=2, trained=2, loss_at=1, targets="targets", shifts=False):
         self.plain = plain  # what forward(input_ids) returns: 0 logits only, n an n-tuple, -1 a dict
@@ -119,26 +119,25 @@ def model_api(session) -> ModelAPI:
     """The student's model API, read off one small model of theirs: the output's layout with and
     without targets, the targets parameter's name, and whether it shifts targets of the input's
     length itself (then d loss / d logits is zero at the last position and, at position t,
-    negative only at the class of token t + 1). A model that cannot run (its bugs are graded
-    elsewhere) leaves the template's API."""
+    negative only at the class of token t + 1). Raises what building or running the model
+    raised; the caller decides which parts are the student's (ops/training.py substitutes
+    known-good ones)."""
     notes = list(session.notes)  # building the probe model may note what the real ones note
     ids = torch.randint(PROBE_MODEL["vocab_size"], (2, 6), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = build(session, "DecoderOnlyTransformer", **PROBE_MODEL)
+    set_dropout(model, 0.0)
+    model.eval()
+    with torch.no_grad():
+        plain = _form(model(ids))
     try:
-        torch.manual_seed(0)
-        model = build(session, "DecoderOnlyTransformer", **PROBE_MODEL)
-        set_dropout(model, 0.0)
-        model.eval()
-        with torch.no_grad():
-            plain = _form(model(ids))
-        try:
-            trained = model(ids, ids)
-        except Exception:  # noqa: BLE001 (forward takes no targets: train_epoch computes the loss)
-            trained = None
-    except BaseException:  # noqa: BLE001 (any error of the student's model, sys.exit included)
-        plain = None
+        trained = model(ids, ids)
+    except Exception:  # noqa: BLE001 (forward takes no targets: train_epoch computes the loss)
+        trained = None
     session.notes[:] = notes
     if plain is None:
-        return ModelAPI()
+        raise TypeError("DecoderOnlyTransformer.forward(input_ids) returned neither logits, a "
+                        "tuple starting with them, nor a dict with 'logits'")
     parameters = _positional_parameters(model.forward) or []
     api = ModelAPI(plain=plain, trained=plain, targets=parameters[1].name if len(parameters) > 1 else None)
     form, logits, loss = _form(trained), None, None
