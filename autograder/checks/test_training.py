@@ -175,11 +175,11 @@ def test_next_token_targets(student, generator):
             _fail(f"in training batch {number} the loss did not depend on any position's logits")
         # Position t predicts action t + 1 of the row it read; the last position of a
         # full-length input has no next action and must stay out of the loss.
-        nexts = actions[:, offset + 1:offset + 1 + ids.shape[1]]
-        wanted = torch.zeros_like(mask)
-        wanted[:, :nexts.shape[1]] = True
-        expected = F.pad(nexts, (0, ids.shape[1] - nexts.shape[1]), value=-1)
+        expected = _ahead(actions, offset + 1, ids.shape[1])
+        wanted = expected.ge(0)
         wrong = int((targets[mask] != expected[mask]).sum())
+        left_out = wanted & ~mask
+        ignored = expected[left_out].unique()
         if offset == 0 and wrong == 0 and torch.equal(mask, wanted):
             seen.append(index)
             continue
@@ -191,6 +191,17 @@ def test_next_token_targets(student, generator):
                      "actions[:, :-1]; use inputs = actions[:, :-1], targets = actions[:, 1:]")
         elif offset == 1:
             cause = "the model read actions[:, 1:]; it must read actions[:, :-1]"
+        elif torch.equal(targets[mask], _ahead(actions, 2, ids.shape[1])[mask]):
+            cause = _shifted_twice(probe.api)
+        elif (wrong == 0 and len(ignored) == 1 and not (mask & ~wanted).any()
+              and torch.equal(left_out, wanted & expected.eq(ignored))):
+            token = int(ignored)
+            last = f" (the last id: this test's model has vocab_size {VOCAB})" if token == VOCAB - 1 else ""
+            cause = (f"the {int(left_out.sum())} positions whose target is token {token}{last}, and only "
+                     f"those, are left out of the loss, as cross-entropy with ignore_index={token} "
+                     f"does. Token {token} is a real action (every id from 0 to vocab_size - 1 is "
+                     "an action bin; nothing is padded), so it is never learned: leave "
+                     "ignore_index at its default")
         elif wrong == 0:
             cause = (f"the loss covers {int(mask.sum())} positions of this batch, expected all "
                      f"{BATCH} x {SEQ - 1} positions that have a next action (and not the last "
@@ -204,23 +215,39 @@ def test_next_token_targets(student, generator):
               f"{BATCHES}: train once on every batch, in one pass over the dataloader")
 
 
+def _ahead(actions, shift: int, length: int):
+    """actions[:, shift:shift + length], padded with -1 (no target) to `length` positions."""
+    window = actions[:, shift:shift + length]
+    return F.pad(window, (0, length - window.shape[1]), value=-1)
+
+
+def _shifted_twice(api) -> str:
+    """The cause when position t was trained towards action t + 2; `api` as model_api() says."""
+    if api and api.get("shifts"):
+        return ("the targets are shifted twice: position t was trained towards action t + 2. Your "
+                "DecoderOnlyTransformer.forward shifts the targets itself (it scores logits[:, :-1] "
+                "against targets[:, 1:]), and train_epoch passed targets shifted already "
+                "(actions[:, 1:]): shift once, in train_epoch or in the model, not in both")
+    return ("the targets are two steps ahead: position t was trained towards action t + 2 (as "
+            "with targets = actions[:, 2:]); use inputs = actions[:, :-1], targets = actions[:, 1:]")
+
+
 def _optimizer_misuse(steps) -> str:
     """Why the steps did not train the model with the optimizer passed in, or ''."""
     if not steps or any(step.given for step in steps):
         if any(not step.given for step in steps):
             other = next(step.optimizer for step in steps if not step.given)
-            return (f"train_epoch stepped both the optimizer passed in and an {other} of its own, "
+            return (f"train_epoch stepped both the optimizer passed in and another one ({other}), "
                     "so every batch took two different steps: use only the `optimizer` argument")
         return ""
-    names = sorted({step.optimizer for step in steps})
-    stepped = f"{'an' if names[0][0] in 'AEIOU' else 'a'} {' and '.join(names)}"
+    names = " and ".join(sorted({step.optimizer for step in steps}))
     if all(step.holds_model for step in steps):
-        consequence = (f"a new {names[0]} at every call also restarts its state each epoch")
-        stepped += " it created itself"
+        stepped = f"an optimizer it created itself ({names})"
+        consequence = "a new optimizer at every call also restarts its state each epoch"
     else:
+        stepped = (f"an optimizer ({names}) that does not hold this model's parameters (one "
+                   "created earlier, e.g. once at module level for another model, and kept)")
         consequence = "this model's parameters were never updated"
-        stepped += (" that does not hold this model's parameters (one created earlier, e.g. "
-                    "once at module level for another model, and kept)")
     return (f"train_epoch stepped {stepped}, not the optimizer passed in: the caller's optimizer "
             f"(its learning rate, its state, a scheduler attached to it) is ignored, and "
             f"{consequence}. Use the `optimizer` argument: optimizer.zero_grad() and "
