@@ -537,7 +537,12 @@ class Worker:
             raise WorkerFailure("protocol", "the worker sent a reply of the wrong shape")
         notes = [str(note)[:500] for note in reply.get("notes", [])][:20]
         if not reply["ok"]:
-            raise StudentError(reply.get("error") or {}, notes)
+            error = reply.get("error") or {}
+            if error.get("kind") == "MemoryError" or "can't allocate memory" in str(error.get("message")):
+                # The submission may still hold what it allocated (in a global, a cache): the
+                # next request, perhaps another category's, gets a fresh worker.
+                self.stop()
+            raise StudentError(error, notes)
         return Reply(result=reply.get("result") or {}, notes=notes)
 
     def captured_output(self) -> str:
