@@ -280,6 +280,20 @@ MUTANTS = [
             (ZERO_GRAD, "        MODEL_OPTIMIZER.zero_grad()\n"), (STEP, "        MODEL_OPTIMIZER.step()\n")],
            "training", "does not hold this model's parameters"),
 
+    # -- convergence: its message names a cause only from the run's evidence ---------------------
+    # A target-shift bug trains a model that predicts the wrong action well: a low training loss
+    # and a high held-out one. Every causal test passes, so the message must name the targets
+    # (the failed next-token test), not the mask.
+    mutant("convergence_cause_no_target_shift",
+           [(SHIFT, "        inputs, targets = actions[:, :-1], actions[:, :-1]\n")],
+           "training convergence", "Likely cause: train_epoch trains each position towards another "
+           "target than the next action", may_lose=""),
+    mutant("convergence_cause_targets_shifted_in_model_too",
+           [(MODEL_LOSS, "            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), "
+                         "targets[:, 1:].reshape(-1))\n")],
+           "training convergence", "Likely cause: train_epoch trains each position towards another "
+           "target than the next action", may_lose=""),
+
     # -- APIs the grader cannot adapt to: a precise message naming the expected signature ---------
     # CausalSelfAttention needs a constructor argument the grader cannot know: every check that
     # builds the attention alone fails (the model, built by the student's own blocks, works).

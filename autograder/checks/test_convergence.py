@@ -40,10 +40,13 @@ NEXT_TOKEN_TEST = "test_training.py::test_next_token_targets"
 
 
 def _failed(graded: dict, categories, only=None, but=None) -> str:
-    """The titles of the tests of these categories that failed earlier in this run, quoted."""
-    return "; ".join(f"'{rule.name}'" for rule in rubric.RULES
-                     if rule.category in categories and graded.get(rule.test) is False
-                     and rule.test != but and only in (None, rule.test))
+    """The titles of the tests of these categories that failed earlier in this run, quoted (the
+    first two, and how many more), or ''."""
+    titles = [f"'{rule.name}'" for rule in rubric.RULES
+              if rule.category in categories and graded.get(rule.test) is False
+              and rule.test != but and only in (None, rule.test)]
+    more = f" and {len(titles) - 2} more" if len(titles) > 2 else ""
+    return "; ".join(titles[:2]) + more
 
 
 def likely_cause(train_losses, loss: float, graded: dict) -> str:

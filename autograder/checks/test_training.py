@@ -238,7 +238,7 @@ def _optimizer_misuse(steps) -> str:
         if any(not step.given for step in steps):
             other = next(step.optimizer for step in steps if not step.given)
             return (f"train_epoch stepped both the optimizer passed in and another one ({other}), "
-                    "so every batch took two different steps: use only the `optimizer` argument")
+                    "so the model took the steps of two optimizers: use only the `optimizer` argument")
         return ""
     names = " and ".join(sorted({step.optimizer for step in steps}))
     if all(step.holds_model for step in steps):
