@@ -136,12 +136,23 @@ class SpyOptimizer(torch.optim.SGD):
         super().zero_grad(set_to_none=set_to_none)
 
 
+class _AttentionForAnyBlock(known_good.CausalAttention):
+    """known_good.CausalAttention that ignores arguments a student's block may pass beyond
+    (dim, num_heads) and (x, mask): a max_seq_len, a dropout, a KV cache (None while training)."""
+
+    def __init__(self, dim: int, num_heads: int, *_extra, **_named):
+        super().__init__(dim, num_heads)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor = None, *_extra, **_named) -> torch.Tensor:
+        return super().forward(x, mask)
+
+
 @op("model_api")
 def model_api(session) -> dict:
     """The student's model API (adapt.model_api) as plain data for train_epoch_probe, read off
     their DecoderOnlyTransformer and TransformerBlock built with the grader's attention and
     RMSNorm and the template's FeedForward, so that their attention and RMSNorm never run."""
-    with known_good.substituted(session, CausalSelfAttention=known_good.CausalAttention,
+    with known_good.substituted(session, CausalSelfAttention=_AttentionForAnyBlock,
                                 RMSNorm=known_good.rms_norm,
                                 FeedForward=known_good.template().FeedForward):
         return vars(adapt.model_api(session))
