@@ -538,7 +538,8 @@ class Worker:
         notes = [str(note)[:500] for note in reply.get("notes", [])][:20]
         if not reply["ok"]:
             error = reply.get("error") or {}
-            if error.get("kind") == "MemoryError" or "can't allocate memory" in str(error.get("message")):
+            message = str(error.get("message"))
+            if error.get("kind") == "MemoryError" or "can't allocate memory" in message:
                 # The submission may still hold what it allocated (in a global, a cache): the
                 # next request, perhaps another category's, gets a fresh worker.
                 self.stop()

@@ -66,7 +66,7 @@ def likely_cause(train_losses, loss: float, graded: dict) -> str:
             "instead of predicting it")
     evidence = {
         "targets": (_failed(graded, ("training",), only=NEXT_TOKEN_TEST),
-                    "train_epoch trains each position towards another target than the next action"),
+                    "the training loss does not train every position towards its next action"),
         "mask": (_failed(graded, ("causal_mask",)),
                  leak if last < target <= loss else "the causal mask"),
         "training": (_failed(graded, ("training",), but=NEXT_TOKEN_TEST), "train_epoch"),

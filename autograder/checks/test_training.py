@@ -38,7 +38,8 @@ def model_api(student) -> dict:
     read, which costs no points: the failure is the attention's or the model's, graded elsewhere."""
     try:
         return student.call_once("model_api", "reading the API of your DecoderOnlyTransformer "
-                                 "(built with the grader's attention and RMSNorm)", SPEC["api_seconds"])
+                                 "(built with the grader's attention and RMSNorm)", SPEC["api_seconds"],
+                                 vocab_size=VOCAB)
     except pytest.fail.Exception as failure:
         student.note(f"{failure.msg}. The training checks' stand-in model therefore takes the "
                      "template's API: forward(input_ids, targets=None) -> (logits, loss)")
@@ -196,9 +197,12 @@ def test_next_token_targets(student, generator):
         elif (wrong == 0 and len(ignored) == 1 and not (mask & ~wanted).any()
               and torch.equal(left_out, wanted & expected.eq(ignored))):
             token = int(ignored)
-            last = f" (the last id: this test's model has vocab_size {VOCAB})" if token == VOCAB - 1 else ""
-            cause = (f"the {int(left_out.sum())} positions whose target is token {token}{last}, and only "
-                     f"those, are left out of the loss, as cross-entropy with ignore_index={token} "
+            last = (f" (the last id: this test's model has vocab_size {VOCAB})"
+                    if token == VOCAB - 1 else "")
+            where = ("DecoderOnlyTransformer.forward's loss"
+                     if (probe.api or {}).get("ignore_index") == token else "the loss")
+            cause = (f"the {int(left_out.sum())} positions whose target is token {token}{last}, and "
+                     f"only those, are left out of {where}, as cross-entropy with ignore_index={token} "
                      f"does. Token {token} is a real action (every id from 0 to vocab_size - 1 is "
                      "an action bin; nothing is padded), so it is never learned: leave "
                      "ignore_index at its default")

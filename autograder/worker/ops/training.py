@@ -83,7 +83,9 @@ class SpyModel(torch.nn.Module):
             scored, wanted = logits, targets.reshape(input_ids.shape)
             if self.api.shifts:
                 scored, wanted = logits[:, :-1], wanted[:, 1:]
-            loss = F.cross_entropy(scored.reshape(-1, self.vocab_size), wanted.reshape(-1))
+            ignore = -100 if self.api.ignore_index is None else self.api.ignore_index  # -100: none
+            loss = F.cross_entropy(scored.reshape(-1, self.vocab_size), wanted.reshape(-1),
+                                   ignore_index=ignore)
         self.events.append({
             "kind": "forward", "training": self.training, "input_ids": adapt.plain(input_ids),
             "targets": adapt.plain(targets) if targets is not None else None,
@@ -148,14 +150,14 @@ class _AttentionForAnyBlock(known_good.CausalAttention):
 
 
 @op("model_api")
-def model_api(session) -> dict:
+def model_api(session, vocab_size: int) -> dict:
     """The student's model API (adapt.model_api) as plain data for train_epoch_probe, read off
     their DecoderOnlyTransformer and TransformerBlock built with the grader's attention and
     RMSNorm and the template's FeedForward, so that their attention and RMSNorm never run."""
     with known_good.substituted(session, CausalSelfAttention=_AttentionForAnyBlock,
                                 RMSNorm=known_good.rms_norm,
                                 FeedForward=known_good.template().FeedForward):
-        return vars(adapt.model_api(session))
+        return vars(adapt.model_api(session, vocab_size))
 
 
 @op("train_epoch_probe")
