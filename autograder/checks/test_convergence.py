@@ -69,11 +69,12 @@ def likely_cause(train_losses, loss: float, graded: dict) -> str:
                     "the training loss does not train every position towards its next action"),
         "mask": (_failed(graded, ("causal_mask",)),
                  leak if last < target <= loss else "the causal mask"),
-        "training": (_failed(graded, ("training",), but=NEXT_TOKEN_TEST), "train_epoch"),
-        "model": (_failed(graded, ("rmsnorm", "attention", "rope")), "the model's components"),
+        "training": (_failed(graded, ("training",), but=NEXT_TOKEN_TEST), "train_epoch's loop"),
+        "attention": (_failed(graded, ("attention", "rope")), "the attention or its RoPE"),
+        "rmsnorm": (_failed(graded, ("rmsnorm",)), "RMSNorm"),
     }
-    order = ("mask", "targets", "training", "model") if last < target <= loss else (
-        "targets", "training", "mask", "model")
+    order = ("mask", "targets", "training", "attention", "rmsnorm") if last < target <= loss else (
+        "targets", "training", "mask", "attention", "rmsnorm")
     causes = [f"{cause} (failed earlier in this run: {tests})"
               for tests, cause in (evidence[key] for key in order) if tests]
     if last < target <= loss:
