@@ -42,14 +42,18 @@ KIT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class GradingContext:
-    """What the graded tests can reach: the student handle, how the file was found, and
-    `figures`, where a check leaves raw numbers to draw after grading (see figures.py)."""
+    """What the graded tests can reach: the student handle, how the file was found, `figures`,
+    where a check leaves raw numbers to draw after grading (see figures.py), and `graded`, the
+    outcome of every test graded earlier in this run (rubric test "file::function" -> passed;
+    report.ResultsPlugin fills it as each test ends, in the rubric's order), the evidence a
+    later check may cite for a likely cause."""
 
     def __init__(self, found: intake.Intake, worker):
         self.intake = found
         self.worker = worker
         self.student = Student(worker, unavailable=found.problem)
         self.figures = {}
+        self.graded = {}
 
 
 def grade(submission: str, results_path: str, categories=None, figures_dir=None) -> dict:

@@ -108,6 +108,7 @@ class ResultsPlugin:
                 if message not in outcome.failures:
                     outcome.failures.append(message)
         if report.when == "teardown":
+            self.context.graded[outcome.rule.test] = outcome.passed
             outcome.notes.extend(n for n in self.context.student.end_test() if n not in outcome.notes)
             credit = item.stash.get(CREDIT, None)
             if credit is not None and credit.fraction is not None:

@@ -369,6 +369,7 @@ class Worker:
         self.timeouts = 0  # checks that ran out of time, and the seconds they cost
         self.timed_out_seconds = 0.0
         self.oom_kills = None  # the cgroup's OOM-kill count when the worker started
+        self.out_of_memory = False  # the submission ran out of memory in the running worker
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -458,6 +459,7 @@ class Worker:
                 pass
         shutil.rmtree(self.sandbox, ignore_errors=True)
         self.process = None
+        self.out_of_memory = False
 
     def _kill_stragglers(self) -> None:
         """Children that left the process group (setsid). In a PID namespace the kernel has
@@ -471,8 +473,13 @@ class Worker:
 
     def begin_check(self, name: str, seconds: float) -> None:
         """A check (one rubric rule: the cases of a parametrized test run one after the other)
-        starts or goes on: all its requests share `seconds`, counted from its first request."""
+        starts or goes on: all its requests share `seconds`, counted from its first request.
+        The first check of another component ("file::" of the name) gets a fresh worker when the
+        submission ran out of memory in this one: it may still hold what it allocated (in a
+        global), which must not fail the checks of another category."""
         if name != self.check:
+            if self.out_of_memory and str(name).split("::")[0] != str(self.check).split("::")[0]:
+                self.stop()
             self.check, self.check_seconds, self.check_start = name, seconds, None
 
     def _refuse_when_out_of_time(self) -> None:
@@ -680,6 +687,9 @@ class Worker:
             error = reply.get("error") or {}
             if isinstance(error, dict) and error.get("internal") is True:
                 raise GraderError(error)
+            message = str(error.get("message"))
+            if error.get("kind") == "MemoryError" or "can't allocate memory" in message:
+                self.out_of_memory = True  # see begin_check
             raise StudentError(error, notes)
         return Reply(result=reply.get("result") or {}, notes=notes)
 

@@ -329,6 +329,55 @@ MUTANTS = [
     mutant("training_no_backward", [(BACKWARD, "")], "training", "call loss.backward()"),
     mutant("training_step_before_backward", [(BACKWARD + CLIP + STEP, STEP + BACKWARD + CLIP)],
            "training", "optimizer.step() ran before loss.backward()"),
+    # Targets shifted twice: the model shifts again what train_epoch shifted, or train_epoch
+    # reads two steps ahead. Either way position t learns action t + 2.
+    mutant("training_targets_shifted_in_model_too",
+           [(MODEL_LOSS, "            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), "
+                         "targets[:, 1:].reshape(-1))\n")],
+           "training", "shifts the targets itself"),
+    mutant("training_targets_two_ahead",
+           [(SHIFT, "        inputs, targets = actions[:, :-2], actions[:, 2:]\n")],
+           "training", "position t was trained towards action t + 2"),
+    # A real token used as ignore_index (a padding habit): its positions never enter the loss.
+    mutant("training_ignore_index_zero",
+           [(TRAIN_LOSS, "        logits, _ = model(inputs)\n"
+                         "        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), "
+                         "targets.reshape(-1), ignore_index=0)\n")],
+           "training", "ignore_index=0"),
+    mutant("training_ignore_index_last_token",
+           [(TRAIN_LOSS, "        logits, _ = model(inputs)\n"
+                         "        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), "
+                         "targets.reshape(-1), ignore_index=model.vocab_size - 1)\n")],
+           "training", "whose target is token 15"),
+    # ignore_index on a real token in the model's own loss, which train_epoch uses: the training
+    # checks' stand-in model takes it on, as it takes on a shift done in the model.
+    mutant("training_model_loss_ignore_index_zero",
+           [(MODEL_LOSS, MODEL_LOSS.replace("targets.reshape(-1))", "targets.reshape(-1), ignore_index=0)"))],
+           "training", "left out of DecoderOnlyTransformer.forward's loss"),
+    # The optimizer passed in is ignored: one made inside train_epoch, or one made once at module
+    # level for another model (this model then never changes: convergence is downstream).
+    mutant("training_own_sgd",
+           [(TRAIN_MODE, TRAIN_MODE + "    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)\n")],
+           "training", "an optimizer it created itself (SGD), not the optimizer passed in"),
+    mutant("training_module_level_optimizer",
+           [(TRAIN_SIGNATURE, "MODEL_OPTIMIZER = torch.optim.AdamW(\n"
+                              "    DecoderOnlyTransformer(16, 8, 1, 2, 16).parameters())\n\n\n" + TRAIN_SIGNATURE),
+            (ZERO_GRAD, "        MODEL_OPTIMIZER.zero_grad()\n"), (STEP, "        MODEL_OPTIMIZER.step()\n")],
+           "training", "does not hold this model's parameters"),
+
+    # -- convergence: its message names a cause only from the run's evidence ---------------------
+    # A target-shift bug trains a model that predicts the wrong action well: a low training loss
+    # and a high held-out one. Every causal test passes, so the message must name the targets
+    # (the failed next-token test), not the mask.
+    mutant("convergence_cause_no_target_shift",
+           [(SHIFT, "        inputs, targets = actions[:, :-1], actions[:, :-1]\n")],
+           "training convergence", "Likely cause: the training loss does not train every position towards "
+           "its next action", may_lose=""),
+    mutant("convergence_cause_targets_shifted_in_model_too",
+           [(MODEL_LOSS, "            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), "
+                         "targets[:, 1:].reshape(-1))\n")],
+           "training convergence", "Likely cause: the training loss does not train every position towards "
+           "its next action", may_lose=""),
 
     # -- APIs the grader cannot adapt to: a precise message naming the expected signature ---------
     # CausalSelfAttention needs a constructor argument the grader cannot know: every check that

@@ -36,20 +36,63 @@ def heldout_loss(student, sequences: torch.Tensor) -> float:
     return total / count
 
 
-def likely_cause(train_losses, loss: float) -> str:
+NEXT_TOKEN_TEST = "test_training.py::test_next_token_targets"
+
+
+def _failed(graded: dict, categories, only=None, but=None) -> str:
+    """The titles of the tests of these categories that failed earlier in this run, quoted (the
+    first two, and how many more), or ''."""
+    titles = [f"'{rule.name}'" for rule in rubric.RULES
+              if rule.category in categories and graded.get(rule.test) is False
+              and rule.test != but and only in (None, rule.test)]
+    more = f" and {len(titles) - 2} more" if len(titles) > 2 else ""
+    return "; ".join(titles[:2]) + more
+
+
+def likely_cause(train_losses, loss: float, graded: dict) -> str:
+    """What the grader can say about a held-out loss above the target. A likely cause is named
+    only when this run's evidence supports it: the measured losses, or the tests of the model
+    and of train_epoch that failed earlier in the run (`graded`: rubric test -> passed). Without
+    such evidence it says what was measured against what was expected."""
+    target = SPEC["target_loss"]
     if not math.isfinite(loss):
-        return "the loss became NaN or inf: look for a division by zero or -inf in every score row"
+        return ("Likely cause: the loss became NaN or inf: look for a division by zero or -inf in "
+                "every score row")
     if any(not math.isfinite(value) for value in train_losses):
-        return ("train_epoch did not return finite losses (see the training tests), so the "
-                "training could not be followed")
-    if train_losses[-1] < SPEC["target_loss"] <= loss:
-        return ("your training loss is low but the loss from prefixes alone is not: the model sees "
-                "future tokens while training (check the causal mask)")
-    if train_losses[-1] > 0.9 * train_losses[0]:
-        return ("the training loss barely moved: check that train_epoch calls backward() and "
-                "optimizer.step() on the model's loss")
-    return ("the model learns, but not enough: the next action depends on actions several steps "
-            "back, so check the attention over the past (heads, scaling, RoPE)")
+        return ("Likely cause: train_epoch did not return finite losses (see the training tests), "
+                "so the training could not be followed")
+    first, last = train_losses[0], train_losses[-1]
+    leak = ("the model sees future tokens while training, so it learns to read the answer "
+            "instead of predicting it")
+    evidence = {
+        "targets": (_failed(graded, ("training",), only=NEXT_TOKEN_TEST),
+                    "the training loss does not train every position towards its next action"),
+        "mask": (_failed(graded, ("causal_mask",)),
+                 leak if last < target <= loss else "the causal mask"),
+        "training": (_failed(graded, ("training",), but=NEXT_TOKEN_TEST), "train_epoch's loop"),
+        "attention": (_failed(graded, ("attention", "rope")), "the attention or its RoPE"),
+        "rmsnorm": (_failed(graded, ("rmsnorm",)), "RMSNorm"),
+    }
+    order = ("mask", "targets", "training", "attention", "rmsnorm") if last < target <= loss else (
+        "targets", "training", "mask", "attention", "rmsnorm")
+    causes = [f"{cause} (failed earlier in this run: {tests})"
+              for tests, cause in (evidence[key] for key in order) if tests]
+    if last < target <= loss:
+        measured = (f"the loss your train_epoch returned fell to {last:.3f}, below {target:g}, "
+                    "but the loss of predicting each action from the actions before it did not")
+    elif last > 0.9 * first:
+        measured = f"the training loss barely moved ({first:.3f} to {last:.3f})"
+    else:
+        measured = f"the training loss fell from {first:.3f} to {last:.3f}, not far enough"
+    if causes:
+        return f"Measured: {measured}. Likely cause: {'; or '.join(causes)}"
+    upstream = [rule for rule in rubric.RULES if rule.test in graded and rule.category in
+                ("rmsnorm", "causal_mask", "rope", "attention", "training")]
+    if not upstream:
+        return (f"Measured: {measured}. No test of your model or train_epoch was graded in this "
+                "run, so none points at a cause")
+    return (f"Measured: {measured}. Every test of your model and train_epoch graded earlier in "
+            "this run passed, so none of them points at a cause")
 
 
 def attention_maps(student, tokens: torch.Tensor):
@@ -83,5 +126,5 @@ def test_heldout_loss(student, credit, grading_data, context):
     if fraction < 1.0:
         tiers = ", ".join(f"below {bound:g}: {share:.0%}" for bound, share in SPEC["tiers"])
         pytest.fail(f"{summary}. Expected below {SPEC['target_loss']:g} (credit: {tiers}). "
-                    f"Likely cause: {likely_cause(train_losses, loss)}.", pytrace=False)
+                    f"{likely_cause(train_losses, loss, context.graded)}.", pytrace=False)
     student.note(summary)

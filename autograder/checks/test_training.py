@@ -2,12 +2,15 @@
 
 The worker runs the student's train_epoch on a tiny model and an SGD optimizer of the grader's
 own (worker/ops/training.py), over an unshuffled DataLoader of equal-size batches, with the
-model in eval mode and gradients far above the clipping norm. It returns what the spies saw;
-the checks here read the behaviour off it. The targets a loss trained towards are read off the
+model in eval mode and gradients far above the clipping norm. It returns what the spies saw,
+including every step of any optimizer (the one passed in or one train_epoch made itself); the
+checks here read the behaviour off it. The targets a loss trained towards are read off the
 gradient w.r.t. the logits (for cross-entropy, the target class is the entry with the negative
 gradient), so a loss the student computes from the logits is judged like the model's own. The
-student's own model is never used, so a bug in attention or RMSNorm cannot cost points here,
-and each training bug costs the check about it, not the others.
+student's own model is never trained here, so a bug in attention or RMSNorm cannot cost points
+here, and each training bug costs the check about it, not the others. The spy takes on the
+student's model API, read once per grading off their model built with known-good attention and
+RMSNorm (model_api); when even that fails, the spy keeps the template's API, with a note.
 """
 
 from dataclasses import dataclass
@@ -29,6 +32,20 @@ def _fail(message: str):
     pytest.fail(message, pytrace=False)
 
 
+def model_api(student) -> dict:
+    """How the student's DecoderOnlyTransformer is called and what it returns (worker/adapt.py's
+    ModelAPI as a dict), read once per grading; None (the template's API) when it could not be
+    read, which costs no points: the failure is the attention's or the model's, graded elsewhere."""
+    try:
+        return student.call_once("model_api", "reading the API of your DecoderOnlyTransformer "
+                                 "(built with the grader's attention and RMSNorm)", SPEC["api_seconds"],
+                                 vocab_size=VOCAB)
+    except pytest.fail.Exception as failure:
+        student.note(f"{failure.msg}. The training checks' stand-in model therefore takes the "
+                     "template's API: forward(input_ids, targets=None) -> (logits, loss)")
+        return None
+
+
 def _norm(tensors):
     """Total norm of the tensors that are not None; None when all are."""
     present = [t.double().norm() for t in tensors if t is not None]
@@ -46,6 +63,9 @@ class Step:
     """One optimizer.step(): the gradients it used and what led to them."""
 
     grads: list  # the parameters' .grad at step() (None where absent)
+    optimizer: str  # the class of the optimizer that stepped
+    given: bool  # it is the optimizer passed to train_epoch
+    holds_model: bool  # its parameters include the model's (else the step left the model as it was)
     fresh: list  # the gradients the backwards since the previous step produced, summed
     stale: bool  # a backward since the previous step found old gradients on the parameters
     after: float  # the gradient norm next seen after it (zero_grad or the epoch's end), or None
@@ -61,8 +81,9 @@ class Probe:
     def __init__(self, student, generator):
         self.actions = torch.randint(VOCAB, (BATCH * BATCHES, SEQ), generator=generator)
         states = torch.randn(BATCH * BATCHES, SEQ, STATE_DIM, generator=generator)
+        self.api = model_api(student)
         got = student.call("train_epoch_probe", "train_epoch", states=states, actions=self.actions,
-                           batch_size=BATCH, vocab_size=VOCAB, seed=0, **SPY)
+                           batch_size=BATCH, vocab_size=VOCAB, seed=0, api=self.api, **SPY)
         self.returned, self.returned_type = got["returned"], got["returned_type"]
         events = got["events"]
         self.forwards = [e for e in events if e["kind"] == "forward"]
@@ -90,7 +111,8 @@ class Probe:
             elif event["kind"] == "step":
                 after = next(e["grad_norm"] for e in events[i + 1:] if e["kind"] in ("zero_grad", "end"))
                 fresh = [_sum(b["fresh"][p] for b in pending) for p in range(len(event["grads"]))]
-                steps.append(Step(event["grads"], fresh, any(b["stale"] for b in pending), after))
+                steps.append(Step(event["grads"], event["optimizer"], event["given"],
+                                  event["holds_model"], fresh, any(b["stale"] for b in pending), after))
                 pending = []
         return steps
 
@@ -154,11 +176,11 @@ def test_next_token_targets(student, generator):
             _fail(f"in training batch {number} the loss did not depend on any position's logits")
         # Position t predicts action t + 1 of the row it read; the last position of a
         # full-length input has no next action and must stay out of the loss.
-        nexts = actions[:, offset + 1:offset + 1 + ids.shape[1]]
-        wanted = torch.zeros_like(mask)
-        wanted[:, :nexts.shape[1]] = True
-        expected = F.pad(nexts, (0, ids.shape[1] - nexts.shape[1]), value=-1)
+        expected = _ahead(actions, offset + 1, ids.shape[1])
+        wanted = expected.ge(0)
         wrong = int((targets[mask] != expected[mask]).sum())
+        left_out = wanted & ~mask
+        ignored = expected[left_out].unique()
         if offset == 0 and wrong == 0 and torch.equal(mask, wanted):
             seen.append(index)
             continue
@@ -170,6 +192,20 @@ def test_next_token_targets(student, generator):
                      "actions[:, :-1]; use inputs = actions[:, :-1], targets = actions[:, 1:]")
         elif offset == 1:
             cause = "the model read actions[:, 1:]; it must read actions[:, :-1]"
+        elif torch.equal(targets[mask], _ahead(actions, 2, ids.shape[1])[mask]):
+            cause = _shifted_twice(probe.api)
+        elif (wrong == 0 and len(ignored) == 1 and not (mask & ~wanted).any()
+              and torch.equal(left_out, wanted & expected.eq(ignored))):
+            token = int(ignored)
+            last = (f" (the last id: this test's model has vocab_size {VOCAB})"
+                    if token == VOCAB - 1 else "")
+            where = ("DecoderOnlyTransformer.forward's loss"
+                     if (probe.api or {}).get("ignore_index") == token else "the loss")
+            cause = (f"the {int(left_out.sum())} positions whose target is token {token}{last}, and "
+                     f"only those, are left out of {where}, as cross-entropy with ignore_index={token} "
+                     f"does. Token {token} is a real action (every id from 0 to vocab_size - 1 is "
+                     "an action bin; nothing is padded), so it is never learned: leave "
+                     "ignore_index at its default")
         elif wrong == 0:
             cause = (f"the loss covers {int(mask.sum())} positions of this batch, expected all "
                      f"{BATCH} x {SEQ - 1} positions that have a next action (and not the last "
@@ -183,11 +219,55 @@ def test_next_token_targets(student, generator):
               f"{BATCHES}: train once on every batch, in one pass over the dataloader")
 
 
+def _ahead(actions, shift: int, length: int):
+    """actions[:, shift:shift + length], padded with -1 (no target) to `length` positions."""
+    window = actions[:, shift:shift + length]
+    return F.pad(window, (0, length - window.shape[1]), value=-1)
+
+
+def _shifted_twice(api) -> str:
+    """The cause when position t was trained towards action t + 2; `api` as model_api() says."""
+    if api and api.get("shifts"):
+        return ("the targets are shifted twice: position t was trained towards action t + 2. Your "
+                "DecoderOnlyTransformer.forward shifts the targets itself (it scores logits[:, :-1] "
+                "against targets[:, 1:]), and train_epoch passed targets shifted already "
+                "(actions[:, 1:]): shift once, in train_epoch or in the model, not in both")
+    return ("the targets are two steps ahead: position t was trained towards action t + 2 (as "
+            "with targets = actions[:, 2:]); use inputs = actions[:, :-1], targets = actions[:, 1:]")
+
+
+def _optimizer_misuse(steps) -> str:
+    """Why the steps did not train the model with the optimizer passed in, or ''."""
+    if not steps or any(step.given for step in steps):
+        if any(not step.given for step in steps):
+            other = next(step.optimizer for step in steps if not step.given)
+            return (f"train_epoch stepped both the optimizer passed in and another one ({other}), "
+                    "so the model took the steps of two optimizers: use only the `optimizer` argument")
+        return ""
+    names = " and ".join(sorted({step.optimizer for step in steps}))
+    if all(step.holds_model for step in steps):
+        stepped = f"an optimizer it created itself ({names})"
+        consequence = "a new optimizer at every call also restarts its state each epoch"
+    else:
+        stepped = (f"an optimizer ({names}) that does not hold this model's parameters (one "
+                   "created earlier, e.g. once at module level for another model, and kept)")
+        consequence = "this model's parameters were never updated"
+    return (f"train_epoch stepped {stepped}, not the optimizer passed in: the caller's optimizer "
+            f"(its learning rate, its state, a scheduler attached to it) is ignored, and "
+            f"{consequence}. Use the `optimizer` argument: optimizer.zero_grad() and "
+            "optimizer.step()")
+
+
 def test_gradients_zeroed_each_step(student, generator):
     probe = Probe(student, generator)
     if not probe.backwards:
         _fail("no gradient reached the model: call loss.backward() on a loss computed from the "
               "model's output. " + ORDER)
+    # Before the stale gradients: an optimizer that is not the one passed in may clear
+    # gradients that are not the model's, and that is the cause to name.
+    misuse = _optimizer_misuse(probe.steps)
+    if misuse:
+        _fail(misuse + ".")
     stale = next((n for n, b in enumerate(probe.backwards, start=1) if b["stale"]), None)
     if stale is not None:
         _fail(f"gradients accumulate across batches: when loss.backward() ran for batch {stale}, "
@@ -213,7 +293,8 @@ def test_gradient_norm_clipped(student, generator):
     steps = [step for step in probe.steps if step.norm]
     if not steps:
         _fail("the clipping could not be checked: optimizer.step() never ran with gradients on "
-              "the parameters (see the test 'train_epoch clears gradients before every step')")
+              "the parameters (see the test 'train_epoch clears gradients before every step of the "
+              "optimizer it is given')")
     max_norm, tolerance = SPEC["max_norm"], SPEC["norm_tolerance"]
     # Before clipping, each batch's gradient norm is ~12-16 (more when gradients accumulate),
     # so after clipping it must be max_norm at every step.

@@ -81,14 +81,16 @@ class ModelAPI:
     """How the student's DecoderOnlyTransformer.forward is called and what it returns, so that a
     stand-in model (the training checks' spy) meets the student's train_epoch exactly as the
     student's own model would. The template's: forward(input_ids, targets=None) -> (logits,
-    loss), the loss over the positions as given."""
+    loss), the loss over the positions as given. It travels between requests as vars(api)."""
 
-    def __init__(self, plain=2, trained=2, loss_at=1, targets="targets", shifts=False):
+    def __init__(self, plain=2, trained=2, loss_at=1, targets="targets", shifts=False,
+                 ignore_index=None):
         self.plain = plain  # what forward(input_ids) returns: 0 logits only, n an n-tuple, -1 a dict
         self.trained = trained  # the same for forward(input_ids, targets)
         self.loss_at = loss_at  # where the loss is in that tuple (None: not returned)
         self.targets = targets  # the name of forward's targets parameter
         self.shifts = shifts  # pairs logits[:, :-1] with targets[:, 1:] given targets of full length
+        self.ignore_index = ignore_index  # a target id its loss leaves out (cross_entropy's), or None
 
     def output(self, logits, loss):
         """(logits, loss) arranged as the student's model returns them; None fills extra items."""
@@ -113,34 +115,38 @@ def _form(output):
     return None
 
 
-PROBE_MODEL = dict(vocab_size=12, dim=16, num_layers=1, num_heads=2, ff_hidden_dim=32,
-                   max_seq_len=16, dropout=0.0)
+PROBE_MODEL = dict(dim=16, num_layers=1, num_heads=2, ff_hidden_dim=32, dropout=0.0)
 
 
-def model_api(session) -> ModelAPI:
-    """The student's model API, read off one small model of theirs: the output's layout with and
-    without targets, the targets parameter's name, and whether it shifts targets of the input's
-    length itself (then d loss / d logits is zero at the last position and, at position t,
-    negative only at the class of token t + 1). A model that cannot run (its bugs are graded
-    elsewhere) leaves the template's API."""
+def model_api(session, vocab_size: int) -> ModelAPI:
+    """The student's model API, read off one small model of theirs with `vocab_size` tokens: the
+    output's layout with and without targets, the targets parameter's name, whether it shifts
+    targets of the input's length itself (then d loss / d logits is zero at the last position
+    and, at position t, negative only at the class of token t + 1), and a token whose positions
+    its loss leaves out (ignore_index; every token is a target in the probe's input, shifted or
+    not). Raises what building or running the model raised; the caller decides which parts are
+    the student's (ops/training.py substitutes known-good ones)."""
     notes = list(session.notes)  # building the probe model may note what the real ones note
-    ids = torch.randint(PROBE_MODEL["vocab_size"], (2, 6), generator=torch.Generator().manual_seed(0))
+    # Row 0 holds every token after its first position; row 1 is random.
+    generator = torch.Generator().manual_seed(0)
+    every_token = torch.randperm(vocab_size, generator=generator)
+    ids = torch.stack([torch.cat([torch.tensor([vocab_size - 1]), every_token]),
+                       torch.randint(vocab_size, (vocab_size + 1,), generator=generator)])
+    torch.manual_seed(0)
+    model = build(session, "DecoderOnlyTransformer", vocab_size=vocab_size,
+                  max_seq_len=2 * vocab_size, **PROBE_MODEL)
+    set_dropout(model, 0.0)
+    model.eval()
+    with torch.no_grad():
+        plain = _form(model(ids))
     try:
-        torch.manual_seed(0)
-        model = build(session, "DecoderOnlyTransformer", **PROBE_MODEL)
-        set_dropout(model, 0.0)
-        model.eval()
-        with torch.no_grad():
-            plain = _form(model(ids))
-        try:
-            trained = model(ids, ids)
-        except Exception:  # noqa: BLE001 (forward takes no targets: train_epoch computes the loss)
-            trained = None
-    except BaseException:  # noqa: BLE001 (any error of the student's model, sys.exit included)
-        plain = None
+        trained = model(ids, ids)
+    except Exception:  # noqa: BLE001 (forward takes no targets: train_epoch computes the loss)
+        trained = None
     session.notes[:] = notes
     if plain is None:
-        return ModelAPI()
+        raise TypeError("DecoderOnlyTransformer.forward(input_ids) returned neither logits, a "
+                        "tuple starting with them, nor a dict with 'logits'")
     parameters = _positional_parameters(model.forward) or []
     api = ModelAPI(plain=plain, trained=plain, targets=parameters[1].name if len(parameters) > 1 else None)
     form, logits, loss = _form(trained), None, None
@@ -158,8 +164,12 @@ def model_api(session) -> ModelAPI:
         (grad,) = torch.autograd.grad(loss.sum(), logits, allow_unused=True)
         if grad is not None and grad.shape[:2] == ids.shape:
             used = grad.ne(0).any(-1)
-            api.shifts = bool(used[:, :-1].all() and not used[:, -1].any()
-                              and torch.equal(grad.argmin(-1)[:, :-1], ids[:, 1:]))
+            api.shifts = bool(used[:, :-1].any() and not used[:, -1].any() and torch.equal(
+                grad.argmin(-1)[:, :-1][used[:, :-1]], ids[:, 1:][used[:, :-1]]))
+            targets, scored = (ids[:, 1:], used[:, :-1]) if api.shifts else (ids, used)
+            left_out = targets[~scored].unique()
+            if len(left_out) == 1 and not targets[scored].eq(left_out).any():
+                api.ignore_index = int(left_out)
     _note_api(session, api)
     return api
 
@@ -177,6 +187,10 @@ def _note_api(session, api: ModelAPI) -> None:
     if api.shifts:
         session.note("DecoderOnlyTransformer.forward shifts targets of the input's length itself "
                      f"(logits[:, :-1] against targets[:, 1:]): {stand_in} did the same")
+    if api.ignore_index is not None:
+        session.note(f"DecoderOnlyTransformer.forward leaves the positions whose target is token "
+                     f"{api.ignore_index} out of its loss (ignore_index={api.ignore_index}): "
+                     f"{stand_in} did the same")
 
 
 def set_dropout(module: torch.nn.Module, p: float) -> None:

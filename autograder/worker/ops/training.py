@@ -6,18 +6,25 @@ cost training points. The spies record what train_epoch does: every forward (inp
 training flag, logits), every backward (d loss / d logits, the fresh parameter gradients, and
 whether old gradients were still on the parameters), the gradients at every optimizer.step(),
 and the gradient norm at every zero_grad(). The grader reads the targets and the loss off these
-raw observations; nothing here judges. The spy takes on the student's model API (adapt.model_api:
-logits only or more items, a renamed targets parameter, the target shift done in the model), so
-a train_epoch written for such a model is judged by what it does, not by the template's API.
+raw observations; nothing here judges. Every optimizer step taken during the call is recorded,
+whichever optimizer takes it (a global step hook), so a train_epoch that steps an optimizer of
+its own is still measured, and the grader can tell it was not the one passed in.
+
+The spy takes on the student's model API (logits only or more items, a renamed targets
+parameter, the target shift done in the model), so a train_epoch written for such a model is
+judged by what it does, not by the template's API. The API is read once per grading by its own
+request, "model_api", off the student's DecoderOnlyTransformer built with known-good attention,
+RMSNorm and FeedForward: the student's attention never runs for the training checks.
 """
 
 import functools
 
 import torch
 import torch.nn.functional as F
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.data import DataLoader, TensorDataset
 
-from .. import adapt
+from .. import adapt, known_good
 from ..session import op
 
 
@@ -33,8 +40,8 @@ def _norm(parameters):
 
 class SpyModel(torch.nn.Module):
     """forward(input_ids, targets=None) -> (logits, loss) as the template's model (or as `api`
-    says the student's model is called), recording each call and each backward through its
-    logits into `events`."""
+    says the student's model is called), recording each call, each backward through its logits
+    and each optimizer step (record_step) into `events`."""
 
     def __init__(self, vocab_size: int, dim: int, grad_scale: float, generator: torch.Generator,
                  api: adapt.ModelAPI):
@@ -76,7 +83,9 @@ class SpyModel(torch.nn.Module):
             scored, wanted = logits, targets.reshape(input_ids.shape)
             if self.api.shifts:
                 scored, wanted = logits[:, :-1], wanted[:, 1:]
-            loss = F.cross_entropy(scored.reshape(-1, self.vocab_size), wanted.reshape(-1))
+            ignore = -100 if self.api.ignore_index is None else self.api.ignore_index  # -100: none
+            loss = F.cross_entropy(scored.reshape(-1, self.vocab_size), wanted.reshape(-1),
+                                   ignore_index=ignore)
         self.events.append({
             "kind": "forward", "training": self.training, "input_ids": adapt.plain(input_ids),
             "targets": adapt.plain(targets) if targets is not None else None,
@@ -105,37 +114,72 @@ class SpyModel(torch.nn.Module):
         self.events.append({"kind": "zero_grad", "grad_norm": _norm(self.parameters())})
         super().zero_grad(set_to_none=set_to_none)
 
+    def record_step(self, optimizer: torch.optim.Optimizer, given: torch.optim.Optimizer) -> None:
+        """Before any optimizer's step(): the gradients it finds on this model's parameters,
+        whether it is the optimizer passed to train_epoch, and whether it holds this model's
+        parameters at all (one created before the model, e.g. kept at module level, does not)."""
+        mine = {id(p) for p in self.parameters()}
+        holds = any(id(q) in mine for group in optimizer.param_groups for q in group["params"])
+        self.events.append({"kind": "step", "grads": _grads(self.parameters()),
+                            "given": optimizer is given, "optimizer": type(optimizer).__name__,
+                            "holds_model": holds})
+
 
 class SpyOptimizer(torch.optim.SGD):
-    """Plain SGD that records the gradients each step() uses and each zero_grad() clears."""
+    """Plain SGD that records the gradient norm each zero_grad() clears (its steps are recorded
+    by the step hook, as every optimizer's are)."""
 
     def __init__(self, model: SpyModel, lr: float):
         super().__init__(model.parameters(), lr=lr)
         self.model = model
-
-    def step(self, closure=None):
-        self.model.events.append({"kind": "step", "grads": _grads(self.model.parameters())})
-        return super().step(closure)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.model.events.append({"kind": "zero_grad", "grad_norm": _norm(self.model.parameters())})
         super().zero_grad(set_to_none=set_to_none)
 
 
+class _AttentionForAnyBlock(known_good.CausalAttention):
+    """known_good.CausalAttention that ignores arguments a student's block may pass beyond
+    (dim, num_heads) and (x, mask): a max_seq_len, a dropout, a KV cache (None while training)."""
+
+    def __init__(self, dim: int, num_heads: int, *_extra, **_named):
+        super().__init__(dim, num_heads)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor = None, *_extra, **_named) -> torch.Tensor:
+        return super().forward(x, mask)
+
+
+@op("model_api")
+def model_api(session, vocab_size: int) -> dict:
+    """The student's model API (adapt.model_api) as plain data for train_epoch_probe, read off
+    their DecoderOnlyTransformer and TransformerBlock built with the grader's attention and
+    RMSNorm and the template's FeedForward, so that their attention and RMSNorm never run."""
+    with known_good.substituted(session, CausalSelfAttention=_AttentionForAnyBlock,
+                                RMSNorm=known_good.rms_norm,
+                                FeedForward=known_good.template().FeedForward):
+        return vars(adapt.model_api(session, vocab_size))
+
+
 @op("train_epoch_probe")
 def train_epoch_probe(session, states: torch.Tensor, actions: torch.Tensor, batch_size: int,
                       vocab_size: int, dim: int, grad_scale: float, learning_rate: float,
-                      seed: int, epoch: int = 0) -> dict:
+                      seed: int, epoch: int = 0, api: dict = None) -> dict:
     """One call of train_epoch on the spies over an unshuffled DataLoader of (states, actions);
-    the model is passed in eval mode, as it is after evaluate()."""
+    the model is passed in eval mode, as it is after evaluate(). `api`: the model API the spy
+    takes on (what the op model_api returned), the template's when None."""
     train_epoch = session.require("train_epoch")
     model = SpyModel(vocab_size, dim, grad_scale, torch.Generator().manual_seed(seed),
-                     adapt.model_api(session))
+                     adapt.ModelAPI(**(api or {})))
     model.eval()
     optimizer = SpyOptimizer(model, learning_rate)
     loader = DataLoader(TensorDataset(states, actions), batch_size=batch_size, shuffle=False)
-    value = adapt.run_train_epoch(session, train_epoch, model, loader, optimizer,
-                                  torch.device("cpu"), epoch)
+    hook = register_optimizer_step_pre_hook(
+        lambda stepped, _args, _kwargs: model.record_step(stepped, optimizer))
+    try:
+        value = adapt.run_train_epoch(session, train_epoch, model, loader, optimizer,
+                                      torch.device("cpu"), epoch)
+    finally:
+        hook.remove()
     model.events.append({"kind": "end", "grad_norm": _norm(model.parameters())})
     return {"events": model.events, "returned": adapt.loss_number(value),
             "returned_type": type(value).__name__}
