@@ -263,7 +263,8 @@ def protections(limits: Limits) -> list:
         active.append("network NOT blocked and forked children only killed by process group "
                       "(no namespaces available without root here)")
     if spaces == "bwrap":
-        active.append("filesystem: the worker sees only the interpreter and its libraries "
+        active.append("the kit (reference, grader, hidden tests) hidden from the worker, and the "
+                      "rest of the filesystem too: it sees only the interpreter and its libraries "
                       "(read-only), its sandbox folder and a private /tmp (checked: a "
                       "world-readable file planted in /tmp is out of its reach)")
     elif spaces:
