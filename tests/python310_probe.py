@@ -32,7 +32,7 @@ print(f"compiled {compiled} files")
 # 2. The torch-free modules import and work: the rubric, the results document, the intake,
 #    the kit fingerprint, the worker's import stubs, the template generator.
 from autograder import intake, kit_version, results, rubric  # noqa: E402
-from autograder.worker.stubs import import_with_stubs  # noqa: E402
+from autograder.worker.stubs import student_builtins  # noqa: E402
 import make_template  # noqa: E402
 
 assert sum(rule.weight for rule in rubric.RULES) == 100
@@ -48,11 +48,12 @@ with tempfile.TemporaryDirectory() as scratch:
     found = intake.locate(os.path.join(scratch, "upload.zip"))
     assert found.file and found.file.endswith("backbone.py"), (found.problem, found.notes)
     found.cleanup()
-    with open(os.path.join(scratch, "needs_a_plotter.py"), "w") as file:
-        file.write("import seaborn_not_installed as sns\nVALUE = sns.anything(41) + 1\n")
-    sys.path.insert(0, scratch)
-    module, stubbed = import_with_stubs("needs_a_plotter")
-    assert stubbed == ["seaborn_not_installed"] and module.VALUE == 42, (stubbed, module.VALUE)
+    stubbed, namespace = [], {}
+    namespace["__builtins__"] = student_builtins(lambda statement, missing: stubbed.append(missing))
+    exec(compile("import seaborn_not_installed as sns\nVALUE = sns.anything(41) + 1\n",
+                 "needs_a_plotter.py", "exec"), namespace)
+    assert stubbed == ["seaborn_not_installed"] and namespace["VALUE"] == 42, (stubbed, namespace)
+    assert "seaborn_not_installed" not in sys.modules, "a stub must stay out of sys.modules"
 print("intake of a zip and the worker's import stubs work")
 
 with open(os.path.join(KIT, "reference", "backbone.py")) as file:

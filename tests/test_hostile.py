@@ -191,15 +191,22 @@ def test_worker_that_closes_its_pipes_and_lives_on(tmp_path, shared):
     """Once (a file in `shared` remembers it): close every inherited descriptor, the grader's
     pipes included, and keep the process alive with a thread. The check fails (at once when the
     pipe's end is seen, else at its timeout) and the next checks run in a fresh worker."""
-    attack = (f"import os, threading, time\n    if not os.path.exists({str(shared / 'done')!r}):\n"
-              f"        open({str(shared / 'done')!r}, 'w').close()\n"
+    done = str(shared / "done")
+    attack = (f"import os, threading, time\n    try:\n        first = not os.path.exists({done!r})\n"
+              f"        open({done!r}, 'w').close()\n"
+              "    except OSError:  # no folder of ours in sight: nothing remembers an attack\n"
+              "        first = True\n"
+              "    if first:\n"
               "        threading.Thread(target=time.sleep, args=(10**6,)).start()\n"
               "        os.closerange(3, 256)")
     graded = grade(tmp_path, with_forward(_read(REFERENCE), "RMSNorm", attack), only=("rmsnorm",))
+    cut = r"closed its connection to the grader|no answer within this check's time limit"
     first, *others = graded.document["tests"]
-    assert re.search(r"closed its connection to the grader|no answer within this check's time limit",
-                     first["output"]), first["output"]
-    assert [t["status"] for t in others] == ["passed"] * len(others)
+    assert re.search(cut, first["output"]), first["output"]
+    if PRIVATE_FILESYSTEM:  # no file outlives a worker, so each fresh worker attacks again
+        assert all(re.search(cut, t["output"]) for t in others), [t["output"] for t in others]
+    else:
+        assert [t["status"] for t in others] == ["passed"] * len(others)
     assert graded.seconds < QUICK
 
 

@@ -58,7 +58,9 @@ def test_rubric_switch_makes_mastery_bonus_points_only():
     assert sum(rule.weight for rule in off) == 0 and not rubric.MASTERY_BONUS
     assert sum(rule.weight for rule in on) == rubric.MASTERY_POINTS > 0
     assert rubric.BONUS_CATEGORIES == ("mastery",)
-    document = results.fallback("x")
+    numbering = results.numbers()
+    document = results.document([results.test_entry(rule, numbering[rule.test], 0.0, "x")
+                                 for rule in rubric.RULES], "", 1.0)
     bonus = dict(document["tests"][-1], tags=["mastery"], max_score=5, score=5)
     document["tests"].append(bonus)  # 105 in all: the bonus is not counted in the 100
     assert results.problems(document) == []
@@ -126,7 +128,8 @@ def test_batch_summary_and_report_show_mastery_and_the_speedup(tmp_path):
     cached = results.document([results.test_entry(rule, numbering[rule.test], 1.0, "", 0.1,
                                                   {"kv_cache_speedup": 4.75} if "speed-up" in rule.name else None)
                                for rule in rubric.RULES], "", 1.0)
-    plain = results.fallback("x")
+    plain = results.document([results.test_entry(rule, numbering[rule.test], 0.0, "x")
+                              for rule in rubric.RULES], "", 1.0)
     submissions = [batch.Submission("cached", "cached.py", document=cached),
                    batch.Submission("plain", "plain.py", document=plain)]
     batch.write_summary(submissions, str(tmp_path / "summary.csv"))
