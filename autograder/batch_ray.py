@@ -143,7 +143,13 @@ def engine(address: str = None):
         options = dict(runtime_env={"env_vars": {"PYTHONPATH": batch.KIT}}, log_to_driver=False,
                        include_dashboard=False)
         if address:
-            ray.init(address=address, **options)
+            try:
+                ray.init(address=address, **options)
+            except ConnectionError as error:
+                raise SystemExit(f"--ray-address {address}: no Ray cluster could be joined ({error}). Start "
+                                 f"one with `ray start --head`; with token authentication (Ray's default "
+                                 f"for `ray start` since 2.59) export RAY_AUTH_MODE=token here too, and the "
+                                 f"cluster's token (README: Grading a whole class)")
         else:
             ray.init(num_cpus=jobs, **options)
         try:
