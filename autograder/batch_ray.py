@@ -151,7 +151,7 @@ def engine(address: str = None):
                                  f"for `ray start` since 2.59) export RAY_AUTH_MODE=token here too, and the "
                                  f"cluster's token (README: Grading a whole class)")
         else:
-            ray.init(num_cpus=jobs, **options)
+            ray.init(address="local", num_cpus=jobs, **options)  # never a cluster that `ray start` left
         try:
             cpus = int(ray.cluster_resources().get("CPU", 1))
             print(f"Ray cluster: {len(ray.nodes())} node(s), {cpus} CPU(s)", file=sys.stderr)

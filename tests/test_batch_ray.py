@@ -2,6 +2,7 @@
 with `ray start --head`, the way a TA starts one (needs requirements-ray.txt; .ci/run installs it)."""
 
 import csv
+import importlib.util
 import json
 import os
 import re
@@ -14,10 +15,12 @@ import time
 
 import pytest
 
+from autograder import batch, batch_ray, kit_version
 from grading import KIT, REFERENCE, TEMPLATE
 from variants import MUTANTS
 
-ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install -r requirements-ray.txt")
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                               reason="Ray is an optional extra: pip install -r requirements-ray.txt")
 
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 # Ray's token authentication (its default for `ray start` since 2.59), as README tells TAs to set
@@ -96,6 +99,46 @@ def without_timings(path):
     return document
 
 
+def test_without_ray_the_engine_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where it is not installed
+    with pytest.raises(SystemExit, match=r"pip install -r .*requirements-ray.txt"):
+        batch_ray.engine()
+
+
+def test_a_folder_travels_as_bytes_intact(tmp_path):
+    folder = tmp_path / "alice"
+    (folder / "src").mkdir(parents=True)
+    shutil.copy(REFERENCE, folder / "src" / "backbone.py")
+    (folder / "notes.txt").write_text("hello")
+    (folder / "link.py").symlink_to("src/backbone.py")
+    path = batch_ray.unpack(batch_ray.pack(str(folder)), str(tmp_path / "node"))
+    assert path == str(tmp_path / "node" / "alice")
+    assert (tmp_path / "node" / "alice" / "src" / "backbone.py").read_bytes() == open(REFERENCE, "rb").read()
+    assert os.readlink(tmp_path / "node" / "alice" / "link.py") == "src/backbone.py"
+    assert (tmp_path / "node" / "alice" / "notes.txt").read_text() == "hello"
+
+
+def _outcome(kit, document):
+    return {"code": 0, "results": json.dumps(document).encode(), "log": b"graded\n",
+            "figures": {"loss_curve.png": b"png"}, "kit": kit, "node": "node-7"}
+
+
+def test_the_driver_writes_what_a_task_returns_and_rejects_another_kit(tmp_path):
+    for sub in ("results", "logs"):
+        (tmp_path / sub).mkdir()
+    document = {"score": 5.0, "tests": [], "extra_data": {"kit": kit_version.fingerprint()}}
+    good = batch.Submission("good", "good.py")
+    batch_ray.store(good, str(tmp_path), _outcome(kit_version.fingerprint(), document))
+    assert not good.error and json.loads((tmp_path / "results" / "good.json").read_text()) == document
+    assert (tmp_path / "report" / "submissions" / "good" / "loss_curve.png").read_bytes() == b"png"
+    other = batch.Submission("other", "other.py")
+    (tmp_path / "results" / "other.json").write_text("{}")  # from an earlier run: not kept
+    batch_ray.store(other, str(tmp_path), _outcome("0123456789abcdef", document))
+    assert "grader error" in other.error and "node-7" in other.error and "0123456789abcdef" in other.error
+    assert not (tmp_path / "results" / "other.json").exists()
+
+
+@needs_ray
 @pytest.mark.parametrize("only", [
     ("interface", "rmsnorm"),
     pytest.param((), marks=pytest.mark.slow),  # every category: ~4 min more on 2 cores
@@ -115,8 +158,9 @@ def test_ray_engine_grades_like_the_local_pool(cluster, tmp_path, only):
         assert (without_timings(tmp_path / "ray" / "results" / f"{name}.json")
                 == without_timings(tmp_path / "local" / "results" / f"{name}.json")), name
     generated = re.compile(r"generated \d{4}-\d\d-\d\d \d\d:\d\d")
-    index = [generated.sub("", (tmp_path / out / "report" / "index.html").read_text()) for out in ("ray", "local")]
-    assert index[0] == index[1]
+    ray_index, local_index = (generated.sub("", (tmp_path / out / "report" / "index.html").read_text())
+                              for out in ("ray", "local"))
+    assert ray_index == local_index
     # the submissions were graded from the bytes a task got, not from the driver's folder
     assert str(folder) not in (tmp_path / "ray" / "logs" / "reference.log").read_text()
 
@@ -139,13 +183,15 @@ def _grader_of(name):
     return None
 
 
+@needs_ray
 def test_a_task_killed_twice_is_a_grader_error_and_the_rest_are_intact(cluster, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     for name in ("reference", "victim", "template"):
         shutil.copy(TEMPLATE if name != "reference" else REFERENCE, folder / f"{name}.py")
-    run = subprocess.Popen(batch_command(folder, tmp_path / "out", ("interface",), "--engine", "ray",
-                                         "--ray-address", cluster),
+    # without --ray-address: the run starts its own Ray instance, even with the `ray start`
+    # cluster of `cluster` up on this machine (where a bare ray.init() would join that one)
+    run = subprocess.Popen(batch_command(folder, tmp_path / "out", ("interface",), "--engine", "ray"),
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENVIRONMENT)
     kills = 0
     deadline = time.monotonic() + 600
