@@ -186,7 +186,9 @@ def main(argv=None) -> int:
     batch_options.add_argument("--batch", metavar="DIR", help="grade every submission in DIR")
     batch_options.add_argument("--out", metavar="DIR", help="results, summary.csv and report/ go here")
     batch_options.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                               help="submissions graded at once (default: the number of cores)")
+                               help="submissions graded at once (default: the number of cores); with "
+                                    "--engine ray, the CPUs of the Ray instance it starts (a "
+                                    "cluster's nodes bring their own)")
     batch_options.add_argument("--regrade", action="store_true",
                                help="regrade submissions whose results are already up to date")
     batch_options.add_argument("--engine", choices=("local", "ray"), default="local",
