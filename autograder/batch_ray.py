@@ -66,7 +66,8 @@ def grade_remote(archive: bytes, name: str, only) -> dict:
     temporary folder. Returns the exit status ("code"), results.json ("results", bytes or
     None), the log ("log"), the figures ({file name: bytes}), the node's kit fingerprint and
     host name."""
-    with tempfile.TemporaryDirectory(prefix="scratch1-ray-") as work:
+    # named after the submission: a task killed with its worker leaves this folder behind
+    with tempfile.TemporaryDirectory(prefix=f"scratch1-ray-{name}-") as work:
         path = unpack(archive, os.path.join(work, "submission"))
         out = os.path.join(work, "out")
         for sub in ("results", "logs"):

@@ -2,6 +2,7 @@
 with `ray start --head`, the way a TA starts one (needs requirements-ray.txt; .ci/run installs it)."""
 
 import csv
+import glob
 import importlib.util
 import json
 import os
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -206,6 +208,8 @@ def test_a_task_killed_twice_is_a_grader_error_and_the_rest_are_intact(cluster, 
                 time.sleep(0.05)
         time.sleep(0.05)
     output = run.communicate(timeout=60)[0]
+    for left in glob.glob(os.path.join(tempfile.gettempdir(), "scratch1-ray-victim-*")):
+        shutil.rmtree(left)  # the killed attempts' folders
     assert run.returncode == 1, output[-3000:]
     assert kills == 2, output[-3000:]  # the first attempt and its one retry
     rows = {row["submission"]: row for row in summary(tmp_path / "out")}
