@@ -122,13 +122,20 @@ def store(submission, out: str, outcome: dict) -> None:
     batch.judge(submission, out, outcome["code"])
 
 
-def failed(submission, out: str, error: Exception) -> None:
-    """The task died twice (or could not run): a grader error row, its cause in the log."""
+def failed(submission, out: str, reason: str) -> None:
+    """No grading came back (the task died twice, raised, or never ran): a grader error row,
+    the reason in its log."""
     _clear(submission, out)
+    _write(submission.log_path(out), f"{reason}\n".encode())
+    submission.error = (f"grader error (not the student's): {reason[:300]}; "
+                        f"see {os.path.relpath(submission.log_path(out), out)}")
+
+
+def _reason(ray, error: Exception) -> str:
     cause = f"{type(error).__name__}: {error}"
-    _write(submission.log_path(out), f"the Ray task grading this submission failed: {cause}\n".encode())
-    submission.error = (f"grader error (not the student's): the Ray task failed after a retry "
-                        f"({cause[:300]}); see {os.path.relpath(submission.log_path(out), out)}")
+    if isinstance(error, ray.exceptions.RayTaskError):  # our code raised on the node: not retried
+        return f"the Ray task grading it raised {cause}"
+    return f"the Ray task failed after a retry ({cause})"  # its worker or node died, twice
 
 
 def engine(address: str = None):
@@ -155,7 +162,8 @@ def engine(address: str = None):
             ray.init(address="local", num_cpus=jobs, **options)  # never a cluster that `ray start` left
         try:
             cpus = int(ray.cluster_resources().get("CPU", 1))
-            print(f"Ray cluster: {len(ray.nodes())} node(s), {cpus} CPU(s)", file=sys.stderr)
+            nodes = sum(node["Alive"] for node in ray.nodes())
+            print(f"Ray cluster: {nodes} node(s), {cpus} CPU(s)", file=sys.stderr)
             task = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=False)(grade_remote)
             waiting, running = list(pending), {}
             while waiting or running:
@@ -164,7 +172,7 @@ def engine(address: str = None):
                     try:
                         archive = ray.put(pack(submission.path))
                     except OSError as error:  # unreadable on the driver: this one only
-                        failed(submission, out, error)
+                        failed(submission, out, f"could not be read to send it to Ray: {error}")
                         yield submission
                         continue
                     reference = task.options(name=f"grade {submission.name}").remote(
@@ -177,7 +185,7 @@ def engine(address: str = None):
                 try:
                     store(submission, out, ray.get(done[0]))
                 except ray.exceptions.RayError as error:
-                    failed(submission, out, error)
+                    failed(submission, out, _reason(ray, error))
                 yield submission
         finally:
             ray.shutdown()
