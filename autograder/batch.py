@@ -142,6 +142,12 @@ def up_to_date(submission: Submission, out: str, only) -> bool:
 
 def grade_one(submission: Submission, out: str, only) -> None:
     """Grade in a child process; on success its results.json is in out/results."""
+    judge(submission, out, run_grader(submission, out, only))
+
+
+def run_grader(submission: Submission, out: str, only):
+    """The grader process on one submission, writing its results, log and figures into `out`;
+    its exit status, or why it was killed. The one per-submission code path of every engine."""
     results_path = submission.results_path(out)
     figures_dir = html_report.figures_dir(out, submission.name)
     shutil.rmtree(figures_dir, ignore_errors=True)  # nothing stale from an earlier grade
@@ -157,11 +163,17 @@ def grade_one(submission: Submission, out: str, only) -> None:
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
         try:
-            code = process.wait(SUBMISSION_TIMEOUT)
+            return process.wait(SUBMISSION_TIMEOUT)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-            code = f"killed after {SUBMISSION_TIMEOUT} s"
+            return f"killed after {SUBMISSION_TIMEOUT} s"
+
+
+def judge(submission: Submission, out: str, code) -> None:
+    """Set submission.error when the grading whose files are in `out` exited with `code`
+    without usable results: a grader error, never a score."""
+    results_path = submission.results_path(out)
     log = os.path.relpath(submission.log_path(out), out)
     cause = ""
     if os.path.exists(results_path):
@@ -174,6 +186,20 @@ def grade_one(submission: Submission, out: str, only) -> None:
         submission.error = f"grader error (not the student's): {cause[:300]}; see {log}"
     elif code != 0 or not os.path.exists(results_path):
         submission.error = f"the grader failed (exit {code}); see {log}"
+
+
+def local_pool(pending: list, out: str, only, jobs: int):
+    """Grade `pending` with up to `jobs` grader processes on this machine; yields each
+    submission as it finishes (submission.error set if it could not be graded)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(grade_one, s, out, only): s for s in pending}
+        for future in concurrent.futures.as_completed(futures):
+            submission = futures[future]
+            try:
+                future.result()
+            except Exception as error:  # a failure to even start the grader: this one only
+                submission.error = f"could not be graded: {type(error).__name__}: {error}"
+            yield submission
 
 
 class Progress:
@@ -225,7 +251,11 @@ def write_summary(submissions: list, path: str) -> None:
                              *(f"{v:g}" if isinstance(v, float) else v for v in row), submission.error])
 
 
-def run(folder: str, out: str, jobs: int, regrade: bool = False, only=None) -> int:
+def run(folder: str, out: str, jobs: int, regrade: bool = False, only=None, engine=None) -> int:
+    """The batch run; `engine(pending, out, only, jobs)` grades and yields each submission as it
+    finishes (default local_pool; batch_ray.engine for a Ray cluster). Exit status 1 if any
+    submission could not be graded."""
+    engine = engine or local_pool
     folder, out = os.path.abspath(folder), os.path.abspath(out)
     if not os.path.isdir(folder):
         print(f"--batch {folder}: not a folder", file=sys.stderr)
@@ -236,22 +266,15 @@ def run(folder: str, out: str, jobs: int, regrade: bool = False, only=None) -> i
     kit = kit_version.fingerprint()
     kits = {s.name: graded_with(s, out, only) for s in submissions}
     pending = [s for s in submissions if regrade or kits[s.name] != kit]
-    print(f"{len(submissions)} submissions in {folder}: grading {len(pending)} with {jobs} at a time",
-          file=sys.stderr)
+    pool = f" with {jobs} at a time" if engine is local_pool else ""
+    print(f"{len(submissions)} submissions in {folder}: grading {len(pending)}{pool}", file=sys.stderr)
     stale = sum(kits[s.name] not in (None, kit) for s in pending)
     if stale and not regrade:
         print(f"{stale} of them were graded before the grading code or the rubric changed "
               f"(kit {kit}): regrading them", file=sys.stderr)
     progress = Progress(len(submissions), len(submissions) - len(pending))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(grade_one, s, out, only): s for s in pending}
-        for future in concurrent.futures.as_completed(futures):
-            submission = futures[future]
-            try:
-                future.result()
-            except Exception as error:  # a failure to even start the grader: this one only
-                submission.error = f"could not be graded: {type(error).__name__}: {error}"
-            progress.update(submission)
+    for submission in engine(pending, out, only, jobs):
+        progress.update(submission)
     progress.close()
     for submission in submissions:
         if not submission.error:

@@ -7,6 +7,7 @@
                                                          the PNGs of figures.py to DIR
     run_autograder --batch DIR --out OUT [--jobs N]      a TA's batch run over every submission
                    [--regrade]                           in DIR (see batch.py)
+                   [--engine ray [--ray-address A]]      ... graded on a Ray cluster (batch_ray.py)
 
 Both modes take the same path: find the file (intake.py), start the worker (sandbox.py), run
 the graded tests in autograder/checks with the results plugin (report.py), and write the
@@ -188,17 +189,31 @@ def main(argv=None) -> int:
     batch_options.add_argument("--batch", metavar="DIR", help="grade every submission in DIR")
     batch_options.add_argument("--out", metavar="DIR", help="results, summary.csv and report/ go here")
     batch_options.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                               help="submissions graded at once (default: the number of cores)")
+                               help="submissions graded at once (default: the number of cores); with "
+                                    "--engine ray, the CPUs of the Ray instance it starts (a "
+                                    "cluster's nodes bring their own)")
     batch_options.add_argument("--regrade", action="store_true",
                                help="regrade submissions whose results are already up to date")
+    batch_options.add_argument("--engine", choices=("local", "ray"), default="local",
+                               help="local: a process pool on this machine (default); ray: one Ray "
+                                    "task per submission (pip install -r requirements-ray.txt)")
+    batch_options.add_argument("--ray-address", metavar="HOST:PORT",
+                               help="--engine ray: join this running cluster (ray start --head) "
+                                    "instead of starting a local Ray instance")
     args = parser.parse_args(argv)
     invoked_from = os.environ.get("SCRATCH1_INVOKED_FROM", os.getcwd())  # run_autograder cds away
     if args.batch or args.out:
         if not (args.batch and args.out) or args.submission or args.results:
             parser.error("--batch and --out go together, without --submission/--results")
+        if args.ray_address and args.engine != "ray":
+            parser.error("--ray-address goes with --engine ray")
         from . import batch  # a TA's run only (it imports matplotlib)
+        engine = None
+        if args.engine == "ray":
+            from . import batch_ray
+            engine = batch_ray.engine(args.ray_address)  # says how to install Ray if it is missing
         return batch.run(os.path.join(invoked_from, args.batch), os.path.join(invoked_from, args.out),
-                         max(args.jobs, 1), args.regrade, args.only)
+                         max(args.jobs, 1), args.regrade, args.only, engine)
     if bool(args.submission) != bool(args.results):
         parser.error("--submission and --results go together")
     if not args.submission and not in_gradescope():

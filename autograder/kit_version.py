@@ -3,8 +3,8 @@
 The grader records `fingerprint()` in every results.json (`extra_data.kit`); batch grading
 regrades a submission whose result carries another fingerprint (or none), so an edit of the
 rubric, a check, the worker or the reference never leaves old scores in a class's summary.
-The batch tool's own reporting (batch.py, html_report.py) is left out: it is rebuilt on every
-run and changes no grade.
+The batch tool's own reporting and dispatch (batch.py, batch_ray.py, html_report.py) is left
+out: it is rebuilt on every run and changes no grade.
 """
 
 import functools
@@ -15,7 +15,7 @@ KIT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Besides every Python file under autograder/: what the grader and the worker read.
 GRADING_FILES = ("reference/backbone.py", "student/backbone.py", "student/generate_data.py",
                  "requirements.txt")
-REPORTING_ONLY = ("autograder/batch.py", "autograder/html_report.py")
+REPORTING_ONLY = ("autograder/batch.py", "autograder/html_report.py", "autograder/batch_ray.py")
 
 
 def grading_files() -> list:
