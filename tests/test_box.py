@@ -15,7 +15,7 @@ import pytest
 
 from autograder import memory, results, rubric
 from grading import KIT, by_category
-from test_cases import CASES, _expect
+from test_cases import CASES, _expect, case_file
 
 BOX_MB = 768  # Gradescope's default machine
 CGROUP_V1_MEMORY = "/sys/fs/cgroup/memory"
@@ -74,7 +74,7 @@ def test_case_in_gradescope_sized_box(name, box, tmp_path):
     # the shell joins the cgroup, then becomes the grader: every process it starts is counted
     command = ["sh", "-c", f'echo $$ > {box}/cgroup.procs && exec "$@"', "sh",
                os.path.join(KIT, "run_autograder"), "--submission",
-               os.path.join(CASES, name, "backbone.py"), "--results", results_path]
+               case_file(name, tmp_path), "--results", results_path]
     environment = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     completed = subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment)
     assert os.path.exists(results_path), completed.stdout[-3000:] + completed.stderr[-3000:]

@@ -1,6 +1,8 @@
-"""Inputs the grader once got wrong (tests/cases/, copied from the course staff's shared cases).
+"""Inputs the grader once got wrong (tests/cases/, from the course staff's shared cases).
 
-Each folder holds a `backbone.py` and `expect.json`: `what` the submission does, `must_lose`
+Each folder holds `expect.json`: `what` the submission does, `edits` that make it from the
+reference (exact (old, new) replacements, as in variants.py; each case was the reference with
+one small change), `must_lose`
 the categories that must lose points, `must_keep_full` those that must keep every point, and
 `messages`, phrases that must appear in the output of the tests named there ("*" for any test),
 so a right score with a wrong explanation still fails. Each case stands for a kind of fault;
@@ -13,6 +15,7 @@ import os
 import pytest
 
 from grading import by_category, grade
+from variants import Variant
 
 CASES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cases")
 # Cases graded in the default run (CI); the rest run with -m slow.
@@ -29,12 +32,21 @@ def _expect(name: str) -> dict:
         return json.load(file)
 
 
+def case_file(name: str, directory) -> str:
+    """The case's backbone.py (the reference with its edits), written into `directory`."""
+    path = os.path.join(str(directory), "backbone.py")
+    edits = tuple(tuple(edit) for edit in _expect(name)["edits"])
+    with open(path, "w") as file:
+        file.write(Variant(name, edits).source())
+    return path
+
+
 @pytest.mark.parametrize("name", _cases())
 def test_case_loses_only_its_own_categories_and_says_why(name, tmp_path):
     expect = _expect(name)
     if expect.get("box"):
         pytest.skip("graded inside Gradescope's default box: tests/test_box.py")
-    document = grade(os.path.join(CASES, name, "backbone.py"), tmp_path)
+    document = grade(case_file(name, tmp_path), tmp_path)
     totals = by_category(document)
     kept = [c for c in expect["must_lose"] if totals[c][0] >= totals[c][1]]
     lost = {c: totals[c] for c in expect["must_keep_full"] if totals[c][0] < totals[c][1]}
