@@ -10,7 +10,7 @@
                    [--engine ray [--ray-address A]]      ... graded on a Ray cluster (batch_ray.py)
 
 Both modes take the same path: find the file (intake.py), start the worker (sandbox.py), run
-the graded tests in autograder/checks with the results plugin (report.py), and write the
+the graded tests in autograder/checks with the results plugin (grading_plugin.py), and write the
 document (results.py). If the grader itself fails (its worker cannot start or import torch, a
 crash of the grader, a check that raises), a results.json that says "internal error of the
 grader" is still written (results.internal_error), so the student never gets Gradescope's bare
@@ -31,8 +31,8 @@ import traceback
 import pytest
 import torch
 
-from . import intake, kit_version, report, results, rubric, sandbox
-from .checks.student import Student
+from . import grading_plugin, intake, kit_version, results, rubric, sandbox
+from .checks.submission import Submission
 
 CHECKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checks")
 # SCRATCH1_AUTOGRADER_ROOT stands in for /autograder when a test simulates Gradescope's layout.
@@ -43,16 +43,16 @@ KIT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class GradingContext:
-    """What the graded tests can reach: the student handle, how the file was found, `figures`,
+    """What the graded tests can reach: the submission handle, how the file was found, `figures`,
     where a check leaves raw numbers to draw after grading (see figures.py), and `graded`, the
     outcome of every test graded earlier in this run (rubric test "file::function" -> passed;
-    report.ResultsPlugin fills it as each test ends, in the rubric's order), the evidence a
+    grading_plugin.ResultsPlugin fills it as each test ends, in the rubric's order), the evidence a
     later check may cite for a likely cause."""
 
     def __init__(self, found: intake.Intake, worker):
         self.intake = found
         self.worker = worker
-        self.student = Student(worker, unavailable=found.problem)
+        self.submission = Submission(worker, unavailable=found.problem)
         self.figures = {}
         self.graded = {}
 
@@ -67,7 +67,7 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
         worker = sandbox.Worker(found.file, limits, rubric.WORKER["import_timeout"],
                                 rubric.WORKER["start_timeout"])
     context = GradingContext(found, worker)
-    plugin = report.ResultsPlugin(context, categories)
+    plugin = grading_plugin.ResultsPlugin(context, categories)
     try:
         exit_code = pytest.main(
             [CHECKS, "-q", "-p", "no:cacheprovider", "--rootdir", CHECKS, "-c", os.devnull,

@@ -624,7 +624,7 @@ class Worker:
                 timeout, what = self.deadline - time.monotonic(), (
                     f"the {self.limits.total_seconds:g} s your code gets for the whole grading")
             try:
-                self.load_reply = self._exchange({"op": "load", "args": {}}, max(timeout, 0.0), what)
+                self.load_reply = self._exchange({"op": protocol.Op.LOAD, "args": {}}, max(timeout, 0.0), what)
             except WorkerFailure as failure:
                 self.load_reply = failure
                 raise
@@ -637,7 +637,7 @@ class Worker:
         it raises WorkerStartError, remembered so that every later check reports the same cause."""
         python = worker_python()
         try:
-            reply = self._exchange({"op": "preflight", "args": {}}, self.start_timeout,
+            reply = self._exchange({"op": protocol.Op.PREFLIGHT, "args": {}}, self.start_timeout,
                                    f"the worker's start time limit of {self.start_timeout:g} s")
         except WorkerFailure as failure:
             what = {"timeout": f"did not become ready within {self.start_timeout:g} s",

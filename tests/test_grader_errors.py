@@ -15,7 +15,7 @@ from grading import KIT, REFERENCE
 MISSPELT_KEYWORD = """
 import sys
 from autograder import cli
-from autograder.checks.student import Student
+from autograder.checks.submission import Submission
 send = Student.call
 def misspelt(self, op, what, **args):
     if "scale" in args:

@@ -91,14 +91,14 @@ def rope_difference(num_heads: int, known_cause: str, substituted: str, substitu
     return Attribution("rope")
 
 
-def note_rope_source(student, result: dict) -> None:
+def note_rope_source(submission, result: dict) -> None:
     """Say which RoPE an attention result used (the worker's rope="template" request)."""
     if result.get("rope") == "template":
-        student.note("your attention's self.rope was replaced by the template's "
+        submission.note("your attention's self.rope was replaced by the template's "
                      "RotaryPositionalEmbedding(head_dim) for this check: RoPE is graded by the "
                      "rope tests")
     elif result.get("rope_not_substituted"):
-        student.note("this check ran your own RoPE: the template's RotaryPositionalEmbedding "
+        submission.note("this check ran your own RoPE: the template's RotaryPositionalEmbedding "
                      f"could not stand in for self.rope ({result['rope_not_substituted']})")
 
 
@@ -109,17 +109,17 @@ def _brief(error: str) -> str:
     return first + (f" {location.group(0)}" if location and location.group(0) not in first else "")
 
 
-def attention(student, what: str, *, x, mask=None, **request) -> dict:
+def attention(submission, what: str, *, x, mask=None, **request) -> dict:
     """The worker's attention result for the request. With forward's mask left out, a call that
     raises is repeated with the model's mask passed (result["mask_passed"] = True) and a note:
     the missing default is the causal_mask tests' to grade."""
-    result, error = student.attempt("attention", what, x=x, mask=mask, **request)
+    result, error = submission.attempt("attention", what, x=x, mask=mask, **request)
     if error and mask is None:
-        retried, _ = student.attempt("attention", what, x=x, mask=model_mask(x.shape[1]),
+        retried, _ = submission.attempt("attention", what, x=x, mask=model_mask(x.shape[1]),
                                      **request)
         if retried is not None:
             seq_len = x.shape[1]
-            student.note(f"CausalSelfAttention.forward(x) without a mask raised {_brief(error)}; "
+            submission.note(f"CausalSelfAttention.forward(x) without a mask raised {_brief(error)}; "
                          "the causal_mask tests grade that (forward must build its own causal mask "
                          f"when none is passed); this check passed the model's mask "
                          f"torch.tril(torch.ones({seq_len}, {seq_len}))")
@@ -129,7 +129,7 @@ def attention(student, what: str, *, x, mask=None, **request) -> dict:
     return result
 
 
-def leaks_future(student, what: str, dim: int, num_heads: int, **request) -> str:
+def leaks_future(submission, what: str, dim: int, num_heads: int, **request) -> str:
     """'' if forward(x) without a mask is causal on one random input (outputs at positions < 4
     unchanged when only the tokens after them change), else what moved, in words."""
     seq_len, split = 8, 4
@@ -138,7 +138,7 @@ def leaks_future(student, what: str, dim: int, num_heads: int, **request) -> str
     x[1, split:] = torch.randn(seq_len - split, dim, generator=generator)
     qkv_weight = torch.randn(3 * dim, dim, generator=generator) / dim ** 0.5
     out_weight = torch.randn(dim, dim, generator=generator) / dim ** 0.5
-    out = student.call("attention", what, dim=dim, num_heads=num_heads, qkv_weight=qkv_weight,
+    out = submission.call("attention", what, dim=dim, num_heads=num_heads, qkv_weight=qkv_weight,
                        out_weight=out_weight, x=x, **request)["out"]
     if out.shape != x.shape:
         return ""  # the checks that read the output report its shape
@@ -149,8 +149,8 @@ def leaks_future(student, what: str, dim: int, num_heads: int, **request) -> str
             f"{float(moved):.2g} when only tokens {split}-{seq_len - 1} changed)")
 
 
-def with_mask_if_not_causal(student, leak: str, seq_len: int) -> torch.Tensor:
+def with_mask_if_not_causal(submission, leak: str, seq_len: int) -> torch.Tensor:
     """The model's mask after a leak found by leaks_future, with the note that says so."""
-    student.note(f"{leak}; the causal_mask tests grade that; this check then passed the model's "
+    submission.note(f"{leak}; the causal_mask tests grade that; this check then passed the model's "
                  f"mask torch.tril(torch.ones({seq_len}, {seq_len}))")
     return model_mask(seq_len)

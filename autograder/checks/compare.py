@@ -2,6 +2,8 @@
 
 import torch
 
+from ..verdict import Verdict
+
 
 def max_error(actual: torch.Tensor, expected: torch.Tensor):
     """(largest absolute difference, index where it occurs); inf if shapes differ or NaN appears."""
@@ -28,16 +30,21 @@ def close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float
     return actual.shape == expected.shape and torch.allclose(actual, expected, rtol=rtol, atol=atol)
 
 
-def mismatch(what: str, actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float) -> str:
-    """'RMSNorm output: shape (2, 3) expected (2, 4)' or 'max abs error 0.3 at (0, 1, 2) ...'."""
+def mismatch(what: str, actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float,
+             cause: str = "", hint: str = "") -> Verdict:
+    """The Verdict on `actual` differing from `expected`: its shape, its first NaN, or its largest
+    error with both values ('max abs error 0.3 at index (0, 1, 2) (value 1.2, expected 0.9)')."""
     if actual.shape != expected.shape:
-        return f"{what}: shape {tuple(actual.shape)}, expected {tuple(expected.shape)}"
-    error, index = max_error(actual, expected)
-    if error != error:
-        return f"{what}: contains NaN (first at index {index})"
-    value, wanted = _distinct(float(actual[index]), float(expected[index]))
-    return (f"{what}: max abs error {error:.3g} at index {index} (value {value}, expected {wanted}); "
-            f"allowed: atol {atol:g} + rtol {rtol:g} * |expected|")
+        found, wanted = f"shape {tuple(actual.shape)}", f"shape {tuple(expected.shape)}"
+    else:
+        error, index = max_error(actual, expected)
+        if error != error:
+            found, wanted = f"contains NaN (first at index {index})", "finite values"
+        else:
+            value, reference = _distinct(float(actual[index]), float(expected[index]))
+            found = f"max abs error {error:.3g} at index {index} (value {value}, expected {reference})"
+            wanted = f"within atol {atol:g} + rtol {rtol:g} * |expected|"
+    return Verdict(measured=what, found=found, expected=wanted, cause=cause, hint=hint)
 
 
 def _distinct(value: float, expected: float) -> tuple:

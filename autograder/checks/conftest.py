@@ -1,18 +1,18 @@
-"""Fixtures of the graded tests: the student handle, the reference oracle and seeded generators."""
+"""Fixtures of the graded tests: the submission handle, the reference oracle and seeded generators."""
 
 import zlib
 
 import pytest
 import torch
 
-from ..report import CONTEXT, CREDIT, EXTRA, Credit
+from ..grading_plugin import CONTEXT, CREDIT, EXTRA, Credit
 from . import oracle
 
 
 @pytest.fixture
-def student(pytestconfig):
-    """The submission, reached only through the worker (see student.py)."""
-    return pytestconfig.stash[CONTEXT].student
+def submission(pytestconfig):
+    """The submission, reached only through the worker (see submission.py)."""
+    return pytestconfig.stash[CONTEXT].submission
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from .. import rubric
+from ..verdict import fail
 from ..worker.gradients import inner_product
 from . import attribution, compare, oracle
 
@@ -43,14 +44,14 @@ def _gradient(variant, grad_out):
     return gradient
 
 
-def _check(student, measured, inputs, mask=None, gradient=False):
+def _check(submission, measured, inputs, mask=None, gradient=False):
     """Pass if the student's output (or with `gradient`, its input gradient) is the reference's,
     or the reference's with another category's bug; else fail. `measured` names it."""
     x, qkv_weight, out_weight, grad_out = inputs
-    result = attribution.attention(student, WHAT, x=x, mask=mask, dim=DIM, num_heads=HEADS,
+    result = attribution.attention(submission, WHAT, x=x, mask=mask, dim=DIM, num_heads=HEADS,
                                    qkv_weight=qkv_weight, out_weight=out_weight,
                                    grad_out=grad_out if gradient else None, rope="template")
-    attribution.note_rope_source(student, result)
+    attribution.note_rope_source(submission, result)
     passed = mask is not None or result.get("mask_passed")
     what = measured + (f" with the model's mask torch.tril(torch.ones({SEQ}, {SEQ})) passed"
                        if passed else " with forward's mask left out")
@@ -60,36 +61,35 @@ def _check(student, measured, inputs, mask=None, gradient=False):
                 for rope in oracle.ROPE_CONVENTIONS.values()]
     close = [e for e in expected if compare.close(actual, e, **TOLERANCE)]
     if close:
-        student.note(f"{what}: max abs error {compare.max_error(actual, close[0])[0]:.2g}")
+        submission.note(f"{what}: max abs error {compare.max_error(actual, close[0])[0]:.2g}")
         return
     verdict = attribution.attention_difference(actual, x, qkv_weight, out_weight, HEADS, measure)
     if verdict.category != "attention":
-        student.note(f"{what} equals the reference's with a {verdict.category} bug, which costs "
+        submission.note(f"{what} equals the reference's with a {verdict.category} bug, which costs "
                      f"points in the {verdict.category} tests only ({verdict.cause})")
         return
     if mask is None and not result.get("mask_passed"):
-        leak = attribution.leaks_future(student, WHAT, DIM, HEADS, rope="template")
+        leak = attribution.leaks_future(submission, WHAT, DIM, HEADS, rope="template")
         if leak:
-            return _check(student, measured, inputs, attribution.with_mask_if_not_causal(
-                student, leak, SEQ), gradient)
+            return _check(submission, measured, inputs, attribution.with_mask_if_not_causal(
+                submission, leak, SEQ), gradient)
     nearest = min(expected, key=lambda e: compare.max_error(actual, e)[0])
-    pytest.fail(compare.mismatch(what, actual, nearest, **TOLERANCE)
-                + (f"\nLikely cause: {verdict.cause}." if verdict.cause else f"\n{HINT}"),
-                pytrace=False)
+    fail(compare.mismatch(what, actual, nearest, **TOLERANCE, cause=verdict.cause,
+                          hint="" if verdict.cause else HINT))
 
 
-def test_output_matches_reference(student, generator):
-    _check(student, f"CausalSelfAttention(dim={DIM}, num_heads={HEADS}) output on input "
+def test_output_matches_reference(submission, generator):
+    _check(submission, f"CausalSelfAttention(dim={DIM}, num_heads={HEADS}) output on input "
            f"{(BATCH, SEQ, DIM)}", _inputs(generator))
 
 
-def test_explicit_mask_matches_reference(student, generator):
-    _check(student, "CausalSelfAttention output", _inputs(generator),
+def test_explicit_mask_matches_reference(submission, generator):
+    _check(submission, "CausalSelfAttention output", _inputs(generator),
            mask=attribution.model_mask(SEQ))
 
 
-def test_gradients_match_reference(student, generator):
-    _check(student, "gradient of <attention output, g> w.r.t. the input", _inputs(generator),
+def test_gradients_match_reference(submission, generator):
+    _check(submission, "gradient of <attention output, g> w.r.t. the input", _inputs(generator),
            gradient=True)
 
 
@@ -112,7 +112,7 @@ def _same(actual, expected) -> bool:
                                                              **TOLERANCE)
 
 
-def test_deterministic_in_eval_mode(student, generator):
+def test_deterministic_in_eval_mode(submission, generator):
     """Built with dropout EVAL_DROPOUT, as given to the constructor (not zeroed), and put in eval
     mode, the attention gives the same output on two calls, equal to its output when built with
     dropout 0. The module is compared with itself, so its own weights do when the grader's
@@ -121,7 +121,7 @@ def test_deterministic_in_eval_mode(student, generator):
     weights = dict(dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight, out_weight=out_weight, x=x,
                    own_weights_fallback=True)  # compares the module with itself only
     built = f"CausalSelfAttention(dim={DIM}, num_heads={HEADS}, dropout={EVAL_DROPOUT}) in eval mode"
-    got = attribution.attention(student, WHAT, dropout=EVAL_DROPOUT, repeat=True, **weights)
+    got = attribution.attention(submission, WHAT, dropout=EVAL_DROPOUT, repeat=True, **weights)
     if not _same(got["again"], got["out"]):
         difference = float((got["again"] - got["out"]).abs().nan_to_num().max())
         pytest.fail(f"{built} gave different outputs on two calls with the same input (max "
@@ -129,10 +129,10 @@ def test_deterministic_in_eval_mode(student, generator):
                     f"and generation are random too.\nLikely cause: {DROPOUT_IN_EVAL_CAUSE}.",
                     pytrace=False)
     mask = attribution.model_mask(SEQ) if got.get("mask_passed") else None
-    without = attribution.attention(student, WHAT, mask=mask, **weights)["out"]
+    without = attribution.attention(submission, WHAT, mask=mask, **weights)["out"]
     if not _same(got["out"], without):
-        pytest.fail(compare.mismatch(f"{built}, against the same module built with dropout=0.0",
-                                     got["out"], without, **TOLERANCE)
-                    + "\nIn eval mode dropout must have no effect: the output may not depend on "
-                      "the dropout probability.", pytrace=False)
-    student.note("two calls gave the same output, equal to the dropout=0.0 module's")
+        fail(compare.mismatch(f"{built}, against the same module built with dropout=0.0",
+                              got["out"], without, **TOLERANCE,
+                              hint="In eval mode dropout must have no effect: the output may not "
+                                   "depend on the dropout probability."))
+    submission.note("two calls gave the same output, equal to the dropout=0.0 module's")

@@ -97,13 +97,13 @@ def _mode_hint(failures):
     return ""
 
 
-def _attention(student, **request) -> dict:
+def _attention(submission, **request) -> dict:
     """The attention result. A forward(x) that raises without a mask fails the test, saying
     whether it runs with the model's mask passed (then the missing default is the cause)."""
-    result, error = student.attempt("attention", "CausalSelfAttention", **request)
+    result, error = submission.attempt("attention", "CausalSelfAttention", **request)
     if error and request.get("mask") is None:
         seq_len = request["x"].shape[1]
-        _, masked_error = student.attempt("attention", "CausalSelfAttention", **{
+        _, masked_error = submission.attempt("attention", "CausalSelfAttention", **{
             **request, "mask": attribution.model_mask(seq_len)})
         pytest.fail(f"CausalSelfAttention.forward(x) raised {error} when no mask was passed"
                     + ("" if masked_error else
@@ -125,14 +125,14 @@ def _known_bug(got, x, qkv_weight, out_weight) -> str:
                                      **rubric.TOLERANCES["attention"])
 
 
-def _attention_causality(student, generator, seq_len, train, pass_mask=False):
+def _attention_causality(submission, generator, seq_len, train, pass_mask=False):
     """'' if CausalSelfAttention is causal at this length, else why not; forward gets no mask, or
     with pass_mask the model's torch.tril(torch.ones(T, T))."""
     qkv_weight, out_weight = _weights(generator)
     spans = _spans(seq_len)
     x = _batch(torch.randn(seq_len, DIM, generator=generator), spans,
                lambda old: torch.randn(old.shape, generator=generator))
-    got = _attention(student, dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight,
+    got = _attention(submission, dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight,
                      out_weight=out_weight, x=x, train=train,
                      mask=attribution.model_mask(seq_len) if pass_mask else None,
                      own_weights_fallback=True)
@@ -153,12 +153,12 @@ def _attention_causality(student, generator, seq_len, train, pass_mask=False):
             + (cause or "the causal mask is missing or applied after the softmax"))
 
 
-def _norm_works(student, reference, generator):
+def _norm_works(submission, reference, generator):
     """Whether the student's RMSNorm runs and matches; if not, the model checks use
     torch.nn.RMSNorm instead, so an RMSNorm bug costs points in rmsnorm only."""
     x = torch.randn(2, 5, 8, generator=generator)
     try:
-        got = student.call("rmsnorm", "RMSNorm", dim=8, eps=1e-6, scale=torch.ones(8), x=x,
+        got = submission.call("rmsnorm", "RMSNorm", dim=8, eps=1e-6, scale=torch.ones(8), x=x,
                            grad_out=torch.ones_like(x))
     except pytest.fail.Exception:
         return False
@@ -166,7 +166,7 @@ def _norm_works(student, reference, generator):
                          **rubric.TOLERANCES["rmsnorm"])
 
 
-def _model_causality(student, generator, seq_len, train, substitute_norm):
+def _model_causality(submission, generator, seq_len, train, substitute_norm):
     """'' if the model's logits are causal at this length, else why not."""
     vocab = MODEL["vocab_size"]
     spans = _spans(seq_len)
@@ -174,7 +174,7 @@ def _model_causality(student, generator, seq_len, train, substitute_norm):
                  lambda old: (old + torch.randint(1, vocab, old.shape, generator=generator))
                  % vocab)
     seed = int(torch.randint(2**31 - 1, (), generator=generator))
-    logits = student.call("model_logits", "DecoderOnlyTransformer", config=MODEL, seed=seed,
+    logits = submission.call("model_logits", "DecoderOnlyTransformer", config=MODEL, seed=seed,
                           inputs=[ids], train=train, substitute_norm=substitute_norm)["logits"][0]
     expected = (*ids.shape, vocab)
     if tuple(logits.shape) != expected:
@@ -192,24 +192,24 @@ def _model_causality(student, generator, seq_len, train, substitute_norm):
             "missing, applied after the softmax, or read the wrong way round")
 
 
-def test_attention_ignores_future_tokens(student, generator):
+def test_attention_ignores_future_tokens(submission, generator):
     failures = {}
     for mode, train in MODES.items():
-        problem = _attention_causality(student, generator, SEQ, train)
+        problem = _attention_causality(submission, generator, SEQ, train)
         if problem:
             failures[mode] = f"In {mode} mode, {problem}."
     if failures:
         pytest.fail("\n".join(failures.values()) + _mode_hint(failures), pytrace=False)
 
 
-def test_attention_future_gradients_are_zero(student, generator):
+def test_attention_future_gradients_are_zero(submission, generator):
     qkv_weight, out_weight = _weights(generator)
     x = torch.randn(2, SEQ, DIM, generator=generator)
     grad_out = torch.randn(2, SEQ, DIM, generator=generator)
     future = torch.ones(SEQ, SEQ, dtype=torch.bool).triu(1)  # [t, s]: s > t
     failures = {}
     for mode, train in MODES.items():
-        got = _attention(student, dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight,
+        got = _attention(submission, dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight,
                          out_weight=out_weight, x=x, train=train, grad_out=grad_out,
                          per_position_grads=True, own_weights_fallback=True)
         problem = _not_finite(got["out"], "the attention output", False)
@@ -235,14 +235,14 @@ def test_attention_future_gradients_are_zero(student, generator):
         pytest.fail("\n".join(failures.values()) + _mode_hint(failures), pytrace=False)
 
 
-def test_attention_sees_itself_and_past(student, generator):
+def test_attention_sees_itself_and_past(submission, generator):
     qkv_weight, out_weight = _weights(generator)
     # W_q = 0 makes every score 0, so each allowed key gets the same weight and the gradient on
     # token s reaches output t only through s's value: it is non-zero exactly when t sees s.
     qkv_weight[:DIM] = 0.0
     x = torch.randn(2, SEQ, DIM, generator=generator)
     grad_out = torch.randn(2, SEQ, DIM, generator=generator)
-    got = _attention(student, dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight,
+    got = _attention(submission, dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight,
                      out_weight=out_weight, x=x, grad_out=grad_out, per_position_grads=True,
                      own_weights_fallback=True)
     problem = _not_finite(got["out"], "the attention output", False)
@@ -272,27 +272,27 @@ def test_attention_sees_itself_and_past(student, generator):
                     "s > t may be masked.", pytrace=False)
 
 
-def test_model_ignores_future_tokens(student, reference, generator):
-    substitute_norm = not _norm_works(student, reference, generator)
+def test_model_ignores_future_tokens(submission, reference, generator):
+    substitute_norm = not _norm_works(submission, reference, generator)
     failures = {}
     for mode, train in MODES.items():
-        problem = _model_causality(student, generator, 12, train, substitute_norm)
+        problem = _model_causality(submission, generator, 12, train, substitute_norm)
         if problem:
             failures[mode] = f"In {mode} mode, {problem}."
     if failures:
         pytest.fail("\n".join(failures.values()) + _mode_hint(failures), pytrace=False)
 
 
-def test_sequence_lengths(student, reference, generator):
+def test_sequence_lengths(submission, reference, generator):
     problems = {}  # what was run -> {sequence length: problem or ''}
     for seq_len in (1, 2, 17, 64):
         for pass_mask, how in ((False, "no mask passed"), (True, "the model's mask passed")):
             problems.setdefault(f"CausalSelfAttention with {how}", {})[seq_len] = (
-                _attention_causality(student, generator, seq_len, False, pass_mask))
-    substitute_norm = not _norm_works(student, reference, generator)
+                _attention_causality(submission, generator, seq_len, False, pass_mask))
+    substitute_norm = not _norm_works(submission, reference, generator)
     for seq_len in (1, 2, 9, MODEL["max_seq_len"]):
         problems.setdefault(f"DecoderOnlyTransformer (max_seq_len {MODEL['max_seq_len']})", {})[
-            seq_len] = _model_causality(student, generator, seq_len, False, substitute_norm)
+            seq_len] = _model_causality(submission, generator, seq_len, False, substitute_norm)
     failures = []
     for what, by_length in problems.items():
         failing = [seq_len for seq_len, problem in by_length.items() if problem]

@@ -22,11 +22,11 @@ def grading_data():
     return dataset.load()
 
 
-def heldout_loss(student, sequences: torch.Tensor) -> float:
+def heldout_loss(submission, sequences: torch.Tensor) -> float:
     """Mean cross-entropy of token t given tokens < t, over every held-out position t >= 1."""
     total, count = 0.0, 0
     for t in range(1, sequences.shape[1]):
-        logits = student.call("convergence_predict", "your trained model", prefixes=sequences[:, :t])["logits"]
+        logits = submission.call("convergence_predict", "your trained model", prefixes=sequences[:, :t])["logits"]
         if tuple(logits.shape) != (sequences.shape[0], SPEC["model"]["vocab_size"]):
             pytest.fail(f"the model returned logits of shape {tuple(logits.shape)} for the last "
                         f"position, expected {(sequences.shape[0], SPEC['model']['vocab_size'])}",
@@ -95,18 +95,18 @@ def likely_cause(train_losses, loss: float, graded: dict) -> str:
             "this run passed, so none of them points at a cause")
 
 
-def attention_maps(student, tokens: torch.Tensor):
+def attention_maps(submission, tokens: torch.Tensor):
     """The trained model's attention weights for the figures, or None: never costs points."""
     try:
-        return student.call("trained_attention", "drawing your model's attention maps", tokens=tokens)
+        return submission.call("trained_attention", "drawing your model's attention maps", tokens=tokens)
     except pytest.fail.Exception as failure:
-        student.note(f"(does not affect your score) the attention maps could not be drawn: {failure.msg}")
+        submission.note(f"(does not affect your score) the attention maps could not be drawn: {failure.msg}")
         return None
 
 
-def test_heldout_loss(student, credit, grading_data, context):
+def test_heldout_loss(submission, credit, grading_data, context):
     steps = SPEC["epochs"] * (len(grading_data["train_actions"]) // SPEC["batch_size"])
-    trained = student.call(
+    trained = submission.call(
         "convergence_train", "training your DecoderOnlyTransformer with your train_epoch",
         config=SPEC["model"], seed=SPEC["seed"], states=grading_data["train_states"],
         actions=grading_data["train_actions"], batch_size=SPEC["batch_size"],
@@ -116,15 +116,15 @@ def test_heldout_loss(student, credit, grading_data, context):
     # The figures' channel (see cli.GradingContext.figures): raw numbers, drawn after grading.
     context.figures["loss"] = dict(step_losses=trained.get("step_losses", []), epoch_losses=train_losses,
                                    target=SPEC["target_loss"])
-    loss = heldout_loss(student, grading_data["val_actions"])
+    loss = heldout_loss(submission, grading_data["val_actions"])
     fraction = next((share for bound, share in SPEC["tiers"] if loss < bound), 0.0)
     credit.set(fraction)
     context.figures["loss"]["heldout_loss"] = loss
-    context.figures["attention"] = attention_maps(student, grading_data["val_actions"][:1])
+    context.figures["attention"] = attention_maps(submission, grading_data["val_actions"][:1])
     summary = (f"held-out next-token loss {loss:.3f} after {SPEC['epochs']} epochs ({steps} steps); "
                f"your train_epoch returned {', '.join(f'{v:.3f}' for v in train_losses)}")
     if fraction < 1.0:
         tiers = ", ".join(f"below {bound:g}: {share:.0%}" for bound, share in SPEC["tiers"])
         pytest.fail(f"{summary}. Expected below {SPEC['target_loss']:g} (credit: {tiers}). "
                     f"{likely_cause(train_losses, loss, context.graded)}.", pytrace=False)
-    student.note(summary)
+    submission.note(summary)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from .student import describe
+from .submission import describe
 
 
 def test_submission_found(context):
@@ -29,15 +29,15 @@ def test_compiles(context):
                     pytrace=False)
 
 
-def test_imports(student):
-    reply = student.load()
+def test_imports(submission):
+    reply = submission.load()
     if not reply.get("ok"):
         pytest.fail(f"importing backbone.py raised {describe(reply['error'])}", pytrace=False)
-    student.note(f"imported in {reply['result']['seconds']:.1f} s")
+    submission.note(f"imported in {reply['result']['seconds']:.1f} s")
 
 
-def test_required_names(student):
-    reply = student.load()
+def test_required_names(submission):
+    reply = submission.load()
     if not reply.get("ok"):
         pytest.fail("not graded: backbone.py could not be imported; see the test 'backbone.py "
                     "imports'", pytrace=False)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from .. import rubric
-from .student import describe
+from .submission import describe
 
 SPEC = rubric.MASTERY
 RTOL, ATOL = SPEC["rtol"], SPEC["atol"]
@@ -39,11 +39,11 @@ def _cases():
             for length, new in SPEC["cases"]]
 
 
-def _decode(student, cases, greedy="top_k") -> dict:
+def _decode(submission, cases, greedy="top_k") -> dict:
     length, new = SPEC["probe"]
     probe = {"prompt": _prompt(length, 2, torch.Generator().manual_seed(SPEC["seed"] + 1)),
              "new_tokens": new}
-    return student.call("kv_cache_decode", WHAT, config=SPEC["model"], seed=SPEC["seed"],
+    return submission.call("kv_cache_decode", WHAT, config=SPEC["model"], seed=SPEC["seed"],
                         probe=probe, cases=cases, greedy=greedy)
 
 
@@ -226,13 +226,13 @@ def _greedy_note(result: dict) -> str:
             "own sampling)")
 
 
-def _top_k_crash(student, cases, result) -> str:
+def _top_k_crash(submission, cases, result) -> str:
     """A message when the cached path raised with top_k=1, saying how it does without top_k."""
     crashed = next((c for c in result["cases"] if c["error"]), None)
     if crashed is None or "top_k" not in result["call"]:
         return ""
     message = f"{result['call']} raised {describe(crashed['error'])}."
-    retry = _decode(student, cases, greedy="temperature")
+    retry = _decode(submission, cases, greedy="temperature")
     if retry.get("found") and "temperature" in retry["call"]:
         if any(c["error"] for c in retry["cases"]):
             return message + f" Without top_k ({retry['call']}) it raised too."
@@ -246,15 +246,15 @@ def _top_k_crash(student, cases, result) -> str:
     return message + " Likely cause: the cached path breaks when top_k is given."
 
 
-def test_kv_cache_matches_full_forward(student):
+def test_kv_cache_matches_full_forward(submission):
     cases = _cases()
-    result = _decode(student, cases)
+    result = _decode(submission, cases)
     if not result["found"]:
         crashed = _attempt_crashed(result["searched"])
         if crashed:
             pytest.fail(crashed, pytrace=False)
         pytest.skip(_not_found(result["searched"]))
-    crash = _top_k_crash(student, cases, result)
+    crash = _top_k_crash(submission, cases, result)
     if crash:
         pytest.fail(crash, pytrace=False)
     compared = [Case(spec, r) for spec, r in zip(cases, result["cases"])]
@@ -275,7 +275,7 @@ def test_kv_cache_matches_full_forward(student):
         # after the concatenation and rotating new tokens at position 0 compute the same thing.
         later = max((case for case in failing if case.step), key=lambda case: case.length, default=None)
         if later is not None:
-            hypotheses = student.call("kv_cache_hypotheses", WHAT, config=SPEC["model"],
+            hypotheses = submission.call("kv_cache_hypotheses", WHAT, config=SPEC["model"],
                                       seed=SPEC["seed"], path=result["path"], greedy="top_k",
                                       prompt=later.prompt, new_tokens=later.new,
                                       tokens=later.result["tokens"])
@@ -288,29 +288,29 @@ def test_kv_cache_matches_full_forward(student):
                        "\nExpected: the same tokens, and logits within the tolerance at every step."),
                     pytrace=False)
     worst = max(case.max_error for case in compared)
-    student.note(f"{result['call']} decodes like full forward passes{_greedy_note(result)} for "
+    submission.note(f"{result['call']} decodes like full forward passes{_greedy_note(result)} for "
                  f"prompts of {', '.join(str(c.length) for c in compared)} tokens (batch "
                  f"{SPEC['batch']}, up to max_seq_len {SPEC['model']['max_seq_len']}): the same "
                  f"tokens, logits within {worst:.2g} of theirs at every step (allowed {ATOL:g} + "
                  f"{RTOL:g} * |logit|).")
 
 
-def test_kv_cache_speedup(student, extra):
-    found = _decode(student, [])
+def test_kv_cache_speedup(submission, extra):
+    found = _decode(submission, [])
     if not found["found"]:
         pytest.skip(_not_found(found["searched"]) if not _attempt_crashed(found["searched"])
                     else f"Not measured: {_attempt_crashed(found['searched'])}.")
     speed = SPEC["speed"]
     prompt = torch.randint(speed["model"]["vocab_size"], (1, speed["prompt"]),
                            generator=torch.Generator().manual_seed(SPEC["seed"]))
-    seconds = student.call("kv_cache_speed", WHAT, config=speed["model"], seed=SPEC["seed"],
+    seconds = submission.call("kv_cache_speed", WHAT, config=speed["model"], seed=SPEC["seed"],
                            path=found["path"], greedy=None, prompt=prompt,
                            new_tokens=speed["new_tokens"])
     cached, full = seconds["cached_seconds"], seconds["full_seconds"]
     ratio = full / cached if cached > 0 else float("inf")
     extra["kv_cache_speedup"] = round(ratio, 2)
     model = speed["model"]
-    student.note(f"Speed-up of {found['path']} over full forward passes: {ratio:.1f}x "
+    submission.note(f"Speed-up of {found['path']} over full forward passes: {ratio:.1f}x "
                  f"({speed['new_tokens']} new tokens after a {speed['prompt']}-token prompt, batch "
                  f"1, a model of dim {model['dim']}, {model['num_layers']} layers, "
                  f"{model['num_heads']} heads: {1000 * cached / speed['new_tokens']:.1f} ms per "

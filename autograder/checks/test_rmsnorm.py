@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from .. import rubric
+from ..verdict import Verdict, fail
 from ..worker.gradients import inner_product
 from . import compare, diagnoses
+from .adapters import run_rmsnorm
 
 TOLERANCE = rubric.TOLERANCES["rmsnorm"]
 
@@ -36,50 +38,49 @@ def _expected(reference, x, scale, eps, grad_out):
 
 
 @pytest.mark.parametrize("shape, eps, magnitude", CASES, ids=[str(c[0]) for c in CASES])
-def test_forward_matches_reference(student, reference, generator, shape, eps, magnitude):
+def test_forward_matches_reference(submission, reference, generator, shape, eps, magnitude):
     x, scale, grad_out = _inputs(shape, magnitude, generator)
-    got = student.call("rmsnorm", "RMSNorm", dim=shape[-1], eps=eps, scale=scale, x=x, grad_out=grad_out)
+    got = run_rmsnorm(submission, dim=shape[-1], eps=eps, scale=scale, x=x, grad_out=grad_out)
     expected, _, _ = _expected(reference, x, scale, eps, grad_out)
-    if not compare.close(got["out"], expected, **TOLERANCE):
+    if not compare.close(got.out, expected, **TOLERANCE):
         # several variants can fit one case (no eps and eps fixed at 1e-8 on inputs of size 0.05):
         # the evidence names them all
-        causes = list(diagnoses.matches(got["out"], diagnoses.RMSNORM_VARIANTS, x, scale, eps, **TOLERANCE))
-        pytest.fail(compare.mismatch(f"RMSNorm(dim={shape[-1]}, eps={eps:g}) on input {tuple(shape)}",
-                                     got["out"], expected, **TOLERANCE)
-                    + (f"\nLikely cause: {causes[0]}." if len(causes) == 1 else
-                       f"\nLikely cause, one of (this case cannot tell them apart): {'; or '.join(causes)}."
-                       if causes else "\nExpected x / sqrt(mean(x^2 over the last dim) + eps) * scale."),
-                    pytrace=False)
-    student.note(f"max abs error {compare.max_error(got['out'], expected)[0]:.2g}")
+        causes = list(diagnoses.matches(got.out, diagnoses.RMSNORM_VARIANTS, x, scale, eps, **TOLERANCE))
+        fail(compare.mismatch(
+            f"RMSNorm(dim={shape[-1]}, eps={eps:g}) on input {tuple(shape)}", got.out, expected, **TOLERANCE,
+            cause=(causes[0] if len(causes) == 1 else
+                   f"one of (this case cannot tell them apart): {'; or '.join(causes)}" if causes else ""),
+            hint="" if causes else "Expected x / sqrt(mean(x^2 over the last dim) + eps) * scale."))
+    submission.note(f"max abs error {compare.max_error(got.out, expected)[0]:.2g}")
 
 
-def test_gradients_match_reference(student, reference, generator):
+def test_gradients_match_reference(submission, reference, generator):
     shape, eps = (3, 6, 24), 1e-5
     x, scale, grad_out = _inputs(shape, 1.0, generator)
-    got = student.call("rmsnorm", "RMSNorm", dim=shape[-1], eps=eps, scale=scale, x=x, grad_out=grad_out)
-    if not got["scale_is_parameter"] or got["scale_shape"] != [shape[-1]]:
-        pytest.fail(f"RMSNorm.scale must be an nn.Parameter of shape ({shape[-1]},) registered on "
-                    f"the module; found shape {tuple(got['scale_shape'])}, "
-                    f"parameter: {got['scale_is_parameter']}", pytrace=False)
+    got = run_rmsnorm(submission, dim=shape[-1], eps=eps, scale=scale, x=x, grad_out=grad_out)
+    if not got.scale_is_parameter or got.scale_shape != [shape[-1]]:
+        fail(Verdict(measured="RMSNorm.scale", kind="property",
+                     found=f"shape {tuple(got.scale_shape)}, parameter: {got.scale_is_parameter}",
+                     expected=f"an nn.Parameter of shape ({shape[-1]},) registered on the module"))
     _, grad_x, grad_scale = _expected(reference, x, scale, eps, grad_out)
-    for name, actual, expected in (("input", got["grad_x"], grad_x), ("scale", got["grad_scale"], grad_scale)):
+    for name, actual, expected in (("input", got.grad_x, grad_x), ("scale", got.grad_scale, grad_scale)):
         if actual is None:
-            pytest.fail(f"no gradient reached the RMSNorm {name}: is the output computed from it "
-                        "with differentiable torch operations?", pytrace=False)
+            fail(Verdict(measured=f"gradient of RMSNorm w.r.t. its {name}", found="none reached it",
+                         hint="Is the output computed from it with differentiable torch operations?",
+                         kind="property"))
         if not compare.close(actual, expected, **TOLERANCE):
-            pytest.fail(compare.mismatch(f"gradient of RMSNorm w.r.t. its {name}", actual, expected,
-                                         **TOLERANCE), pytrace=False)
+            fail(compare.mismatch(f"gradient of RMSNorm w.r.t. its {name}", actual, expected, **TOLERANCE))
 
 
-def test_zero_input_is_finite(student):
+def test_zero_input_is_finite(submission):
     dim = 16
     x = torch.zeros(2, 3, dim)
-    got = student.call("rmsnorm", "RMSNorm", dim=dim, eps=1e-6, scale=torch.ones(dim), x=x,
-                       grad_out=torch.ones_like(x))
-    out, grad_x = got["out"], got["grad_x"]
+    got = run_rmsnorm(submission, dim=dim, eps=1e-6, scale=torch.ones(dim), x=x, grad_out=torch.ones_like(x))
+    out, grad_x = got.out, got.grad_x
     if not torch.isfinite(out).all() or (grad_x is not None and not torch.isfinite(grad_x).all()):
-        pytest.fail("RMSNorm of an all-zero input gave NaN or inf (output or gradient): add eps "
-                    "inside the square root so it never divides by zero", pytrace=False)
+        fail(Verdict(measured="RMSNorm of an all-zero input", found="NaN or inf (output or gradient)",
+                     expected="zeros", kind="property",
+                     hint="Add eps inside the square root so it never divides by zero."))
     if out.abs().max() != 0:
-        pytest.fail(f"RMSNorm of an all-zero input should be zero, got max |output| "
-                    f"{float(out.abs().max()):.3g}", pytrace=False)
+        fail(Verdict(measured="RMSNorm of an all-zero input", found=f"max |output| {float(out.abs().max()):.3g}",
+                     expected="zeros", kind="property"))

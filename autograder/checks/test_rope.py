@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import rubric
+from ..verdict import fail
 from . import attribution, compare, diagnoses, oracle
 
 TOLERANCE = rubric.TOLERANCES["rope"]
@@ -66,27 +67,27 @@ def _probe(generator, constant: bool, num_heads: int = 1):
     return x, qkv_weight.reshape(3 * dim, dim), torch.eye(dim)
 
 
-def _attention(student, x, **request) -> dict:
-    result = attribution.attention(student, WHAT, x=x, **request)
+def _attention(submission, x, **request) -> dict:
+    result = attribution.attention(submission, WHAT, x=x, **request)
     if result["out"].shape != x.shape:
         pytest.fail(f"CausalSelfAttention returned shape {tuple(result['out'].shape)} for an input "
                     f"of shape {tuple(x.shape)}; expected the input's shape", pytrace=False)
     return result
 
 
-def _run(student, probe, num_heads: int = 1, rope: str = "own") -> dict:
+def _run(submission, probe, num_heads: int = 1, rope: str = "own") -> dict:
     """The worker's attention result on the probe (rope="template": with the template's RoPE in
     place of self.rope where it can stand in). An unreadable output of a forward(x) that is not
     causal without a mask is measured again with the model's mask passed."""
     x, qkv_weight, out_weight = probe
     request = dict(dim=x.shape[-1], num_heads=num_heads, qkv_weight=qkv_weight,
                    out_weight=out_weight, rope=rope)
-    result = _attention(student, x, **request)
+    result = _attention(submission, x, **request)
     if _log_weights(result["out"]) is None and not result.get("mask_passed"):
-        leak = attribution.leaks_future(student, WHAT, x.shape[-1], num_heads)
+        leak = attribution.leaks_future(submission, WHAT, x.shape[-1], num_heads)
         if leak:
-            mask = attribution.with_mask_if_not_causal(student, leak, SEQ)
-            result = {**_attention(student, x, mask=mask, **request), "mask_passed": True}
+            mask = attribution.with_mask_if_not_causal(submission, leak, SEQ)
+            result = {**_attention(submission, x, mask=mask, **request), "mask_passed": True}
     return result
 
 
@@ -175,7 +176,7 @@ def _unreadable(out, probe, num_heads: int = 1) -> str:
             + (f" Likely cause: {cause}." if cause else ""))
 
 
-def _mask_bug_with_correct_rope(student, generator, out, probe) -> bool:
+def _mask_bug_with_correct_rope(submission, generator, out, probe) -> bool:
     """Whether an unreadable probe output is correct RoPE inside attention with one of the mask
     bugs test_causal_mask.py grades (weights zeroed after the softmax leave rows that do not sum
     to 1; a triu mask hides the past keys the probe reads). Then, with a note, it costs no rope
@@ -185,33 +186,33 @@ def _mask_bug_with_correct_rope(student, generator, out, probe) -> bool:
     if not cause:
         return False
     distinct = _probe(generator, constant=False)
-    distinct_out = _run(student, distinct)["out"]
+    distinct_out = _run(submission, distinct)["out"]
     if diagnoses.causal_mask_bug(distinct_out, *distinct, 1, **tolerance) != cause:
         return False
-    student.note("the attention weights could not be read off the probe, but your attention "
+    submission.note("the attention weights could not be read off the probe, but your attention "
                  "equals correct RoPE with a causal-mask bug, which costs points in the "
                  f"causal_mask tests only ({cause})")
     return True
 
 
-def _same_content_probe(student, generator):
+def _same_content_probe(submission, generator):
     """(log-weights, probe) with the same content at every position. Fails the test when the
     output does not read as attention weights; log-weights None when a causal-mask bug explains
     that (the test then passes, with a note)."""
     probe = _probe(generator, constant=True)
-    out = _run(student, probe)["out"]
+    out = _run(submission, probe)["out"]
     log_weights = _log_weights(out)
     if log_weights is None:
-        if _mask_bug_with_correct_rope(student, generator, out, probe):
+        if _mask_bug_with_correct_rope(submission, generator, out, probe):
             return None, probe
         pytest.fail(_unreadable(out, probe), pytrace=False)
     return log_weights, probe
 
 
-def _flat(student, generator, spread: float) -> str:
+def _flat(submission, generator, spread: float) -> str:
     """The message for weights that do not change with the positions."""
     probe = _probe(generator, constant=False)
-    distinct = _log_weights(_run(student, probe)["out"])
+    distinct = _log_weights(_run(submission, probe)["out"])
     cause = "" if distinct is None else _rope_bug(distinct, probe, diagnoses.ROPE_TENSOR_VARIANTS)
     return (f"With the same query and the same key at every position, your attention weights do "
             f"not change with the positions: measured log-weights within {spread:.2g} of a "
@@ -222,12 +223,12 @@ def _flat(student, generator, spread: float) -> str:
             + (f" Likely cause: {cause}." if cause else ""))
 
 
-def test_rope_module_relative_property(student, generator):
+def test_rope_module_relative_property(submission, generator):
     """The provided module on its own: the same q (and k) at every position."""
     batch, heads, seq, head_dim = 2, 3, 16, 8
     q = torch.randn(batch, heads, 1, head_dim, generator=generator).expand(-1, -1, seq, -1)
     k = torch.randn(batch, heads, 1, head_dim, generator=generator).expand(-1, -1, seq, -1)
-    got = student.call("rope", "RotaryPositionalEmbedding", dim=head_dim, max_seq_len=64,
+    got = submission.call("rope", "RotaryPositionalEmbedding", dim=head_dim, max_seq_len=64,
                        q=q.contiguous(), k=k.contiguous())
     tolerance = dict(rtol=TOLERANCE["rtol"], atol=TOLERANCE["atol"])
     for name, rotated, original in (("q", got["q"], q), ("k", got["k"], k)):
@@ -235,33 +236,30 @@ def test_rope_module_relative_property(student, generator):
             pytest.fail(f"RotaryPositionalEmbedding returned {name} of shape "
                         f"{tuple(rotated.shape)}; expected {tuple(original.shape)}", pytrace=False)
         if not compare.close(rotated.norm(dim=-1), original.norm(dim=-1), **tolerance):
-            pytest.fail(compare.mismatch(f"norm of the rotated {name} (a rotation keeps norms)",
-                                         rotated.norm(dim=-1), original.norm(dim=-1), **tolerance),
-                        pytrace=False)
+            fail(compare.mismatch(f"norm of the rotated {name} (a rotation keeps norms)",
+                                         rotated.norm(dim=-1), original.norm(dim=-1), **tolerance))
         if not compare.close(rotated[..., 0, :], original[..., 0, :], **tolerance):
-            pytest.fail(compare.mismatch(f"rotated {name} at position 0 (angle 0: unchanged)",
-                                         rotated[..., 0, :], original[..., 0, :], **tolerance),
-                        pytrace=False)
+            fail(compare.mismatch(f"rotated {name} at position 0 (angle 0: unchanged)",
+                                         rotated[..., 0, :], original[..., 0, :], **tolerance))
     scores = got["q"] @ got["k"].transpose(-2, -1)  # [m, n]: depends on m - n only
     if not compare.close(scores[..., 1:, 1:], scores[..., :-1, :-1], **tolerance):
-        pytest.fail(compare.mismatch("scores <rot(q)_m+1, rot(k)_n+1> against <rot(q)_m, rot(k)_n>",
-                                     scores[..., 1:, 1:], scores[..., :-1, :-1], **tolerance),
-                    pytrace=False)
+        fail(compare.mismatch("scores <rot(q)_m+1, rot(k)_n+1> against <rot(q)_m, rot(k)_n>",
+                                     scores[..., 1:, 1:], scores[..., :-1, :-1], **tolerance))
     expected = [rope(q) for rope in oracle.ROPE_CONVENTIONS.values()]
     if not any(compare.close(got["q"], e, **tolerance) for e in expected):
         nearest = min(expected, key=lambda e: compare.max_error(got["q"], e)[0])
-        pytest.fail(compare.mismatch(f"rotated q against RoPE's angles {ANGLES} (either pairing)",
-                                     got["q"], nearest, **tolerance), pytrace=False)
+        fail(compare.mismatch(f"rotated q against RoPE's angles {ANGLES} (either pairing)",
+                                     got["q"], nearest, **tolerance))
 
 
-def test_attention_scores_depend_on_relative_position(student, generator):
+def test_attention_scores_depend_on_relative_position(submission, generator):
     """(a) The scores change with the relative position m - n, and only with it."""
-    log_weights, probe = _same_content_probe(student, generator)
+    log_weights, probe = _same_content_probe(submission, generator)
     if log_weights is None:
         return
     _, spread = _fit(log_weights)
     if spread <= TOLERANCE["min_spread"]:
-        pytest.fail(_flat(student, generator, spread), pytrace=False)
+        pytest.fail(_flat(submission, generator, spread), pytrace=False)
     _, residual = _fit(log_weights, *DISTANCES)
     if residual > TOLERANCE["log_weights"]:
         cause = _rope_bug(log_weights, probe, diagnoses.ROPE_VARIANTS)
@@ -272,22 +270,22 @@ def test_attention_scores_depend_on_relative_position(student, generator):
                     f"{ANGLES}." + (f" Likely cause: {cause}." if cause else ""), pytrace=False)
 
 
-def test_rope_applied_to_queries_and_keys_not_values(student, generator):
+def test_rope_applied_to_queries_and_keys_not_values(submission, generator):
     """(b) Both the queries and the keys are rotated; the values are not. Values that reach the
     output unchanged make the probe's output readable as attention weights; with the same content
     at every position, scores that change with the positions need both q and k rotated (one of
     them alone, or neither, leaves them flat)."""
-    log_weights, _ = _same_content_probe(student, generator)
+    log_weights, _ = _same_content_probe(submission, generator)
     if log_weights is None:
         return
     _, spread = _fit(log_weights)
     if spread <= TOLERANCE["min_spread"]:
-        pytest.fail(_flat(student, generator, spread), pytrace=False)
+        pytest.fail(_flat(submission, generator, spread), pytrace=False)
 
 
-def test_rope_angles_in_each_head(student, generator):
+def test_rope_angles_in_each_head(submission, generator):
     """(c) The angles are t * base^(-2i/head_dim) in each head, with one head and with two."""
-    same, _ = _same_content_probe(student, generator)
+    same, _ = _same_content_probe(submission, generator)
     if same is None:
         return
     relative = _fit(same)[1] > TOLERANCE["min_spread"] and (
@@ -296,7 +294,7 @@ def test_rope_angles_in_each_head(student, generator):
     for num_heads in (1, 2):
         setting = "one head" if num_heads == 1 else f"two heads of size {HEAD_DIM}"
         probe = _probe(generator, constant=False, num_heads=num_heads)
-        out = _run(student, probe, num_heads)["out"]
+        out = _run(submission, probe, num_heads)["out"]
         own = _log_weights(out)
         if own is not None and _matches_rope(own, probe, num_heads):
             one_head_is_rope = num_heads == 1
@@ -304,14 +302,14 @@ def test_rope_angles_in_each_head(student, generator):
         known = "" if own is None else _rope_bug(own, probe, diagnoses.ROPE_VARIANTS, num_heads)
         substituted, substituted_matches = "", False
         if not known:
-            result = _run(student, probe, num_heads, rope="template")
+            result = _run(submission, probe, num_heads, rope="template")
             substituted = result.get("rope", "own")
             weights = _log_weights(result["out"])
             substituted_matches = weights is not None and _matches_rope(weights, probe, num_heads)
         verdict = attribution.rope_difference(num_heads, known, substituted, substituted_matches,
                                               readable=own is not None)
         if verdict.category != "rope":
-            student.note(f"the RoPE check with {setting} was not counted: {verdict.cause}")
+            submission.note(f"the RoPE check with {setting} was not counted: {verdict.cause}")
             continue
         if own is None:
             pytest.fail(f"With {setting}: {_unreadable(out, probe, num_heads)} {verdict.cause}",

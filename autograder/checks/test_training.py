@@ -32,16 +32,16 @@ def _fail(message: str):
     pytest.fail(message, pytrace=False)
 
 
-def model_api(student) -> dict:
+def model_api(submission) -> dict:
     """How the student's DecoderOnlyTransformer is called and what it returns (worker/adapt.py's
     ModelAPI as a dict), read once per grading; None (the template's API) when it could not be
     read, which costs no points: the failure is the attention's or the model's, graded elsewhere."""
     try:
-        return student.call_once("model_api", "reading the API of your DecoderOnlyTransformer "
+        return submission.call_once("model_api", "reading the API of your DecoderOnlyTransformer "
                                  "(built with the grader's attention and RMSNorm)", SPEC["api_seconds"],
                                  vocab_size=VOCAB)
     except pytest.fail.Exception as failure:
-        student.note(f"{failure.msg}. The training checks' stand-in model therefore takes the "
+        submission.note(f"{failure.msg}. The training checks' stand-in model therefore takes the "
                      "template's API: forward(input_ids, targets=None) -> (logits, loss)")
         return None
 
@@ -78,11 +78,11 @@ class Step:
 class Probe:
     """One call of train_epoch on the spies, and what can be read off its observations."""
 
-    def __init__(self, student, generator):
+    def __init__(self, submission, generator):
         self.actions = torch.randint(VOCAB, (BATCH * BATCHES, SEQ), generator=generator)
         states = torch.randn(BATCH * BATCHES, SEQ, STATE_DIM, generator=generator)
-        self.api = model_api(student)
-        got = student.call("train_epoch_probe", "train_epoch", states=states, actions=self.actions,
+        self.api = model_api(submission)
+        got = submission.call("train_epoch_probe", "train_epoch", states=states, actions=self.actions,
                            batch_size=BATCH, vocab_size=VOCAB, seed=0, api=self.api, **SPY)
         self.returned, self.returned_type = got["returned"], got["returned_type"]
         events = got["events"]
@@ -159,8 +159,8 @@ class Probe:
         return losses
 
 
-def test_next_token_targets(student, generator):
-    probe = Probe(student, generator)
+def test_next_token_targets(submission, generator):
+    probe = Probe(submission, generator)
     seen = []
     for number, (forward, grad) in enumerate(probe.require_trained(), start=1):
         ids = forward["input_ids"]
@@ -258,8 +258,8 @@ def _optimizer_misuse(steps) -> str:
             "optimizer.step()")
 
 
-def test_gradients_zeroed_each_step(student, generator):
-    probe = Probe(student, generator)
+def test_gradients_zeroed_each_step(submission, generator):
+    probe = Probe(submission, generator)
     if not probe.backwards:
         _fail("no gradient reached the model: call loss.backward() on a loss computed from the "
               "model's output. " + ORDER)
@@ -288,8 +288,8 @@ def test_gradients_zeroed_each_step(student, generator):
                   f"so the step did nothing. {ORDER}")
 
 
-def test_gradient_norm_clipped(student, generator):
-    probe = Probe(student, generator)
+def test_gradient_norm_clipped(submission, generator):
+    probe = Probe(submission, generator)
     steps = [step for step in probe.steps if step.norm]
     if not steps:
         _fail("the clipping could not be checked: optimizer.step() never ran with gradients on "
@@ -301,7 +301,7 @@ def test_gradient_norm_clipped(student, generator):
     unclipped = [_norm(step.fresh) if not step.stale else None for step in steps]
     if all(abs(step.norm - max_norm) <= tolerance for step in steps):
         known = [n for n in unclipped if n is not None]
-        student.note(f"gradient norm at every optimizer.step(): {max_norm:g}"
+        submission.note(f"gradient norm at every optimizer.step(): {max_norm:g}"
                      + (f" (before clipping: {min(known):.3g} to {max(known):.3g})" if known else ""))
         return
     number, step, before = next((n, s, u) for n, (s, u) in enumerate(zip(steps, unclipped), 1)
@@ -335,8 +335,8 @@ def test_gradient_norm_clipped(student, generator):
     _fail(f"{measured}{unclipped_text}, expected {max_norm:g}. Likely cause: {cause}.")
 
 
-def test_train_mode(student, generator):
-    probe = Probe(student, generator)
+def test_train_mode(submission, generator):
+    probe = Probe(submission, generator)
     forwards = [forward for forward, _ in probe.trained] or probe.forwards
     in_eval = sum(not forward["training"] for forward in forwards)
     if in_eval:
@@ -345,8 +345,8 @@ def test_train_mode(student, generator):
               "the start of train_epoch, or dropout stays off while training")
 
 
-def test_returns_mean_batch_loss(student, generator):
-    probe = Probe(student, generator)
+def test_returns_mean_batch_loss(submission, generator):
+    probe = Probe(submission, generator)
     losses = probe.batch_losses()
     means = [mean for mean, _ in losses]
     expected = sum(means) / len(means)
@@ -361,7 +361,7 @@ def test_returns_mean_batch_loss(student, generator):
 
     if close(expected):
         if probe.returned_type != "float":
-            student.note(f"train_epoch returned a {probe.returned_type}, accepted for its value; "
+            submission.note(f"train_epoch returned a {probe.returned_type}, accepted for its value; "
                          "the template returns a Python float (use loss.item())")
         return
     own = [value for _, value in losses]

@@ -24,6 +24,27 @@ import struct
 
 import torch
 
+
+class Op:
+    """The worker's operations, named once for both ends: worker/ops registers each under its
+    name and the checks reach it only through the function of the same name in
+    checks/adapters.py."""
+
+    PREFLIGHT = "preflight"
+    LOAD = "load"
+    RMSNORM = "rmsnorm"
+    ROPE = "rope"
+    ATTENTION = "attention"
+    TRAINED_ATTENTION = "trained_attention"
+    MODEL_LOGITS = "model_logits"
+    MODEL_API = "model_api"
+    TRAIN_EPOCH = "train_epoch_probe"
+    CONVERGENCE_TRAIN = "convergence_train"
+    CONVERGENCE_PREDICT = "convergence_predict"
+    KV_CACHE_DECODE = "kv_cache_decode"
+    KV_CACHE_HYPOTHESES = "kv_cache_hypotheses"
+    KV_CACHE_SPEED = "kv_cache_speed"
+
 MAX_FRAME_BYTES = 256 * 1024 * 1024
 _HEADER = struct.Struct(">Q")
 

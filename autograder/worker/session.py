@@ -20,6 +20,7 @@ import traceback
 import torch
 
 from . import adapt, devices, eager_dynamo, protocol, stubs
+from .protocol import Op
 
 OPS = {}
 REQUIRED_NAMES = (
@@ -61,7 +62,7 @@ class MissingName(Exception):
         self.name = name
 
 
-@op("preflight")
+@op(Op.PREFLIGHT)
 def preflight(session: Session) -> dict:
     """Proof, before the submission is imported, that this interpreter runs torch under the
     worker's limits (the grader sends it first to every fresh worker; see sandbox.Worker)."""
@@ -77,7 +78,7 @@ class BadRequest(Exception):
     the grader that sent it, reported as such, never as the student's error."""
 
 
-@op("load")
+@op(Op.LOAD)
 def load(session: Session) -> dict:
     start = time.perf_counter()
     own_builtins = stubs.student_builtins(

@@ -4,6 +4,7 @@ import torch
 
 from .. import adapt, known_good
 from ..gradients import inner_product
+from ..protocol import Op
 from ..session import op
 
 
@@ -48,7 +49,7 @@ def _with_template_rope(session, attention, num_heads, x, run) -> dict:
     return {**run(), "rope": "own", "rope_not_substituted": why_not[:300]}
 
 
-@op("attention")
+@op(Op.ATTENTION)
 def run_attention(session, dim: int, num_heads: int, qkv_weight: torch.Tensor,
                   out_weight: torch.Tensor, x: torch.Tensor, mask=None, train: bool = False,
                   grad_out=None, per_position_grads: bool = False, rope: str = "own",

@@ -12,10 +12,11 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from .. import adapt
+from ..protocol import Op
 from ..session import op
 
 
-@op("convergence_train")
+@op(Op.CONVERGENCE_TRAIN)
 def convergence_train(session, config: dict, seed: int, states: torch.Tensor,
                       actions: torch.Tensor, batch_size: int, epochs: int,
                       learning_rate: float) -> dict:
@@ -52,7 +53,7 @@ def _record_loss(output, losses: list, limit: int = 10_000) -> None:
             losses.append(float(loss.detach()))
 
 
-@op("convergence_predict")
+@op(Op.CONVERGENCE_PREDICT)
 def convergence_predict(session, prefixes: torch.Tensor) -> dict:
     """Logits (batch, vocab) at the last position of each (batch, t) prefix."""
     model = session.state.get("trained_model")

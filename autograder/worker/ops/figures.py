@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from .. import adapt
+from ..protocol import Op
 from ..session import op
 
 
-@op("trained_attention")
+@op(Op.TRAINED_ATTENTION)
 def trained_attention(session, tokens: torch.Tensor) -> dict:
     """Attention weights (layers, heads, seq, seq) of the trained model on `tokens` (1, seq).
 

@@ -15,6 +15,7 @@ import time
 import torch
 
 from .. import adapt
+from ..protocol import Op
 from ..session import describe_error, op
 
 
@@ -176,7 +177,7 @@ def _path_named(session, model, name: str):
     return next(path for path in adapt.decode_paths(session, model) if path.name == name)
 
 
-@op("kv_cache_decode")
+@op(Op.KV_CACHE_DECODE)
 def kv_cache_decode(session, config: dict, seed: int, probe: dict, cases: list, greedy: str) -> dict:
     """Find the cached path (probe: {"prompt", "new_tokens"}, decoded with its default sampling),
     then decode each case ({"prompt": (batch, seq) ids, "new_tokens"}) greedily through it and by
@@ -238,7 +239,7 @@ def _new_positions_unrotated(module, prompt_length: int, calls: list) -> None:
     module.forward = forward
 
 
-@op("kv_cache_hypotheses")
+@op(Op.KV_CACHE_HYPOTHESES)
 def kv_cache_hypotheses(session, config: dict, seed: int, path: str, greedy: str,
                         prompt: torch.Tensor, new_tokens: int, tokens: torch.Tensor) -> dict:
     """Raw material for naming a RoPE bug of the cached steps, on fresh copies of the model:
@@ -271,7 +272,7 @@ def kv_cache_hypotheses(session, config: dict, seed: int, path: str, greedy: str
     return result
 
 
-@op("kv_cache_speed")
+@op(Op.KV_CACHE_SPEED)
 def kv_cache_speed(session, config: dict, seed: int, path: str, greedy: str, prompt: torch.Tensor,
                    new_tokens: int) -> dict:
     """CPU seconds (this process, one thread) to decode new_tokens after the prompt through the

@@ -3,10 +3,11 @@
 import torch
 
 from .. import adapt, known_good
+from ..protocol import Op
 from ..session import op
 
 
-@op("model_logits")
+@op(Op.MODEL_LOGITS)
 def model_logits(session, config: dict, seed: int, inputs: list, train: bool = False,
                  substitute_norm: bool = False) -> dict:
     """Logits for each (batch, seq) tensor in `inputs`, from one model built with `seed`.

@@ -4,10 +4,11 @@ import torch
 
 from .. import adapt
 from ..gradients import inner_product
+from ..protocol import Op
 from ..session import op
 
 
-@op("rmsnorm")
+@op(Op.RMSNORM)
 def run_rmsnorm(session, dim: int, eps: float, scale: torch.Tensor, x: torch.Tensor,
                 grad_out: torch.Tensor) -> dict:
     norm = adapt.build(session, "RMSNorm", dim, eps=eps)

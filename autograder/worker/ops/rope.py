@@ -3,10 +3,11 @@
 import torch
 
 from .. import adapt
+from ..protocol import Op
 from ..session import op
 
 
-@op("rope")
+@op(Op.ROPE)
 def run_rope(session, dim: int, max_seq_len: int, q: torch.Tensor, k: torch.Tensor) -> dict:
     rope = session.require("RotaryPositionalEmbedding")(dim, max_seq_len=max_seq_len)
     output = rope(q, k)

@@ -25,6 +25,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.data import DataLoader, TensorDataset
 
 from .. import adapt, known_good
+from ..protocol import Op
 from ..session import op
 
 
@@ -149,7 +150,7 @@ class _AttentionForAnyBlock(known_good.CausalAttention):
         return super().forward(x, mask)
 
 
-@op("model_api")
+@op(Op.MODEL_API)
 def model_api(session, vocab_size: int) -> dict:
     """The student's model API (adapt.model_api) as plain data for train_epoch_probe, read off
     their DecoderOnlyTransformer and TransformerBlock built with the grader's attention and
@@ -160,7 +161,7 @@ def model_api(session, vocab_size: int) -> dict:
         return vars(adapt.model_api(session, vocab_size))
 
 
-@op("train_epoch_probe")
+@op(Op.TRAIN_EPOCH)
 def train_epoch_probe(session, states: torch.Tensor, actions: torch.Tensor, batch_size: int,
                       vocab_size: int, dim: int, grad_scale: float, learning_rate: float,
                       seed: int, epoch: int = 0, api: dict = None) -> dict:

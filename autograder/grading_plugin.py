@@ -2,8 +2,10 @@
 
 Each collected test is matched to its rubric rule (weight, category, visibility, timeout); a
 test missing from the rubric, or a rule with no test, stops grading with an error, so the two
-cannot drift. A test's output is its failure message (written for the student by the check),
-then the adaptations the worker made, then any notes the check recorded on success.
+cannot drift. A failure is kept as a Verdict (verdict.py): the check's own, or one built here for
+an exception, a timeout or an internal error. A test's output is its verdicts' text (written for
+the student), then the adaptations the worker made, then any notes the check recorded on success;
+the verdicts themselves go into the entry's extra_data["verdicts"] for the TA's reports.
 """
 
 import traceback
@@ -12,9 +14,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from . import results, rubric
+from .verdict import Failed, Verdict, from_message
 from .sandbox import StudentError, WorkerFailure, WorkerStartError
 
-CONTEXT = pytest.StashKey()  # the grading context (student handle, intake, ...) for conftest
+CONTEXT = pytest.StashKey()  # the grading context (submission handle, intake, ...) for conftest
 CREDIT = pytest.StashKey()  # a test's partial credit, set through the `credit` fixture
 EXTRA = pytest.StashKey()  # numbers a test reports for TAs (its entry's extra_data), via `extra`
 
@@ -40,7 +43,7 @@ class Outcome:
     rule: rubric.Rule
     runs: int = 0
     seconds: float = 0.0  # wall time of setup, call and teardown, summed over cases
-    failures: list = field(default_factory=list)
+    failures: list = field(default_factory=list)  # Verdicts, without repeats
     notes: list = field(default_factory=list)
     fraction: float = None
     skipped: str = ""  # why an optional check had nothing to grade (pytest.skip)
@@ -89,7 +92,7 @@ class ResultsPlugin:
 
     def pytest_runtest_setup(self, item):
         rule = self.outcomes[_rule_key(item)].rule
-        self.context.student.begin_test(rule)
+        self.context.submission.begin_test(rule)
         if self.context.worker is not None:
             self.context.worker.begin_check(rule.test, rule.timeout)
 
@@ -104,33 +107,40 @@ class ResultsPlugin:
         elif report.when == "call" or (report.when == "setup" and not report.passed):
             outcome.runs += 1
             if not report.passed:
-                message = self._message(item, call.excinfo) if call.excinfo else "failed"
-                if message not in outcome.failures:
-                    outcome.failures.append(message)
+                verdict = (self._verdict(item, call.excinfo) if call.excinfo
+                           else Verdict(measured="the check failed", kind="internal"))
+                if verdict not in outcome.failures:
+                    outcome.failures.append(verdict)
         if report.when == "teardown":
             self.context.graded[outcome.rule.test] = outcome.passed
-            outcome.notes.extend(n for n in self.context.student.end_test() if n not in outcome.notes)
+            outcome.notes.extend(n for n in self.context.submission.end_test() if n not in outcome.notes)
             credit = item.stash.get(CREDIT, None)
             if credit is not None and credit.fraction is not None:
                 outcome.fraction = credit.fraction
             outcome.extra.update(item.stash.get(EXTRA, {}))
 
-    def _message(self, item, excinfo) -> str:
+    def _verdict(self, item, excinfo) -> Verdict:
         error = excinfo.value
-        if isinstance(error, pytest.fail.Exception):
-            return str(error.msg)
-        if isinstance(error, (StudentError, WorkerFailure)):
-            return str(error)
+        if isinstance(error, Failed):
+            return error.verdict
+        if isinstance(error, StudentError):
+            return Verdict(measured=f"the submission's code raised {error}", kind="raised")
+        if isinstance(error, WorkerFailure):
+            kind = {"timeout": "timeout", "memory": "memory", "budget": "timeout"}.get(error.kind, "crashed")
+            return Verdict(measured=str(error), kind=kind)
         if isinstance(error, WorkerStartError):  # the whole run becomes an internal error (cli.grade)
-            return f"not graded: {results.INTERNAL_ERROR} ({error})"
+            return Verdict(measured=f"not graded: {results.INTERNAL_ERROR} ({error})", kind="internal")
         if excinfo.typename == "Failed" and "Timeout" in str(error):
-            return f"the check did not finish in time ({error})"
+            return Verdict(measured=f"the check did not finish in time ({error})", kind="timeout")
+        if isinstance(error, pytest.fail.Exception):
+            return from_message(str(error.msg))
         name = self.outcomes[_rule_key(item)].rule.name
         details = f"{item.nodeid}:\n{''.join(traceback.format_exception(error))}"
         if (name, details) not in self.internal_errors:
             self.internal_errors.append((name, details))
-        return (f"the grader hit an internal error in this check ({type(error).__name__}: {error}); "
-                "this is not your fault: please tell the course staff")
+        return Verdict(measured=f"the grader hit an internal error in this check "
+                                f"({type(error).__name__}: {error})",
+                       hint="This is not your fault: please tell the course staff.", kind="internal")
 
     def entries(self) -> list:
         numbering = results.numbers()
@@ -143,9 +153,10 @@ class ResultsPlugin:
             else:
                 fraction = 1.0 if outcome.passed else 0.0
             lines = [] if outcome.runs else ["this check did not run"]
-            lines.extend(outcome.failures)
+            lines.extend(verdict.text() for verdict in outcome.failures)
             lines.extend([outcome.skipped] if outcome.skipped else [])
             lines.extend(outcome.notes)
+            extra = dict(outcome.extra, verdicts=[v.as_dict() for v in outcome.failures])
             tests.append(results.test_entry(outcome.rule, numbering[test], fraction,
-                                            "\n".join(lines), outcome.seconds, outcome.extra))
+                                            "\n".join(lines), outcome.seconds, extra))
         return tests

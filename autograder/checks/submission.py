@@ -2,13 +2,19 @@
 
 Tests never touch student code. They call methods here, which send one request to the worker
 (autograder/worker/ops) and return its raw tensors. When the student's code raised, hung or
-crashed, the method fails the test with a message that names the error and the line of
+crashed, the method fails the test with a Verdict that names the error and the line of
 backbone.py; when backbone.py could not be imported at all, every test points at that one error.
 """
 
-import pytest
-
 from ..sandbox import StudentError, WorkerFailure
+from ..verdict import Failed, Verdict, fail
+
+# WorkerFailure.kind -> Verdict.kind
+_FAILURE_KINDS = {"timeout": "timeout", "budget": "timeout", "memory": "memory"}
+
+
+def _failure(measured: str, failure: WorkerFailure):
+    fail(Verdict(measured=measured, kind=_FAILURE_KINDS.get(failure.kind, "crashed")))
 
 
 def describe(error: dict) -> str:
@@ -24,13 +30,13 @@ def describe(error: dict) -> str:
     return f"{kind}: {message}{location}"
 
 
-class Student:
+class Submission:
     def __init__(self, worker=None, unavailable: str = ""):
         self.worker = worker
         self.unavailable = unavailable  # why there is nothing to grade, if so
         self.timeout = 30.0
         self.notes = []
-        self._once = {}  # op -> (result or None, failure message or None, notes) of call_once
+        self._once = {}  # op -> (result or None, Verdict or None, notes) of call_once
 
     # -- bookkeeping for the report plugin --------------------------------------------------
 
@@ -50,12 +56,11 @@ class Student:
 
     def load(self) -> dict:
         """The worker's answer to importing backbone.py: {"ok", "result"|"error", "notes"}."""
-        if self.worker is None:
-            pytest.fail(f"not graded: {self.unavailable}", pytrace=False)
+        self._require_worker()
         try:
             reply = self.worker.ensure_loaded()
         except WorkerFailure as failure:
-            pytest.fail(f"importing backbone.py did not finish: {failure}", pytrace=False)
+            _failure(f"importing backbone.py did not finish: {failure}", failure)
         for text in reply.get("notes", []):
             self.note(text)
         return reply
@@ -64,14 +69,17 @@ class Student:
         """Send op to the worker; `what` names the student's code it runs, for messages."""
         result, error = self.attempt(op, what, **args)
         if error:
-            pytest.fail(f"{what} raised {error}", pytrace=False)
+            fail(Verdict(measured=f"{what} raised {error}", kind="raised"))
         return result
+
+    def _require_worker(self) -> None:
+        if self.worker is None:
+            fail(Verdict(measured=f"not graded: {self.unavailable}", kind="not_graded"))
 
     def attempt(self, op: str, what: str, **args) -> tuple:
         """(result, '') as call gives it, or (None, the error described) when the student's code
         raised, so the test can measure otherwise; any other failure fails the test as call does."""
-        if self.worker is None:
-            pytest.fail(f"not graded: {self.unavailable}", pytrace=False)
+        self._require_worker()
         try:
             reply = self.worker.call(op, self.timeout, **args)
         except StudentError as error:
@@ -79,15 +87,15 @@ class Student:
                 self.note(text)
             loaded = self.worker.load_reply
             if isinstance(loaded, dict) and not loaded.get("ok"):
-                pytest.fail("not graded: backbone.py could not be imported "
-                            f"({describe(error.error)}); see the test 'backbone.py imports'",
-                            pytrace=False)
+                fail(Verdict(measured="not graded: backbone.py could not be imported "
+                                      f"({describe(error.error)}); see the test 'backbone.py imports'",
+                             kind="not_graded"))
             return None, describe(error.error)
         except WorkerFailure as failure:
             if self.worker.load_reply is failure:
-                pytest.fail(f"not graded: importing backbone.py failed: {failure}; see the test "
-                            "'backbone.py imports'", pytrace=False)
-            pytest.fail(f"{what}: {failure}", pytrace=False)
+                fail(Verdict(measured=f"not graded: importing backbone.py failed: {failure}; see "
+                                      "the test 'backbone.py imports'", kind="not_graded"))
+            _failure(f"{what}: {failure}", failure)
         for text in reply.notes:
             self.note(text)
         return reply.result, ""
@@ -105,15 +113,15 @@ class Student:
                 worker.begin_check(f"once per grading: {op}", seconds)
             try:
                 self._once[op] = (self.call(op, what, **args), None, self.notes)
-            except pytest.fail.Exception as failure:
-                self._once[op] = (None, str(failure.msg), self.notes)
+            except Failed as failure:
+                self._once[op] = (None, failure.verdict, self.notes)
             finally:
                 self.notes = saved
                 if check is not None:
                     worker.begin_check(*check)
-        result, failure, notes = self._once[op]
+        result, verdict, notes = self._once[op]
         for text in notes:
             self.note(text)
-        if failure is not None:
-            pytest.fail(failure, pytrace=False)
+        if verdict is not None:
+            fail(verdict)
         return result
