@@ -6,8 +6,8 @@
                    [--figures DIR]                       folder or a zip; --figures also writes
                                                          the PNGs of figures.py to DIR
     run_autograder --batch DIR --out OUT [--jobs N]      a TA's batch run over every submission
-                   [--regrade]                           in DIR (see batch.py)
-                   [--engine ray [--ray-address A]]      ... graded on a Ray cluster (batch_ray.py)
+                   [--regrade]                           in DIR (see ta/batch.py)
+                   [--engine ray [--ray-address A]]      ... graded on a Ray cluster (ta/batch_ray.py)
 
 Both modes take the same path: find the file (intake.py), start the worker (sandbox.py), run
 the graded tests in autograder/checks with the results plugin (grading_plugin.py), and write the
@@ -185,7 +185,7 @@ def main(argv=None) -> int:
                         help="grade only this category (repeatable); for re-runs and debugging, "
                              "the results then hold only those tests")
     parser.add_argument("--figures", metavar="DIR", help="also write the figures (PNG) to DIR")
-    batch_options = parser.add_argument_group("batch grading (a TA's run over a folder; see batch.py)")
+    batch_options = parser.add_argument_group("batch grading (a TA's run over a folder; see ta/batch.py)")
     batch_options.add_argument("--batch", metavar="DIR", help="grade every submission in DIR")
     batch_options.add_argument("--out", metavar="DIR", help="results, summary.csv and report/ go here")
     batch_options.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
@@ -207,10 +207,10 @@ def main(argv=None) -> int:
             parser.error("--batch and --out go together, without --submission/--results")
         if args.ray_address and args.engine != "ray":
             parser.error("--ray-address goes with --engine ray")
-        from . import batch  # a TA's run only (it imports matplotlib)
+        from .ta import batch  # a TA's run only (it imports matplotlib)
         engine = None
         if args.engine == "ray":
-            from . import batch_ray
+            from .ta import batch_ray
             engine = batch_ray.engine(args.ray_address)  # says how to install Ray if it is missing
         return batch.run(os.path.join(invoked_from, args.batch), os.path.join(invoked_from, args.out),
                          max(args.jobs, 1), args.regrade, args.only, engine)

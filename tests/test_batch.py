@@ -1,4 +1,4 @@
-"""Batch grading (autograder/batch.py) and its HTML report, run the way a TA runs them."""
+"""Batch grading (autograder/ta/batch.py) and its HTML report, run the way a TA runs them."""
 
 import csv
 import html.parser
@@ -13,7 +13,8 @@ import zipfile
 import pytest
 from PIL import Image
 
-from autograder import batch, kit_version, results, rubric
+from autograder import kit_version, results, rubric
+from autograder.ta import batch
 from grading import KIT, REFERENCE, TEMPLATE
 
 # interface (always graded on Gradescope) and convergence (which draws the figures); the other
@@ -296,7 +297,7 @@ def test_figures_survive_garbage_from_the_worker():
 
 
 def test_diagnosis_masks_numbers_only_when_grouping():
-    from autograder import html_report
+    from autograder.ta import html_report
 
     message = "the model's logits at position 3 changed (max |delta| 0.21) when token 7 was perturbed"
     assert html_report.diagnosis(message) == message

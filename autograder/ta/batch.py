@@ -35,9 +35,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-from . import html_report, kit_version, results, rubric
+from .. import kit_version, results, rubric
+from . import html_report
 
-KIT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KIT = kit_version.KIT
 METADATA = "submission_metadata.yml"
 # A whole grading run takes ~30 s; the checks' own timeouts end a hung one well before this.
 SUBMISSION_TIMEOUT = 30 * 60
