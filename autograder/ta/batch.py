@@ -18,9 +18,11 @@ skipped, unless --regrade; the run says how many results it regrades because the
 grading that hit an internal error of the grader (results.internal_error, exit status 1) is a
 grader error in the summary, never a score. Written to OUT:
     results/<name>.json       each submission's results.json (as Gradescope would get it)
-    logs/<name>.log           the grader's output for it (incl. the cut output of the student code)
+    logs/<name>.log           the grader's output for it (incl. what the student's code printed)
     summary.csv               one row per submission: total, each category, each test
     report/index.html         the HTML report (html_report.py), with a page per submission
+and the terminal gets a table of the scores. A run that finds every result up to date says so
+("N up to date, nothing to grade (use --regrade)") and only rebuilds the summary and report.
 """
 
 import concurrent.futures
@@ -184,7 +186,7 @@ def judge(submission: Submission, out: str, code) -> None:
         except (OSError, ValueError):
             pass
     if cause:
-        submission.error = f"grader error (not the student's): {cause[:300]}; see {log}"
+        submission.error = f"grader error (not the student's): {cause}; see {log}"
     elif code != 0 or not os.path.exists(results_path):
         submission.error = f"the grader failed (exit {code}); see {log}"
 

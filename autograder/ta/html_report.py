@@ -254,7 +254,7 @@ def _diagnoses(graded: list) -> str:
             text = f"<b>{html.escape(text)}</b>"
         numbers = ", ".join(sorted(row["tests"], key=_number_key))
         table.append([str(len(row["who"])), text, numbers, ", ".join(_link(s) for s in row["who"])])
-    return ("<h2>Most common failures</h2><p class=muted>Grouped by the likely cause the grader "
+    return ("<h2>Most common diagnoses</h2><p class=muted>Grouped by the likely cause the grader "
             "named (bold), in whichever tests it appeared; a failure without a named cause is "
             "grouped by its kind and the submissions that have it. Counted in submissions.</p>"
             + _table(["count", "failure", "tests", "who"], table, {0}))
@@ -381,13 +381,10 @@ def _submission_page(submission, folder: str, log_tail: str) -> str:
     tests = document["tests"]
     parts = ['<p><a href="../../index.html">&larr; class overview</a></p>',
              f"<h1>{html.escape(title)}: {document['score']:g} / {_maximum(submission):g}</h1>"]
-    rows = []
-    for category in rubric.CATEGORIES:
-        mine = [t for t in tests if t["tags"] == [category]]
-        if mine:
-            rows.append([category, _category_cell(submission, category)[0],
-                         f"{sum(t['max_score'] for t in mine):g}", str(sum(t["status"] == "failed" for t in mine))])
-    parts.append(_table(["category", "score", "out of", "failed tests"], rows, {1, 2, 3}))
+    categories = [c for c in rubric.CATEGORIES if any(t["tags"] == [c] for t in tests)]
+    scores = [f"{_category_cell(submission, c)[0]} / {sum(t['max_score'] for t in tests if t['tags'] == [c]):g}"
+              for c in categories]
+    parts.append(_table(categories, [scores], set(range(len(categories)))))
     failed = _failed(submission)
     if failed:
         items = []
@@ -400,9 +397,9 @@ def _submission_page(submission, folder: str, log_tail: str) -> str:
         parts.append(f"<h2>Failed ({len(failed)})</h2><ul>" + "".join(items) + "</ul>")
     named = _named_lines([results.plain_output(t) for t in failed], lines)
     if code:
-        parts.append('<p><a href="#code">the submitted code</a>'
+        parts.append(f'<p>Below: each test\'s output, then <a href="#code">the submitted code</a>'
                      + (" (lines named in failures: " + ", ".join(f'<a href="#L{n}">{n}</a>' for n in named) + ")"
-                        if named else "") + "</p>")
+                        if named else "") + ".</p>")
     parts.append("<details><summary>What the student reads at the top of the results</summary>"
                  f"<pre>{html.escape(document.get('output', ''))}</pre></details>")
     images = [name for name in figures.DRAWINGS if os.path.exists(os.path.join(folder, name))]
