@@ -136,8 +136,9 @@ def _label(submission) -> str:
     return submission.name + (f" ({submission.student})" if submission.student else "")
 
 
-def _link(submission, prefix: str = "") -> str:
-    href = f"{prefix}submissions/{urllib.parse.quote(submission.name)}/index.html"
+def _link(submission) -> str:
+    """A link from the class overview to the submission's page."""
+    href = f"submissions/{urllib.parse.quote(submission.name)}/index.html"
     return f'<a class=name href="{href}">{html.escape(_label(submission))}</a>'
 
 
@@ -181,10 +182,11 @@ def _categories(graded: list) -> list:
     return [c for c in rubric.CATEGORIES if any(t["tags"] == [c] for s in graded for t in s.document["tests"])]
 
 
-def _category_cell(submission, category: str):
+def _category_cell(submission, category: str) -> tuple:
+    """(the category's score as HTML, coloured by how much of it was earned; its sort key)."""
     tests = [t for t in submission.document["tests"] if t["tags"] == [category]]
     if not tests:
-        return "&ndash;"
+        return "&ndash;", None
     score, top = sum(t["score"] for t in tests), sum(t["max_score"] for t in tests)
     shade = "full" if score >= top else "zero" if score == 0 else "partial"
     return (f"<span class={shade}>{score:g}</span>" if top else f"{score:g}"), f"{score:g}"
