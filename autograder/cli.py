@@ -6,8 +6,8 @@
                    [--figures DIR]                       folder or a zip; --figures also writes
                                                          the PNGs of figures.py to DIR
     run_autograder --batch DIR --out OUT [--jobs N]      a TA's batch run over every submission
-                   [--regrade]                           in DIR (see batch.py)
-                   [--engine ray [--ray-address A]]      ... graded on a Ray cluster (batch_ray.py)
+                   [--regrade]                           in DIR (see ta/batch.py)
+                   [--engine ray [--ray-address A]]      ... graded on a Ray cluster (ta/batch_ray.py)
 
 Both modes take the same path: find the file (intake.py), start the worker (sandbox.py), run
 the graded tests in autograder/checks with the results plugin (grading_plugin.py), and write the
@@ -85,11 +85,13 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
                 + "; ".join(sandbox.protections(limits)))
         else:
             entries = plugin.entries()
-            summary = _summary(found, worker, limits, entries, plugin.internal_errors)
+            summary = _summary(found, worker, entries, plugin.internal_errors)
             document = results.document(entries, summary, time.monotonic() - start)
             if plugin.internal_errors:  # a check raised: its test says so, the run is flagged
                 document.setdefault("extra_data", {})["internal_error"] = (
-                    f"{len(plugin.internal_errors)} check(s) failed inside the grader; see the run's log")
+                    f"{len({name for name, _ in plugin.internal_errors})} check(s) failed inside "
+                    "the grader; see the run's log")
+        document.setdefault("extra_data", {}).update(_environment(worker, limits))
     except Exception as error:
         print(traceback.format_exc(), file=sys.stderr)
         document = results.internal_error(f"the grader crashed ({type(error).__name__}: {error}); "
@@ -98,7 +100,9 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
     finally:
         if worker is not None:
             worker.stop()
-            print("---- output of your code (cut) ----\n" + worker.captured_output())
+            printed = worker.captured_output().strip("\n")
+            if printed.strip():
+                print("---- what your code printed ----\n" + printed)
         found.cleanup()
     if context.figures:  # drawn once the worker is gone, so the two never hold memory at once
         document["tests"] = _with_figures(document["tests"], context.figures, figures_dir)
@@ -131,10 +135,13 @@ def _with_figures(tests: list, data: dict, figures_dir) -> list:
         return tests
 
 
-def _summary(found: intake.Intake, worker, limits, entries: list, internal_errors: list) -> str:
-    """The top-level output, which students see at once: it sums only the tests they may see
-    before the deadline, so it never gives away the result of a hidden one. It names the
-    checks that failed by the grader's own error (internal_errors: (test name, details))."""
+def _summary(found: intake.Intake, worker, entries: list, internal_errors: list) -> str:
+    """The top-level output, which students see at once, in words a student knows. Gradescope
+    records the total of every test, but shows it (with the tests hidden until the due date)
+    only after that date; so this sums the tests shown now, never giving away a hidden result,
+    and says how that sum relates to the total. It names the checks that failed by the grader's
+    own error (internal_errors: (test name, details)). The isolation and the worker's versions
+    are for the TA: _environment puts them in extra_data."""
     tests = [t for t in entries if t["visibility"] == "visible"]
     hidden = [t for t in entries if t["visibility"] != "visible"]
     regular = [t for t in tests if t["tags"][0] not in rubric.BONUS_CATEGORIES]
@@ -145,11 +152,16 @@ def _summary(found: intake.Intake, worker, limits, entries: list, internal_error
         lines.append(f"Bonus points (above the 100): {sum(t['score'] for t in bonus):g} / "
                      f"{sum(t['max_score'] for t in bonus):g}")
     if hidden:
-        lines.append(f"{len(hidden)} more tests ({sum(t['max_score'] for t in hidden):g} points) "
-                     "are shown after the due date.")
+        total = sum(t["max_score"] for t in entries if t["tags"][0] not in rubric.BONUS_CATEGORIES)
+        points = sum(t["max_score"] for t in hidden)
+        more = (f"1 more test ({points:g} points) is" if len(hidden) == 1
+                else f"{len(hidden)} more tests ({points:g} points) are")
+        lines.append(f"{more} shown after the due date. Your score, the one Gradescope records, "
+                     f"is the total of every test, out of {total:g}; Gradescope shows it after "
+                     "the due date too.")
     for category in rubric.CATEGORIES:
         mine = [t for t in tests if t["tags"] == [category]]
-        if not mine:
+        if not sum(t["max_score"] for t in mine):  # none shown, or information only (mastery)
             continue
         lines.append(f"  {category:<12} {sum(t['score'] for t in mine):g} / "
                      f"{sum(t['max_score'] for t in mine):g}")
@@ -165,16 +177,20 @@ def _summary(found: intake.Intake, worker, limits, entries: list, internal_error
     lines.extend(f"Submission: {note}" for note in found.notes)
     if worker is not None and worker.restarts:
         lines.append(f"Your code was restarted {worker.restarts} time(s) after a crash, a timeout or running out of memory.")
-    lines.append("Isolation: " + "; ".join(sandbox.protections(limits)))
     if worker is not None and worker.ready:
-        python = worker.ready.get("python")
-        line = (f"Worker preflight: python {python} started and ran torch "
-                f"{worker.ready.get('torch')} under these limits before your code was imported")
-        if python != platform.python_version():  # e.g. its libpython is not readable to the worker user
-            line += (f" (the grader itself runs python {platform.python_version()}: the worker's "
-                     "interpreter loaded another Python runtime)")
-        lines.append(line + ".")
+        lines.append(f"Your code ran with Python {worker.ready.get('python')} and torch "
+                     f"{worker.ready.get('torch')}, in a separate process with time and memory limits.")
     return "\n".join(lines)
+
+
+def _environment(worker, limits) -> dict:
+    """For the TA, in results.json's extra_data: every isolation protection active (checked on
+    this machine) and what the worker's preflight reported (its Python and torch)."""
+    environment = {"isolation": sandbox.protections(limits)}
+    if worker is not None and worker.ready:
+        environment["worker"] = {"python": worker.ready.get("python"), "torch": worker.ready.get("torch"),
+                                 "grader_python": platform.python_version()}
+    return environment
 
 
 def main(argv=None) -> int:
@@ -185,7 +201,7 @@ def main(argv=None) -> int:
                         help="grade only this category (repeatable); for re-runs and debugging, "
                              "the results then hold only those tests")
     parser.add_argument("--figures", metavar="DIR", help="also write the figures (PNG) to DIR")
-    batch_options = parser.add_argument_group("batch grading (a TA's run over a folder; see batch.py)")
+    batch_options = parser.add_argument_group("batch grading (a TA's run over a folder; see ta/batch.py)")
     batch_options.add_argument("--batch", metavar="DIR", help="grade every submission in DIR")
     batch_options.add_argument("--out", metavar="DIR", help="results, summary.csv and report/ go here")
     batch_options.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
@@ -207,10 +223,10 @@ def main(argv=None) -> int:
             parser.error("--batch and --out go together, without --submission/--results")
         if args.ray_address and args.engine != "ray":
             parser.error("--ray-address goes with --engine ray")
-        from . import batch  # a TA's run only (it imports matplotlib)
+        from .ta import batch  # a TA's run only (it imports matplotlib)
         engine = None
         if args.engine == "ray":
-            from . import batch_ray
+            from .ta import batch_ray
             engine = batch_ray.engine(args.ray_address)  # says how to install Ray if it is missing
         return batch.run(os.path.join(invoked_from, args.batch), os.path.join(invoked_from, args.out),
                          max(args.jobs, 1), args.regrade, args.only, engine)

@@ -8,6 +8,7 @@ the student), then the adaptations the worker made, then any notes the check rec
 the verdicts themselves go into the entry's extra_data["verdicts"] for the TA's reports.
 """
 
+import os
 import traceback
 from dataclasses import dataclass, field
 
@@ -111,6 +112,9 @@ class ResultsPlugin:
                            else Verdict(measured="the check failed", kind="internal"))
                 if verdict not in outcome.failures:
                     outcome.failures.append(verdict)
+                # The run's log shows the verdict, not pytest's traceback: a student's error
+                # needs none, and the grader's own is printed once, by cli.grade.
+                report.longrepr = verdict.text()
         if report.when == "teardown":
             self.context.graded[outcome.rule.test] = outcome.passed
             outcome.notes.extend(n for n in self.context.submission.end_test() if n not in outcome.notes)
@@ -135,7 +139,7 @@ class ResultsPlugin:
         if isinstance(error, pytest.fail.Exception):
             return from_message(str(error.msg))
         name = self.outcomes[_rule_key(item)].rule.name
-        details = f"{item.nodeid}:\n{''.join(traceback.format_exception(error))}"
+        details = f"{item.nodeid}:\n{_traceback(error)}"
         if (name, details) not in self.internal_errors:
             self.internal_errors.append((name, details))
         return Verdict(measured=f"the grader hit an internal error in this check "
@@ -160,3 +164,21 @@ class ResultsPlugin:
             tests.append(results.test_entry(outcome.rule, numbering[test], fraction,
                                             "\n".join(lines), outcome.seconds, extra))
         return tests
+
+
+CHECKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checks")
+
+
+def _traceback(error: BaseException) -> str:
+    """One traceback, the error's own, from the check's frame down (pytest's frames above it
+    say nothing about the bug); the exception it was raised while handling, if any, in one line
+    instead of Python's second traceback ("During handling of the above exception")."""
+    frames = error.__traceback__
+    while frames is not None and not frames.tb_frame.f_code.co_filename.startswith(CHECKS):
+        frames = frames.tb_next
+    text = "".join(traceback.format_exception(type(error), error, frames or error.__traceback__,
+                                              chain=False))
+    context = error.__cause__ or error.__context__
+    if context is not None:
+        text += f"(raised while handling {type(context).__name__}: {context})\n"
+    return text

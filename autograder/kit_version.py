@@ -3,8 +3,8 @@
 The grader records `fingerprint()` in every results.json (`extra_data.kit`); batch grading
 regrades a submission whose result carries another fingerprint (or none), so an edit of the
 rubric, a check, the worker or the reference never leaves old scores in a class's summary.
-The batch tool's own reporting and dispatch (batch.py, batch_ray.py, html_report.py) is left
-out: it is rebuilt on every run and changes no grade.
+The TA's tools (autograder/ta/: batch dispatch and the HTML report) are left out: they change
+no grade, and the report is rebuilt on every run.
 """
 
 import functools
@@ -15,18 +15,17 @@ KIT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Besides every Python file under autograder/: what the grader and the worker read.
 GRADING_FILES = ("reference/backbone.py", "student/backbone.py", "student/generate_data.py",
                  "requirements.txt")
-REPORTING_ONLY = ("autograder/batch.py", "autograder/html_report.py", "autograder/batch_ray.py")
+TA_TOOLS = "autograder/ta"
 
 
 def grading_files() -> list:
     """The kit-relative paths that decide a grade, sorted."""
     found = [path for path in GRADING_FILES if os.path.exists(os.path.join(KIT, path))]
     for directory, folders, files in os.walk(os.path.join(KIT, "autograder")):
-        folders[:] = [name for name in folders if name != "__pycache__"]
-        for name in files:
-            path = os.path.relpath(os.path.join(directory, name), KIT)
-            if name.endswith(".py") and path not in REPORTING_ONLY:
-                found.append(path)
+        here = os.path.relpath(directory, KIT)
+        folders[:] = [name for name in folders
+                      if name != "__pycache__" and os.path.join(here, name) != TA_TOOLS]
+        found.extend(os.path.join(here, name) for name in files if name.endswith(".py"))
     return sorted(found)
 
 

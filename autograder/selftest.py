@@ -70,9 +70,11 @@ def main() -> int:
         print("\n".join(lines), file=sys.stderr)
         return 1
     print(f"self-test: the reference scores 100 / 100 in the real sandbox ({seconds:.0f} s)")
-    for line in document["output"].splitlines():
-        if line.startswith(("Isolation:", "Worker preflight:")):
-            print(f"self-test: {line}")
+    extra = document.get("extra_data", {})
+    print("self-test: isolation: " + "; ".join(extra.get("isolation", [])))
+    worker = extra.get("worker", {})
+    print(f"self-test: the worker ran Python {worker.get('python')} and torch {worker.get('torch')} "
+          f"under its limits (the grader runs Python {worker.get('grader_python')})")
     return 0
 
 

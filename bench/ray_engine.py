@@ -30,7 +30,7 @@ sys.path.insert(0, KIT)
 os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's default for `ray start`; README
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from autograder import batch, batch_ray  # noqa: E402
+from autograder.ta import batch, batch_ray  # noqa: E402
 
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 ROUND_TRIPS = 40

@@ -1,9 +1,10 @@
-"""Batch grading (autograder/batch.py) and its HTML report, run the way a TA runs them."""
+"""Batch grading (autograder/ta/batch.py) and its HTML report, run the way a TA runs them."""
 
 import csv
 import html.parser
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,8 @@ import zipfile
 import pytest
 from PIL import Image
 
-from autograder import batch, kit_version, results, rubric
+from autograder import kit_version, results, rubric
+from autograder.ta import batch
 from grading import KIT, REFERENCE, TEMPLATE
 
 # interface (always graded on Gradescope) and convergence (which draws the figures); the other
@@ -121,7 +123,8 @@ def test_second_run_skips_graded_submissions_until_one_changes(graded):
     folder, out, _ = graded
     before = {p: p.stat().st_mtime for p in (out / "results").iterdir()}
     completed = run_batch(folder, out)
-    assert "grading 0" in completed.stderr, completed.stderr
+    assert "5 up to date, nothing to grade (use --regrade)" in completed.stderr, completed.stderr
+    assert "grading" not in completed.stderr and "ETA" not in completed.stderr, completed.stderr
     assert {p: p.stat().st_mtime for p in (out / "results").iterdir()} == before
     os.utime(folder / "broken.py")  # a resubmission
     completed = run_batch(folder, out)
@@ -181,7 +184,7 @@ def test_a_rubric_edit_regrades_the_batch_and_says_so(tmp_path):
 
     assert "grading 1" in run_copy()
     unchanged = run_copy()
-    assert "grading 0" in unchanged and "changed" not in unchanged
+    assert "1 up to date, nothing to grade" in unchanged and "changed" not in unchanged
     rubric_file = kit / "autograder" / "rubric.py"
     title = '"backbone.py was submitted"'
     rubric_file.write_text(rubric_file.read_text().replace(title, '"backbone.py was handed in"'))
@@ -241,11 +244,13 @@ def test_gradescope_export_layout_names_students(tmp_path):
                      "submission_303": ""}
 
 
-def _screenshot(page, png, profile):
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-               "--no-first-run", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", f"--user-data-dir={profile}", "--enable-logging=stderr",
-               f"--screenshot={png}", "--window-size=1280,1600", page.as_uri()]
+CHROMIUM_OPTIONS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _screenshot(page, png, profile, height=1600):
+    command = [CHROMIUM, *CHROMIUM_OPTIONS, f"--user-data-dir={profile}", "--enable-logging=stderr",
+               f"--screenshot={png}", f"--window-size=1280,{height}", page.as_uri()]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert png.exists(), completed.stderr[-2000:]
     errors = [line for line in completed.stderr.splitlines() if "CONSOLE" in line or "ERR_FILE" in line]
@@ -270,6 +275,36 @@ def test_report_renders_in_headless_chromium(graded, tmp_path):
     assert _has_colour(index, (31, 119, 180))
     assert _has_colour(page, (31, 119, 180))
     assert _has_colour(page, (68, 1, 84))  # viridis at 0, the attention maps
+    # the first screen of the index holds the submissions table: its links, in the browser's blue
+    first = _screenshot(out / "report" / "index.html", tmp_path / "first.png", tmp_path / "profile", 900)
+    assert _has_colour(first.crop((0, 0, 400, 900)), (0, 0, 238), tolerance=0)
+
+
+def _sorted_names(index, profile, clicks: int) -> list:
+    """The submissions table's names after `clicks` clicks on its "total" header, as Chromium
+    runs the report's own script."""
+    page = index.parent / f"clicked{clicks}.html"
+    click = "document.querySelector('table.sortable').tHead.rows[0].cells[1].click();" * clicks
+    page.write_text(index.read_text().replace("</body>", f"<script>{click}</script></body>"))
+    try:
+        dump = subprocess.run([CHROMIUM, *CHROMIUM_OPTIONS, f"--user-data-dir={profile}", "--dump-dom",
+                               page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    finally:
+        page.unlink()
+    table = _between(dump, '<table class="sortable">', "</table>")
+    return re.findall(r'href="submissions/([^/"]+)/index.html"', table)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_clicking_a_header_sorts_the_submissions_table(graded, tmp_path):
+    _, out, _ = graded
+    scores = {name: json.loads((out / "results" / f"{name}.json").read_text())["score"] for name in NAMES}
+    index = out / "report" / "index.html"
+    assert _sorted_names(index, tmp_path / "profile", 0) == sorted(NAMES)
+    once = _sorted_names(index, tmp_path / "profile", 1)  # a number column: highest first
+    assert sorted(once) == sorted(NAMES) and [scores[n] for n in once] == sorted(scores.values(), reverse=True)
+    twice = _sorted_names(index, tmp_path / "profile", 2)
+    assert [scores[n] for n in twice] == sorted(scores.values())
 
 
 def test_figures_embed_in_gradescope_output_or_degrade_to_text():
@@ -295,10 +330,114 @@ def test_figures_survive_garbage_from_the_worker():
     assert figures.describe(garbage) == "loss curve: 3.00 -> 3.00 over 5 steps"
 
 
-def test_diagnosis_masks_numbers_only_when_grouping():
-    from autograder import html_report
+def test_a_finished_batch_prints_a_table_of_scores(graded):
+    _, out, completed = graded
+    lines = completed.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("submission"))
+    assert header.split() == ["submission", "total", *ONLY], completed.stdout
+    rows = {line.split()[0]: line.split()[1:] for line in lines[lines.index(header) + 1:] if line.strip()}
+    assert set(rows) == NAMES, completed.stdout
+    for name in ("reference", "zipped", "in_a_folder"):
+        assert rows[name] == [f"{FULL:g}", "5", "15"], completed.stdout
+    template = json.loads((out / "results" / "template.json").read_text())
+    assert rows["template"][0] == f"{template['score']:g}"
 
-    message = "the model's logits at position 3 changed (max |delta| 0.21) when token 7 was perturbed"
-    assert html_report.diagnosis(message) == message
-    assert html_report.diagnosis(message, grouping=True) == (
-        "the model's logits at position # changed (max |delta| #) when token # was perturbed")
+
+def _between(text: str, start: str, end: str) -> str:
+    return text[text.index(start):text.index(end, text.index(start))]
+
+
+def test_report_reads_top_down_and_each_page_shows_the_code(graded):
+    _, out, _ = graded
+    report = out / "report"
+    index = (report / "index.html").read_text()
+    # the submissions table first, then the histogram, the failures, the environment once
+    assert index.index("<h2>Submissions</h2>") < index.index("histogram.png") < index.index("Most common diagnoses")
+    assert "<table class=sortable>" in index and "<script>" in index and "<script src" not in index
+    table = _between(index, "<table class=sortable>", "</table>")
+    assert all(f'<a class=name href="submissions/{n}/index.html">{n}</a>' in table for n in NAMES)
+    document = json.loads((report.parent / "results" / "template.json").read_text())
+    isolation = document["extra_data"]["isolation"]
+    assert isolation and index.count(html.escape(isolation[0])) == 1
+    for name in NAMES:
+        page = (report / "submissions" / name / "index.html").read_text()
+        assert html.escape(isolation[0]) not in page, name  # once per batch, not on every page
+        assert 'id="L1"' in page and 'href="#code"' in page, name
+    template = (report / "submissions" / "template" / "index.html").read_text()
+    code = _between(template, "<pre class=code>", "</pre>")
+    with open(TEMPLATE) as file:
+        source = file.read()
+    assert code.count('class="line') == len(source.splitlines())
+    assert "-&gt; torch.Tensor" in code and "-> torch.Tensor" not in code  # escaped
+    # the line a message names is linked and marked in the code
+    broken = (report / "submissions" / "broken" / "index.html").read_text()
+    assert 'line <a href="#L1">1</a>' in broken and '<span class="line named" id="L1">' in broken
+
+
+def test_students_read_a_plain_summary_and_the_ta_gets_the_environment(graded):
+    _, out, _ = graded
+    document = json.loads((out / "results" / "reference.json").read_text())
+    assert "Isolation:" not in document["output"] and "preflight" not in document["output"]
+    assert "Your code ran with Python " in document["output"], document["output"]
+    extra = document["extra_data"]
+    assert any("memory limit" in p for p in extra["isolation"]), extra
+    assert extra["worker"]["python"] and extra["worker"]["torch"], extra
+    imports = next(t for t in document["tests"] if t["name"] == "backbone.py imports")
+    seconds = float(imports["output"].split("imported in ")[1].split(" s")[0])
+    assert seconds > 0, imports["output"]  # as measured: "0.034 s", never "0.0 s"
+
+
+def _fixture_document(tests: dict, numbering: dict) -> dict:
+    """results.json for the rubric's tests, the ones in `tests` ({test: verdicts}) failed."""
+    entries = []
+    for rule in rubric.RULES:
+        failures = tests.get(rule.test, [])
+        entries.append(results.test_entry(rule, numbering[rule.test], 0.0 if failures else 1.0,
+                                          "\n".join(v.text() for v in failures), 0.1,
+                                          {"verdicts": [v.as_dict() for v in failures]}))
+    document = results.document(entries, "Score of the tests shown now: ...", 1.0)
+    document["extra_data"] = {"isolation": ["a protection of the fixture", "another one"],
+                              "worker": {"python": "3.10.12", "torch": "2.13.0+cpu", "grader_python": "3.10.12"}}
+    return document
+
+
+def test_report_groups_failures_by_their_verdicts_without_masking(tmp_path):
+    """Hand-made results: a cause shared by two submissions in two tests is one row, code in it
+    is shown as written (no number masking), a failure without a cause is grouped by its kind
+    and its submissions, and its measurement is shown whole."""
+    from autograder.ta import html_report
+    from autograder.verdict import KINDS, Verdict
+
+    numbering = results.numbers()
+    shift, mean_loss = "test_training.py::test_next_token_targets", "test_training.py::test_returns_mean_batch_loss"
+    rmsnorm = "test_rmsnorm.py::test_forward_matches_reference"
+    assert {shift, mean_loss, rmsnorm} <= {rule.test for rule in rubric.RULES}
+    cause = "the targets are actions[:, :-1], the inputs shifted the wrong way"
+
+    def training(loss):
+        return {test: [Verdict(measured="train_epoch's loss on batch 1", found=f"{loss}",
+                               expected="0.25", cause=cause)] for test in (shift, mean_loss)}
+    measured = ("RMSNorm(dim=8, eps=0.01) on input (3, 2, 7, 8): max abs error 2.93 at index (0, 1, 5, 6) "
+                "(value 4.9103, expected 1.9844); expected within atol 1e-05 + rtol 1e-05 * |expected|")
+    raised = Verdict(measured="RMSNorm raised ValueError: bad (backbone.py line 3, in forward)", kind="raised")
+    documents = {"alice": training(0.51), "bob": training(0.73),
+                 "carol_with_a_long_name": {rmsnorm: [Verdict(measured=measured)],
+                                            "test_rmsnorm.py::test_zero_input_is_finite": [raised]}}
+    submissions = []
+    for name, failures in documents.items():
+        (tmp_path / f"{name}.py").write_text("import torch\n\nraise ValueError('bad')\n")
+        submissions.append(batch.Submission(name, str(tmp_path / f"{name}.py"),
+                                            student="Maximiliane Oberhauser-Winterbottom" if name == "bob" else "",
+                                            document=_fixture_document(failures, numbering)))
+    index = open(html_report.build(submissions, str(tmp_path / "out"))).read()
+    failures = _between(index, "Most common diagnoses", "</table>")
+    assert failures.count(f"<b>{cause}</b>") == 1 and ":#]" not in index and "#." not in failures
+    row = _between(failures, f"<b>{cause}</b>", "</tr>")
+    assert f"{numbering[shift]}, {numbering[mean_loss]}" in row and "alice" in row and "bob" in row
+    assert failures.count(html.escape(KINDS["mismatch"])) == 1 and html.escape(measured) in failures  # whole
+    assert "\u2026" not in index and "..." not in failures
+    assert index.count("a protection of the fixture") == 1
+    assert "Maximiliane Oberhauser-Winterbottom" in index and "a.name { white-space: nowrap; }" in index
+    carol = (tmp_path / "out" / "report" / "submissions" / "carol_with_a_long_name" / "index.html").read_text()
+    assert 'line <a href="#L3">3</a>' in carol and '<span class="line named" id="L3">' in carol
+    assert "a protection of the fixture" not in carol

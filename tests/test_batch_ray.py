@@ -1,4 +1,4 @@
-"""--engine ray (autograder/batch_ray.py) against the local pool, on a local Ray cluster started
+"""--engine ray (autograder/ta/batch_ray.py) against the local pool, on a local Ray cluster started
 with `ray start --head`, the way a TA starts one (needs requirements-ray.txt; .ci/run installs it)."""
 
 import csv
@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from autograder import batch, batch_ray, kit_version
+from autograder import kit_version
+from autograder.ta import batch, batch_ray
 from grading import KIT, REFERENCE, TEMPLATE
 from variants import MUTANTS
 

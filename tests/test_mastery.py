@@ -122,7 +122,7 @@ def test_correct_cache_gets_the_bonus(variant, tmp_path):
 
 
 def test_batch_summary_and_report_show_mastery_and_the_speedup(tmp_path):
-    from autograder import batch, html_report
+    from autograder.ta import batch, html_report
 
     numbering = results.numbers()
     cached = results.document([results.test_entry(rule, numbering[rule.test], 1.0, "", 0.1,

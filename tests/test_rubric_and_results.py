@@ -75,3 +75,24 @@ def test_visibility_policy_keeps_every_category_partly_visible():
     for category in set(rubric.CATEGORIES) - set(rubric.BONUS_CATEGORIES):
         assert any(rule.visibility == "visible" and rule.weight > 0
                    for rule in rubric.RULES if rule.category == category), category
+
+
+def test_the_students_summary_explains_the_sum_shown_now_against_the_recorded_total():
+    """One score: Gradescope records the total of every test; the summary, visible at once,
+    sums the tests shown now, says the recorded total is out of 100 and when it is shown, and
+    never gives a hidden test's result away."""
+    from autograder import cli, intake
+
+    numbering = results.numbers()
+    entries = [results.test_entry(rule, numbering[rule.test], 1.0 if rule.visibility == "visible" else 0.0, "")
+               for rule in rubric.RULES]
+    summary = cli._summary(intake.Intake(file="backbone.py"), None, entries, [])
+    hidden = [e for e in entries if e["visibility"] != "visible"]
+    shown = sum(e["max_score"] for e in entries if e["visibility"] == "visible")
+    assert hidden and f"Score of the tests shown now: {shown:g} / {shown:g}" in summary
+    assert (f"{len(hidden)} more tests ({sum(e['max_score'] for e in hidden):g} points) are shown after "
+            "the due date. Your score, the one Gradescope records, is the total of every test, "
+            "out of 100") in summary, summary
+    assert "Isolation" not in summary and "preflight" not in summary
+    mastery = [line for line in summary.splitlines() if line.strip().startswith("mastery")]
+    assert not mastery or rubric.MASTERY_BONUS  # a 0-point category is no score line

@@ -33,7 +33,7 @@ def test_imports(submission):
     reply = submission.load()
     if not reply.get("ok"):
         pytest.fail(f"importing backbone.py raised {describe(reply['error'])}", pytrace=False)
-    submission.note(f"imported in {reply['result']['seconds']:.1f} s")
+    submission.note(f"imported in {reply['result']['seconds']:.2g} s")  # as measured: 0.034, not 0.0
 
 
 def test_required_names(submission):

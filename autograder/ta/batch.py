@@ -18,9 +18,11 @@ skipped, unless --regrade; the run says how many results it regrades because the
 grading that hit an internal error of the grader (results.internal_error, exit status 1) is a
 grader error in the summary, never a score. Written to OUT:
     results/<name>.json       each submission's results.json (as Gradescope would get it)
-    logs/<name>.log           the grader's output for it (incl. the cut output of the student code)
+    logs/<name>.log           the grader's output for it (incl. what the student's code printed)
     summary.csv               one row per submission: total, each category, each test
     report/index.html         the HTML report (html_report.py), with a page per submission
+and the terminal gets a table of the scores. A run that finds every result up to date says so
+("N up to date, nothing to grade (use --regrade)") and only rebuilds the summary and report.
 """
 
 import concurrent.futures
@@ -35,9 +37,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-from . import html_report, kit_version, results, rubric
+from .. import kit_version, results, rubric
+from . import html_report
 
-KIT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KIT = kit_version.KIT
 METADATA = "submission_metadata.yml"
 # A whole grading run takes ~30 s; the checks' own timeouts end a hung one well before this.
 SUBMISSION_TIMEOUT = 30 * 60
@@ -183,7 +186,7 @@ def judge(submission: Submission, out: str, code) -> None:
         except (OSError, ValueError):
             pass
     if cause:
-        submission.error = f"grader error (not the student's): {cause[:300]}; see {log}"
+        submission.error = f"grader error (not the student's): {cause}; see {log}"
     elif code != 0 or not os.path.exists(results_path):
         submission.error = f"the grader failed (exit {code}); see {log}"
 
@@ -251,6 +254,26 @@ def write_summary(submissions: list, path: str) -> None:
                              *(f"{v:g}" if isinstance(v, float) else v for v in row), submission.error])
 
 
+def score_table(submissions: list) -> str:
+    """The batch's scores as a plain-text table: a row per submission (its total and each
+    category graded), "grader error" for one without results."""
+    graded = [s for s in submissions if s.document]
+    categories = [c for c in rubric.CATEGORIES
+                  if any(t["tags"] == [c] and t["max_score"] for s in graded for t in s.document["tests"])]
+    rows = [["submission", "total", *categories]]
+    for submission in submissions:
+        if not submission.document:
+            rows.append([submission.name, "grader error"])
+            continue
+        tests = submission.document["tests"]
+        rows.append([submission.name, f"{submission.document['score']:g}",
+                     *(f"{sum(t['score'] for t in tests if t['tags'] == [c]):g}" for c in categories)])
+    widths = [max(len(row[i]) for row in rows if len(row) == len(rows[0])) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
+                               for i, (cell, width) in enumerate(zip(row, widths))).rstrip()
+                     for row in rows)
+
+
 def run(folder: str, out: str, jobs: int, regrade: bool = False, only=None, engine=None) -> int:
     """The batch run; `engine(pending, out, only, jobs)` grades and yields each submission as it
     finishes (default local_pool; batch_ray.engine for a Ray cluster). Exit status 1 if any
@@ -266,16 +289,22 @@ def run(folder: str, out: str, jobs: int, regrade: bool = False, only=None, engi
     kit = kit_version.fingerprint()
     kits = {s.name: graded_with(s, out, only) for s in submissions}
     pending = [s for s in submissions if regrade or kits[s.name] != kit]
-    pool = f" with {jobs} at a time" if engine is local_pool else ""
-    print(f"{len(submissions)} submissions in {folder}: grading {len(pending)}{pool}", file=sys.stderr)
-    stale = sum(kits[s.name] not in (None, kit) for s in pending)
-    if stale and not regrade:
-        print(f"{stale} of them were graded before the grading code or the rubric changed "
-              f"(kit {kit}): regrading them", file=sys.stderr)
-    progress = Progress(len(submissions), len(submissions) - len(pending))
-    for submission in engine(pending, out, only, jobs):
-        progress.update(submission)
-    progress.close()
+    current = len(submissions) - len(pending)
+    if pending:
+        pool = f" with {jobs} at a time" if engine is local_pool else ""
+        print(f"{len(submissions)} submissions in {folder}: grading {len(pending)}{pool}"
+              + (f" ({current} up to date)" if current else ""), file=sys.stderr)
+        stale = sum(kits[s.name] not in (None, kit) for s in pending)
+        if stale and not regrade:
+            print(f"{stale} of them were graded before the grading code or the rubric changed "
+                  f"(kit {kit}): regrading them", file=sys.stderr)
+        progress = Progress(len(submissions), current)
+        for submission in engine(pending, out, only, jobs):
+            progress.update(submission)
+        progress.close()
+    else:
+        print(f"{len(submissions)} submissions in {folder}: {current} up to date, nothing to grade "
+              "(use --regrade)", file=sys.stderr)
     for submission in submissions:
         if not submission.error:
             try:
@@ -285,6 +314,7 @@ def run(folder: str, out: str, jobs: int, regrade: bool = False, only=None, engi
                 submission.error = f"no readable results: {error}"
     write_summary(submissions, os.path.join(out, "summary.csv"))
     index = html_report.build(submissions, out)
+    print(score_table(submissions))
     failed = [s.name for s in submissions if s.error]
     print(f"summary: {os.path.join(out, 'summary.csv')}\nreport:  {index}"
           + (f"\nnot graded ({len(failed)}): {', '.join(failed)}" if failed else ""), file=sys.stderr)

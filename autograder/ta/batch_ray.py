@@ -26,7 +26,8 @@ import sys
 import tarfile
 import tempfile
 
-from . import batch, html_report, kit_version
+from .. import kit_version
+from . import batch, html_report
 
 REQUIREMENTS = os.path.join(batch.KIT, "requirements-ray.txt")
 # Archives in the object store at once, per CPU of the cluster: enough to keep every CPU busy
