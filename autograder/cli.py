@@ -9,7 +9,7 @@
                    [--regrade]                           in DIR (see batch.py)
                    [--engine ray [--ray-address A]]      ... graded on a Ray cluster (batch_ray.py)
 
-Both modes take the same path: find the file (intake.py), start the worker (sandbox.py), run
+Both modes take the same path: find the file (intake.py), start the worker (sandbox/), run
 the graded tests in autograder/checks with the results plugin (grading_plugin.py), and write the
 document (results.py). If the grader itself fails (its worker cannot start or import torch, a
 crash of the grader, a check that raises), a results.json that says "internal error of the
@@ -31,8 +31,11 @@ import traceback
 import pytest
 import torch
 
-from . import grading_plugin, intake, kit_version, results, rubric, sandbox
+from . import grading_plugin, intake, kit_version, results, rubric
 from .checks.submission import Submission
+from .sandbox import protections
+from .sandbox.client import Worker
+from .sandbox.limits import Limits
 
 CHECKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checks")
 # SCRATCH1_AUTOGRADER_ROOT stands in for /autograder when a test simulates Gradescope's layout.
@@ -61,11 +64,11 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
     start = time.monotonic()
     torch.set_num_threads(1)
     found = intake.locate(submission)
-    limits = sandbox.Limits.sized(rubric.WORKER)
+    limits = Limits.sized(rubric.WORKER)
     worker = None
     if found.file:
-        worker = sandbox.Worker(found.file, limits, rubric.WORKER["import_timeout"],
-                                rubric.WORKER["start_timeout"])
+        worker = Worker(found.file, limits, rubric.WORKER["import_timeout"],
+                        rubric.WORKER["start_timeout"])
     context = GradingContext(found, worker)
     plugin = grading_plugin.ResultsPlugin(context, categories)
     try:
@@ -82,7 +85,7 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
             document = results.internal_error(
                 str(worker.start_error), time.monotonic() - start,
                 "Isolation (as set up for the worker): "
-                + "; ".join(sandbox.protections(limits)))
+                + "; ".join(protections.describe(limits)))
         else:
             entries = plugin.entries()
             summary = _summary(found, worker, limits, entries, plugin.internal_errors)
@@ -165,7 +168,7 @@ def _summary(found: intake.Intake, worker, limits, entries: list, internal_error
     lines.extend(f"Submission: {note}" for note in found.notes)
     if worker is not None and worker.restarts:
         lines.append(f"Your code was restarted {worker.restarts} time(s) after a crash, a timeout or running out of memory.")
-    lines.append("Isolation: " + "; ".join(sandbox.protections(limits)))
+    lines.append("Isolation: " + "; ".join(protections.describe(limits)))
     if worker is not None and worker.ready:
         python = worker.ready.get("python")
         line = (f"Worker preflight: python {python} started and ran torch "
