@@ -152,7 +152,7 @@ ensure_worker_user() {
 }
 
 # bubblewrap (bwrap) gives the worker a filesystem of its own: only the interpreter, its sandbox
-# folder and a private /tmp (autograder/filesystem.py). Where the platform refuses it (Docker
+# folder and a private /tmp (autograder/sandbox/filesystem.py). Where the platform refuses it (Docker
 # without CAP_SYS_ADMIN) or it is missing, the grader falls back to unshare, then to file
 # permissions alone, and each report's "Isolation:" line says which held.
 ensure_bubblewrap() {

@@ -9,7 +9,7 @@
                    [--regrade]                           in DIR (see ta/batch.py)
                    [--engine ray [--ray-address A]]      ... graded on a Ray cluster (ta/batch_ray.py)
 
-Both modes take the same path: find the file (intake.py), start the worker (sandbox.py), run
+Both modes take the same path: find the file (intake.py), start the worker (sandbox/), run
 the graded tests in autograder/checks with the results plugin (grading_plugin.py), and write the
 document (results.py). If the grader itself fails (its worker cannot start or import torch, a
 crash of the grader, a check that raises), a results.json that says "internal error of the
@@ -31,8 +31,11 @@ import traceback
 import pytest
 import torch
 
-from . import grading_plugin, intake, kit_version, results, rubric, sandbox
+from . import grading_plugin, intake, kit_version, results, rubric
 from .checks.submission import Submission
+from .sandbox import protections
+from .sandbox.client import Worker
+from .sandbox.limits import Limits
 
 CHECKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checks")
 # SCRATCH1_AUTOGRADER_ROOT stands in for /autograder when a test simulates Gradescope's layout.
@@ -61,11 +64,11 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
     start = time.monotonic()
     torch.set_num_threads(1)
     found = intake.locate(submission)
-    limits = sandbox.Limits.sized(rubric.WORKER)
+    limits = Limits.sized(rubric.WORKER)
     worker = None
     if found.file:
-        worker = sandbox.Worker(found.file, limits, rubric.WORKER["import_timeout"],
-                                rubric.WORKER["start_timeout"])
+        worker = Worker(found.file, limits, rubric.WORKER["import_timeout"],
+                        rubric.WORKER["start_timeout"])
     context = GradingContext(found, worker)
     plugin = grading_plugin.ResultsPlugin(context, categories)
     try:
@@ -82,7 +85,7 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
             document = results.internal_error(
                 str(worker.start_error), time.monotonic() - start,
                 "Isolation (as set up for the worker): "
-                + "; ".join(sandbox.protections(limits)))
+                + "; ".join(protections.describe(limits)))
         else:
             entries = plugin.entries()
             summary = _summary(found, worker, entries, plugin.internal_errors)
@@ -186,7 +189,7 @@ def _summary(found: intake.Intake, worker, entries: list, internal_errors: list)
 def _environment(worker, limits) -> dict:
     """For the TA, in results.json's extra_data: every isolation protection active (checked on
     this machine) and what the worker's preflight reported (its Python and torch)."""
-    environment = {"isolation": sandbox.protections(limits)}
+    environment = {"isolation": protections.describe(limits)}
     if worker is not None and worker.ready:
         environment["worker"] = {"python": worker.ready.get("python"), "torch": worker.ready.get("torch"),
                                  "grader_python": platform.python_version()}

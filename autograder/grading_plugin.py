@@ -16,7 +16,7 @@ import pytest
 
 from . import results, rubric
 from .verdict import Failed, Verdict, from_message
-from .sandbox import StudentError, WorkerFailure, WorkerStartError
+from .sandbox.errors import StudentError, WorkerFailure, WorkerStartError
 
 CONTEXT = pytest.StashKey()  # the grading context (submission handle, intake, ...) for conftest
 CREDIT = pytest.StashKey()  # a test's partial credit, set through the `credit` fixture
@@ -94,8 +94,6 @@ class ResultsPlugin:
     def pytest_runtest_setup(self, item):
         rule = self.outcomes[_rule_key(item)].rule
         self.context.submission.begin_test(rule)
-        if self.context.worker is not None:
-            self.context.worker.begin_check(rule.test, rule.timeout)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):

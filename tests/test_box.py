@@ -1,7 +1,7 @@
 """Cases graded inside a container of Gradescope's default memory (tests/cases/*/expect.json with
 "box": true): the grading runs in a fresh cgroup v1 memory cgroup of 768 MB, swap included, as
 ../shared/tools/gsbox.sh makes (without its 0.5 vCPU quota, which only makes the run slower).
-The grader must size its worker to that container (autograder/memory.py), so a submission that
+The grader must size its worker to that container (autograder/sandbox/memory.py), so a submission that
 fills memory fails only the checks that ran it, with a message that says so, and the kernel's
 OOM killer never has to act.
 """
@@ -13,7 +13,8 @@ import sys
 
 import pytest
 
-from autograder import memory, results, rubric
+from autograder import results, rubric
+from autograder.sandbox import memory
 from grading import KIT, by_category
 from test_cases import CASES, _expect, case_file
 

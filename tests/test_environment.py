@@ -13,7 +13,8 @@ import tempfile
 
 import pytest
 
-from autograder import results, sandbox
+from autograder import results
+from autograder.sandbox import isolation
 from grading import KIT, TEMPLATE
 
 RUN_AUTOGRADER = os.path.join(KIT, "run_autograder")
@@ -48,7 +49,7 @@ def _assert_internal_error(completed, document, cause: str):
 def _assert_isolation_as_measured(document):
     """The isolation line follows the namespace probe made here, not the worker's failure."""
     output = document["output"]
-    if sandbox.namespaces():
+    if isolation.namespaces():
         assert "network blocked" in output and "hidden from the worker" in output, output
         assert "namespaces refused" not in output and "READABLE" not in output, output
 
@@ -60,7 +61,7 @@ def test_a_worker_interpreter_that_cannot_start_is_an_internal_error(tmp_path):
     _assert_isolation_as_measured(document)
 
 
-@pytest.mark.skipif(sandbox.worker_user() is None, reason="needs root and the worker user")
+@pytest.mark.skipif(isolation.worker_user() is None, reason="needs root and the worker user")
 def test_an_interpreter_in_a_folder_the_worker_user_cannot_enter_is_an_internal_error(tmp_path):
     """As on a machine whose Python lives under a private home: the worker user's shell cannot
     reach the interpreter (a 0700 folder of root's), while the grader, as root, can."""
@@ -79,7 +80,7 @@ def test_an_interpreter_in_a_folder_the_worker_user_cannot_enter_is_an_internal_
         shutil.rmtree(public)
     # Under bubblewrap the worker sees no folder but the interpreter's own and its sandbox, so
     # the launcher is not even there; otherwise the private folder refuses the worker user.
-    cause = "No such file or directory" if sandbox.namespaces() == "bwrap" else "Permission denied"
+    cause = "No such file or directory" if isolation.namespaces() == "bwrap" else "Permission denied"
     _assert_internal_error(completed, document, cause)
     _assert_isolation_as_measured(document)
 

@@ -7,7 +7,10 @@ import sys
 
 import pytest
 
-from autograder import rubric, sandbox
+from autograder import rubric
+from autograder.sandbox.client import Worker
+from autograder.sandbox.errors import GraderError
+from autograder.sandbox.limits import Limits
 from grading import KIT, REFERENCE
 
 # A grader-side typo injected into the real grading: every rmsnorm request reaches the real
@@ -43,12 +46,13 @@ def test_a_misspelt_keyword_is_reported_as_the_graders_error(tmp_path):
 
 
 def test_a_request_for_an_unknown_op_is_the_graders_error(tmp_path):
-    limits = sandbox.Limits.sized(rubric.WORKER)
-    worker = sandbox.Worker(REFERENCE, limits, rubric.WORKER["import_timeout"],
-                            rubric.WORKER["start_timeout"])
+    limits = Limits.sized(rubric.WORKER)
+    worker = Worker(REFERENCE, limits, rubric.WORKER["import_timeout"],
+                    rubric.WORKER["start_timeout"])
+    worker.begin_check("an unknown op", 30.0)
     try:
-        with pytest.raises(sandbox.GraderError, match="no op for the request"):
-            worker.call("rmsnrom", 30.0, dim=4)
+        with pytest.raises(GraderError, match="no op for the request"):
+            worker.call("rmsnrom", dim=4)
         assert worker.process is not None  # the worker lives on: nothing crashed
     finally:
         worker.stop()

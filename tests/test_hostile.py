@@ -22,17 +22,19 @@ from dataclasses import dataclass
 
 import pytest
 
-from autograder import results, rubric, sandbox
+from autograder import results, rubric
+from autograder.sandbox import isolation, protections
+from autograder.sandbox.limits import Limits
 from grading import KIT, REFERENCE, TEMPLATE, by_category
 from variants import VARIANTS
 
 HOSTILE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hostile")
-ISOLATED = sandbox.worker_user() is not None  # root with the worker user: NPROC, files, user
-CONTAINED = bool(sandbox.namespaces()) or ISOLATED  # no process outlives the worker
+ISOLATED = isolation.worker_user() is not None  # root with the worker user: NPROC, files, user
+CONTAINED = bool(isolation.namespaces()) or ISOLATED  # no process outlives the worker
 # Under bubblewrap the worker sees no folder of ours: attacks on `shared` fail at the first write.
-PRIVATE_FILESYSTEM = sandbox.namespaces() == "bwrap"
-HIDDEN = bool(sandbox.namespaces()) or (ISOLATED and not any(
-    sandbox._readable_by_others(path) for path in sandbox.SECRETS))
+PRIVATE_FILESYSTEM = isolation.namespaces() == "bwrap"
+HIDDEN = bool(isolation.namespaces()) or (ISOLATED and not any(
+    protections.readable_by_others(path) for path in protections.SECRETS))
 # What any grading must stay under here; Gradescope's 0.5 vCPU is ~2x slower on CPU-bound work,
 # and the worst case there is bounded by rubric.WORKER["total_seconds"] (see rubric.py).
 QUICK = 90
@@ -246,7 +248,7 @@ def test_remaining_checks_fail_fast_once_the_time_budget_is_spent(tmp_path, limi
 def test_huge_allocation_fails_inside_the_worker(tmp_path, allocation):
     graded = grade(tmp_path, with_forward(_read(REFERENCE), "RMSNorm", allocation), only=("rmsnorm", "attention"))
     zero(graded, "rmsnorm")
-    limit = f"at most {sandbox.Limits.sized(rubric.WORKER).memory_bytes // 2**20} MB"
+    limit = f"at most {Limits.sized(rubric.WORKER).memory_bytes // 2**20} MB"
     assert re.search(r"raised (RuntimeError|MemoryError)", graded.outputs("rmsnorm"))
     assert limit in graded.outputs("rmsnorm"), graded.outputs("rmsnorm")
     full_marks(graded, "attention")
@@ -377,7 +379,7 @@ def planted():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.mark.skipif(sandbox.namespaces() != "bwrap", reason="only bubblewrap limits the worker's view "
+@pytest.mark.skipif(isolation.namespaces() != "bwrap", reason="only bubblewrap limits the worker's view "
                     "of the filesystem; here files outside the kit are readable as their permissions allow")
 def test_files_planted_outside_the_kit_cannot_be_read(tmp_path, planted):
     secret, paths = planted

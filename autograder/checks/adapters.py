@@ -4,7 +4,7 @@ Modelled on CS336's tests/adapters.py. Each function sends one request to the wo
 the Submission handle, which turns the student's exceptions, hangs and crashes into failed
 Verdicts) and returns the worker's raw measurements as a small dataclass. The operation names
 are defined once, in worker/protocol.Op; a request the worker refuses as malformed raises
-sandbox.GraderError, an internal error of the grader, never a student error.
+sandbox.errors.GraderError, an internal error of the grader, never a student error.
 
 A new check needs only this file, verdict.py and one check file: call run_<component>, compare
 with checks/oracle.py, and on a difference `fail(Verdict(...))`.

@@ -6,7 +6,7 @@ crashed, the method fails the test with a Verdict that names the error and the l
 backbone.py; when backbone.py could not be imported at all, every test points at that one error.
 """
 
-from ..sandbox import StudentError, WorkerFailure
+from ..sandbox.errors import StudentError, WorkerFailure
 from ..verdict import Failed, Verdict, fail
 
 # WorkerFailure.kind -> Verdict.kind
@@ -34,15 +34,16 @@ class Submission:
     def __init__(self, worker=None, unavailable: str = ""):
         self.worker = worker
         self.unavailable = unavailable  # why there is nothing to grade, if so
-        self.timeout = 30.0
         self.notes = []
         self._once = {}  # op -> (result or None, Verdict or None, notes) of call_once
 
     # -- bookkeeping for the report plugin --------------------------------------------------
 
     def begin_test(self, rule) -> None:
-        self.timeout = rule.timeout
+        """A test of `rule` starts: its requests share the rule's timeout (seconds)."""
         self.notes = []
+        if self.worker is not None:
+            self.worker.begin_check(rule.test, rule.timeout)
 
     def end_test(self) -> list:
         notes, self.notes = self.notes, []
@@ -81,7 +82,7 @@ class Submission:
         raised, so the test can measure otherwise; any other failure fails the test as call does."""
         self._require_worker()
         try:
-            reply = self.worker.call(op, self.timeout, **args)
+            reply = self.worker.call(op, **args)
         except StudentError as error:
             for text in error.notes:
                 self.note(text)
@@ -108,7 +109,7 @@ class Submission:
         too and fails every caller alike."""
         if op not in self._once:
             worker, saved, self.notes = self.worker, self.notes, []
-            check = (worker.check, worker.check_seconds) if worker is not None else None
+            check = (worker.budget.check, worker.budget.check_seconds) if worker is not None else None
             if worker is not None:
                 worker.begin_check(f"once per grading: {op}", seconds)
             try:

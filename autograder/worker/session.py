@@ -65,7 +65,7 @@ class MissingName(Exception):
 @op(Op.PREFLIGHT)
 def preflight(session: Session) -> dict:
     """Proof, before the submission is imported, that this interpreter runs torch under the
-    worker's limits (the grader sends it first to every fresh worker; see sandbox.Worker)."""
+    worker's limits (the grader sends it first to every fresh worker; see sandbox/client.py)."""
     product = float(torch.ones(8) @ torch.ones(8))
     if product != 8.0:
         raise RuntimeError(f"torch computes ones(8) @ ones(8) = {product}")

@@ -6,9 +6,9 @@ starts the worker in new mount, PID, network, IPC and UTS namespaces whose root 
 tmpfs, and binds into it only the paths listed here. A file planted anywhere else (/tmp, /home,
 /srv, another checkout of the kit, the grader's own folder) does not exist for the worker,
 whatever its permissions. As root, bwrap creates the namespaces itself and the worker then drops
-to the unprivileged user (sandbox.py); otherwise it needs unprivileged user namespaces. Docker's
+to the unprivileged user (isolation.py); otherwise it needs unprivileged user namespaces. Docker's
 default seccomp profile refuses both to a container without CAP_SYS_ADMIN, which is why
-sandbox.py keeps the unshare path and, below it, permissions alone.
+isolation.py keeps the unshare path and, below it, permissions alone.
 """
 
 import os

@@ -1,0 +1,17 @@
+"""Where student code runs: a worker process behind the trust boundary, and the grader's handle
+on it. One module per idea:
+
+    client.py       Worker, the grader's handle: start on demand, preflight, import, requests,
+                    restarts
+    budget.py       the time budget: the whole grading, the timeouts' allowance, each check
+    wire.py         one framed request and reply under a deadline; a reply as Reply or an error
+    errors.py       StudentError, WorkerFailure, GraderError, WorkerStartError
+    process.py      one worker process: its sandbox folder, start, stop (every process of it
+                    killed), why it ended, its output cut to a limit
+    isolation.py    the worker user, namespaces (bubblewrap, unshare), its command line, its
+                    resource limits
+    filesystem.py   the worker's view of the filesystem under bubblewrap
+    protections.py  the isolation active here, in words, for the report
+    limits.py       Limits, rubric.WORKER as a record, memory sized to the container (memory.py)
+    memory.py       the container's memory and the kernel's OOM kills, from its cgroup
+"""

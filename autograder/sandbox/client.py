@@ -1,0 +1,149 @@
+"""The grader's handle on the worker: starts it when a request needs it, proves a fresh one can
+run (preflight), imports the submission, sends requests under the time budget, and restarts it
+after a timeout, a crash, a malformed reply or used-up memory (the next request gets a fresh
+worker that imports the submission again)."""
+
+import time
+
+from ..worker.protocol import Op
+from . import wire
+from .budget import TimeBudget
+from .errors import StudentError, WorkerFailure, WorkerStartError
+from .isolation import worker_python
+from .limits import Limits
+from .process import WorkerProcess
+
+
+def _component(check) -> str:
+    """The check file of a check's name ("test_rope.py" of "test_rope.py::test_...")."""
+    return str(check).split("::")[0]
+
+
+class Worker:
+    """`import_timeout` and `start_timeout` (seconds) bound the import of the submission and
+    the preflight of each fresh worker; every other request is bounded by the running check
+    (begin_check) and the rest of `budget`."""
+
+    def __init__(self, submission_file: str, limits: Limits, import_timeout: float,
+                 start_timeout: float):
+        self.submission_file = submission_file
+        self.limits = limits
+        self.import_timeout = import_timeout
+        self.start_timeout = start_timeout
+        self.budget = TimeBudget(limits.total_seconds, limits.timeout_budget)
+        self.process = None  # the running WorkerProcess, if any
+        self.start_error = None  # a WorkerStartError once a worker failed its preflight
+        self.ready = None  # the first preflight's reply: python, torch, its build (for the TA)
+        self.load_reply = None  # the import's reply, or the WorkerFailure it ended in
+        self.logs = []  # what each stopped worker printed
+        self.restarts = 0
+
+    def begin_check(self, name: str, seconds: float) -> None:
+        """A check (one rubric rule: the cases of a parametrized test run one after the other)
+        starts or goes on: all its requests share `seconds`, counted from its first request.
+        The first check of another component ("file::" of the name) gets a fresh worker when the
+        submission ran out of memory in this one: it may still hold what it allocated (in a
+        global), which must not fail the checks of another category."""
+        if (self.process is not None and self.process.out_of_memory
+                and _component(name) != _component(self.budget.check)):
+            self.stop()
+        self.budget.begin_check(name, seconds)
+
+    def stop(self) -> None:
+        """Kill every process of the worker and keep what it printed."""
+        if self.process is not None:
+            self.logs.append(self.process.stop())
+            self.process = None
+
+    def captured_output(self) -> str:
+        """What every worker of this grading printed, each cut to limits.output_chars."""
+        current = [self.process.printed()] if self.process is not None else []
+        return "\n".join(self.logs + current)
+
+    def _exchange(self, request: dict, seconds: float, what: str):
+        """wire.exchange; on a WorkerFailure the worker is stopped, a timeout counted."""
+        started = time.monotonic()
+        try:
+            return wire.exchange(self.process, request, seconds, what)
+        except WorkerFailure as failure:
+            self.stop()
+            if failure.kind == "timeout":
+                self.budget.record_timeout(time.monotonic() - started)
+            raise
+
+    def ensure_loaded(self) -> dict:
+        """Start the worker if needed and import the submission; returns the load op's reply.
+
+        A failed import is remembered, so a submission that hangs or exits at import costs the
+        import timeout once, not once per test.
+        """
+        if self.start_error is not None:
+            raise self.start_error
+        if isinstance(self.load_reply, WorkerFailure):
+            raise self.load_reply
+        if self.process is None:
+            self.budget.refuse_when_out_of_time()
+            if self.load_reply is not None:
+                self.restarts += 1
+            self.process = WorkerProcess(self.submission_file, self.limits)
+            self._preflight()
+            try:
+                self.load_reply = self._exchange({"op": Op.LOAD, "args": {}},
+                                                 *self.budget.import_limit(self.import_timeout))
+            except WorkerFailure as failure:
+                self.load_reply = failure
+                raise
+        return self.load_reply
+
+    def _preflight(self) -> None:
+        """Before the submission is imported, the fresh worker must answer `preflight`: proof
+        that its interpreter starts and imports torch under the worker's limits. Nothing of the
+        student's has run yet (the submission is only copied), so a failure here is the grader's:
+        it raises WorkerStartError, remembered so that every later check reports the same cause."""
+        python = worker_python()
+        try:
+            reply = self._exchange({"op": Op.PREFLIGHT, "args": {}}, self.start_timeout,
+                                   f"the worker's start time limit of {self.start_timeout:g} s")
+        except WorkerFailure as failure:
+            what = {"timeout": f"did not become ready within {self.start_timeout:g} s",
+                    "protocol": "sent a malformed reply to the preflight"}.get(
+                        failure.kind, "exited before it was ready")
+            output = self.logs[-1].strip() if self.logs else ""
+            self.start_error = WorkerStartError(
+                f"the worker process ({python}) {what}: it could not start and import torch under "
+                f"its limits (memory {self.limits.memory_bytes // 2**20} MB); what it printed: "
+                f"{output[-1500:] or '(nothing)'}")
+            raise self.start_error
+        if not (isinstance(reply, dict) and reply.get("ok")):
+            error = reply.get("error") if isinstance(reply, dict) else None
+            self.stop()
+            self.start_error = WorkerStartError(
+                f"the worker process ({python}) started but failed its preflight: "
+                f"{error or reply!r:.1500}")
+            raise self.start_error
+        if self.ready is None:
+            self.ready = reply.get("result") or {}
+
+    def call(self, op: str, **args) -> wire.Reply:
+        """Run `op` in the worker within the running check's time (begin_check first). Raises
+        StudentError, GraderError, WorkerFailure (wire.reply) or WorkerStartError."""
+        if self.start_error is not None:
+            raise self.start_error
+        if self.process is None and not isinstance(self.load_reply, WorkerFailure):
+            self.budget.refuse_restart()
+        loaded = self.ensure_loaded()
+        if not loaded.get("ok"):
+            raise StudentError(loaded["error"], loaded.get("notes", []))
+        self.budget.refuse_when_out_of_time()
+        answer = self._exchange({"op": op, "args": args}, *self.budget.request_limit())
+        if isinstance(answer, dict) and self.limits.memory_used_up(answer.get("memory")):
+            self.stop()  # the next check gets a fresh worker with all its memory
+        try:
+            return wire.reply(answer, self.limits)
+        except WorkerFailure:
+            self.stop()
+            raise
+        except StudentError as error:
+            if error.out_of_memory and self.process is not None:
+                self.process.out_of_memory = True  # see begin_check
+            raise

@@ -1,0 +1,216 @@
+"""One run of the worker process: its sandbox folder, its start under the isolation of
+isolation.py, its end (every process of it killed), why it ended, and what it printed."""
+
+import functools
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+
+from . import isolation, memory
+from .errors import WorkerFailure
+from .limits import Limits
+
+WORKER_PACKAGE = os.path.join(isolation.KIT_ROOT, "autograder", "worker")
+GENERATE_DATA = os.path.join(isolation.KIT_ROOT, "student", "generate_data.py")
+TEMPLATE = os.path.join(isolation.KIT_ROOT, "student", "backbone.py")
+# glibc keeps freed blocks below its (self-raising) mmap threshold in the heap, which then only
+# grows: with tensors above 4 MB mapped and unmapped instead, the reference's peak data size in
+# the worker drops from ~390 to ~300 MB at no measurable cost in time (see rubric.WORKER).
+MALLOC_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": str(4 * 2**20)}
+
+
+class _OutputTail(threading.Thread):
+    """Drains the worker's stderr so it can never block, keeping the first `limit` characters.
+    It polls, so that `finish` ends it even while a stray process still holds the pipe open."""
+
+    def __init__(self, fd: int, limit: int):
+        super().__init__(daemon=True)
+        self.fd, self.limit = fd, limit
+        self.chunks, self.kept, self.dropped = [], 0, 0
+        self.finishing = threading.Event()
+
+    def run(self):
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.fd, selectors.EVENT_READ)
+            while True:
+                if not selector.select(0.1):
+                    if self.finishing.is_set():
+                        return
+                    continue
+                chunk = os.read(self.fd, 65536)
+                if not chunk:
+                    return
+                room = self.limit - self.kept
+                if room > 0:
+                    self.chunks.append(chunk[:room])
+                    self.kept += min(room, len(chunk))
+                self.dropped += max(0, len(chunk) - max(room, 0))
+
+    def finish(self) -> None:
+        self.finishing.set()
+        self.join(timeout=5)
+
+    def text(self) -> str:
+        text = b"".join(self.chunks).decode("utf-8", "replace")
+        if self.dropped:
+            text += f"\n[... {self.dropped} more bytes of output cut]"
+        return text
+
+
+def _children(pid: int) -> list:
+    """The processes whose parent is `pid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as file:
+                    fields = file.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _kill_every_process_of(uid: int, gid: int) -> None:
+    """kill(-1) as the worker user: one system call that reaches all its processes, even ones a
+    fork bomb is creating, and works when the user is at its process limit (no exec needed)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            os.kill(-1, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def _sandbox_folder(submission_file: str) -> str:
+    """A fresh folder holding the worker package, the submission with the kit's
+    generate_data.py, and `work`, the only folder the worker may write."""
+    sandbox = tempfile.mkdtemp(prefix="scratch1-worker-")
+    shutil.copytree(WORKER_PACKAGE, os.path.join(sandbox, "worker"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    os.makedirs(os.path.join(sandbox, "submission"))
+    os.makedirs(os.path.join(sandbox, "work"))
+    shutil.copy(submission_file, os.path.join(sandbox, "submission", "backbone.py"))
+    shutil.copy(GENERATE_DATA, os.path.join(sandbox, "submission", "generate_data.py"))
+    # the template's provided code, for worker/known_good.py (public: students have it)
+    shutil.copy(TEMPLATE, os.path.join(sandbox, "worker", "template_backbone.py"))
+    user = isolation.worker_user()
+    for directory, _dirs, files in os.walk(sandbox):
+        os.chmod(directory, 0o755)
+        for name in files:
+            os.chmod(os.path.join(directory, name), 0o644)
+    if user:
+        os.chown(os.path.join(sandbox, "work"), *user)
+    return sandbox
+
+
+class WorkerProcess:
+    """`python -I -B worker/__main__.py`, started at construction in a fresh sandbox folder with
+    a scrubbed environment; requests go to `stdin`, replies come from `stdout` (file
+    descriptors, stdin non-blocking), what it prints on stderr is kept, cut to
+    limits.output_chars. `out_of_memory`: the submission ran out of memory in this process."""
+
+    def __init__(self, submission_file: str, limits: Limits):
+        self.limits = limits
+        self.out_of_memory = False
+        self.output_text = None  # what it printed, once stopped
+        self.sandbox = _sandbox_folder(submission_file)
+        work = os.path.join(self.sandbox, "work")
+        environment = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "TMPDIR": work,
+            "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", **MALLOC_ENVIRONMENT,
+        }
+        for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+            if name in os.environ:
+                environment[name] = os.environ[name]
+        self.oom_kills = memory.oom_kills()  # the cgroup's OOM-kill count when it started
+        self.popen = subprocess.Popen(
+            isolation.worker_command(self.sandbox),
+            cwd=work, env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, start_new_session=True,
+            preexec_fn=functools.partial(isolation.limit_resources, limits),
+        )
+        self.stdin = self.popen.stdin.fileno()
+        self.stdout = self.popen.stdout.fileno()
+        os.set_blocking(self.stdin, False)  # writes get deadlines too
+        self.output = _OutputTail(self.popen.stderr.fileno(), limits.output_chars)
+        self.output.start()
+
+    def printed(self) -> str:
+        """What it printed so far (all of it, cut, once stopped)."""
+        return self.output.text() if self.output_text is None else self.output_text
+
+    def stop(self) -> str:
+        """Kill every process of the worker, then collect and return its output. Never blocks
+        for long: the pipes are closed even if something the submission started still holds
+        them. Stopping a stopped process returns the same output."""
+        if self.output_text is not None:
+            return self.output_text
+        if self.popen.poll() is None:
+            # The worker's own process first (with namespaces, the init of its PID namespace,
+            # whose death takes everything in it): it may have left the process group.
+            for pid in [self.popen.pid] + _children(self.popen.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.popen.wait()
+        self._kill_stragglers()
+        self.output.finish()
+        self.output_text = self.output.text()
+        for stream in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
+            try:
+                stream.close()
+            except OSError:  # a request left half-written in the pipe
+                pass
+        shutil.rmtree(self.sandbox, ignore_errors=True)
+        return self.output_text
+
+    @staticmethod
+    def _kill_stragglers() -> None:
+        """Children that left the process group (setsid). In a PID namespace the kernel has
+        killed them already; without one, as root, every process of the worker user goes
+        (which assumes one grading at a time, as on Gradescope)."""
+        user = isolation.worker_user()
+        if user and not isolation.namespaces():
+            _kill_every_process_of(*user)
+
+    def ended(self) -> WorkerFailure:
+        """Why the worker closed its pipes, as the failure to raise; it is stopped."""
+        try:
+            code = self.popen.wait(timeout=2)
+        except subprocess.TimeoutExpired:  # it closed its end of the pipes but lives on
+            self.stop()
+            return WorkerFailure("crash", "the worker process closed its connection to the grader")
+        self.stop()
+        kills = memory.oom_kills()
+        if kills is not None and self.oom_kills is not None and kills > self.oom_kills:
+            # the kernel's own record: a SIGKILL (seen as such, or as the exit status unshare
+            # or setpriv turn it into) while the container's memory was used up
+            return WorkerFailure("memory", "your code ran out of memory: the kernel's out-of-memory "
+                                           "killer stopped the worker when the container's memory "
+                                           f"was used up ({self.limits.memory_text()})")
+        if code < 0:
+            name = signal.Signals(-code).name
+            hint = {"SIGKILL": " (killed: memory exhausted or a limit hit)",
+                    "SIGXCPU": " (CPU time limit exceeded)",
+                    "SIGXFSZ": " (file size limit exceeded)"}.get(name, "")
+            return WorkerFailure("crash", f"the worker process was killed by {name}{hint}")
+        return WorkerFailure("crash", f"the worker process ended with status {code}: os._exit "
+                                      "or sys.exit in a thread of the submission, a crash, or a "
+                                      f"resource limit (CPU {self.limits.cpu_seconds} s, memory "
+                                      f"{self.limits.memory_bytes // 2**20} MB)")

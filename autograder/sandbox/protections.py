@@ -1,0 +1,71 @@
+"""The isolation active on this machine, in words, for the run's report: checked, not assumed."""
+
+import os
+import stat
+
+from .isolation import KIT_ROOT, WORKER_USER, namespaces, worker_user
+from .limits import Limits
+
+# What the worker must never read: the reference solution and a hidden check.
+SECRETS = (os.path.join(KIT_ROOT, "reference", "backbone.py"),
+           os.path.join(KIT_ROOT, "autograder", "checks", "test_attention.py"))
+
+
+def readable_by_others(path: str) -> bool:
+    """Whether a user outside the file's owner and group can read `path` (the worker user's
+    view of a root-owned kit)."""
+    parts = os.path.abspath(path).split(os.sep)
+    try:
+        for depth in range(2, len(parts)):
+            if not os.stat(os.sep.join(parts[:depth])).st_mode & stat.S_IXOTH:
+                return False
+        return bool(os.stat(path).st_mode & stat.S_IROTH)
+    except OSError:
+        return False
+
+
+def describe(limits: Limits) -> list:
+    """What isolation is active here, one sentence each, for the run's report."""
+    user, spaces = worker_user(), namespaces()
+    active = [
+        "separate worker process with a scrubbed environment and an empty working directory",
+        f"time limits: each check's requests (per the rubric), {limits.total_seconds:g} s for "
+        f"the worker in all, remaining checks skipped after {limits.timeout_budget:g} s lost to "
+        "timeouts; every process of the worker killed on a timeout",
+        f"memory limit {limits.memory_source or f'{limits.memory_bytes // 2**20} MB'}, "
+        f"CPU limit {limits.cpu_seconds} s, "
+        f"file size limit {limits.file_bytes // 2**20} MB, replies above "
+        f"{limits.reply_bytes // 2**20} MB refused",
+        f"worker output captured and cut to {limits.output_chars} characters",
+        "results.json written only by the grader, after every worker process is gone",
+    ]
+    if user:
+        active.append(f"runs as the unprivileged user {WORKER_USER}, "
+                      f"limited to {limits.processes} processes")
+    else:
+        active.append(f"NOT dropped to an unprivileged user ({WORKER_USER} unavailable or not "
+                      "root): the worker can write what this user can write")
+    if spaces:
+        active.append("network blocked, forked children contained and /proc private "
+                      f"(network, PID and mount namespaces{', by bubblewrap' if spaces == 'bwrap' else ''}"
+                      + ("" if user else ", in a user namespace") + ")")
+    elif user:
+        active.append("network NOT blocked (namespaces refused by the platform); forked "
+                      f"children killed with every process of {WORKER_USER}")
+    else:
+        active.append("network NOT blocked and forked children only killed by process group "
+                      "(no namespaces available without root here)")
+    if spaces == "bwrap":
+        active.append("the kit (reference, grader, hidden tests) hidden from the worker, and the "
+                      "rest of the filesystem too: it sees only the interpreter and its libraries "
+                      "(read-only), its sandbox folder and a private /tmp (checked: a "
+                      "world-readable file planted in /tmp is out of its reach)")
+    elif spaces:
+        active.append("the kit (reference, grader, hidden tests) hidden from the worker; the "
+                      "rest of the filesystem (/tmp, /home...) readable where its permissions "
+                      "allow (bubblewrap unavailable or refused here)")
+    elif user and not any(readable_by_others(path) for path in SECRETS):
+        active.append(f"the kit (reference, grader, hidden tests) unreadable to {WORKER_USER}")
+    else:
+        active.append("the kit's reference and hidden tests are READABLE by the worker")
+    return active
