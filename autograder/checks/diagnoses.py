@@ -34,6 +34,14 @@ class Diagnosis:
         return self.fix[0].upper() + self.fix[1:] + ("" if self.fix.endswith(".") else ".")
 
 
+def explained(diagnosis: Optional[Diagnosis], otherwise: str = "") -> dict:
+    """A Verdict's cause and hint: the diagnosis's cause and fix, or with no diagnosis no cause
+    and the hint `otherwise`."""
+    if diagnosis is None:
+        return dict(cause="", hint=otherwise)
+    return dict(cause=diagnosis.cause, hint=diagnosis.hint)
+
+
 def _rms(x, eps):
     return torch.sqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
 

@@ -17,7 +17,7 @@ from .. import rubric
 from ..verdict import Verdict, fail
 from ..worker.gradients import inner_product
 from . import attribution, compare, oracle
-from .diagnoses import Diagnosis
+from .diagnoses import Diagnosis, explained
 
 TOLERANCE = rubric.TOLERANCES["attention"]
 DIM, HEADS, BATCH, SEQ = 32, 4, 2, 12
@@ -74,9 +74,8 @@ def _check(submission, measured, inputs, mask=None, gradient=False):
             return _check(submission, measured, inputs, attribution.with_mask_if_not_causal(
                 submission, leak, SEQ), gradient)
     nearest = min(expected, key=lambda e: compare.max_error(actual, e)[0])
-    known = attributed.diagnosis
-    fail(compare.mismatch(what, actual, nearest, **TOLERANCE, cause=known.cause if known else "",
-                          hint=known.hint if known else HINT))
+    fail(compare.mismatch(what, actual, nearest, **TOLERANCE,
+                          **explained(attributed.diagnosis, otherwise=HINT)))
 
 
 def test_output_matches_reference(submission, generator):
@@ -129,8 +128,7 @@ def test_deterministic_in_eval_mode(submission, generator):
         fail(Verdict(measured=f"{built}, two calls with the same input", kind="property",
                      found=f"outputs differing by up to {difference:.2g}",
                      expected="the same output (else evaluation and generation are random too)",
-                     cause=DROPOUT_IN_EVAL.cause,
-                     hint=DROPOUT_IN_EVAL.hint))
+                     **explained(DROPOUT_IN_EVAL)))
     mask = attribution.model_mask(SEQ) if measurement.mask_passed else None
     without = attribution.attention(submission, mask=mask, **weights).run.out
     if not _same(got.out, without):

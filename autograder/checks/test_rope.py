@@ -174,7 +174,7 @@ def _unreadable(out, probe, num_heads: int = 1, setting: str = "", attributed=No
         expected=(f"the attention weights (> 0 for the keys before each query, rows summing to 1) "
                   f"and 0 in the other dims, within {TOLERANCE['atol']:g}, as when the values "
                   "reach the output unrotated (RoPE rotates only the queries and keys)"),
-        cause=known.cause if known else "", hint=known.hint if known else "", kind="property")
+        **diagnoses.explained(known), kind="property")
 
 
 def _mask_bug_with_correct_rope(submission, generator, out, probe) -> bool:
@@ -221,9 +221,8 @@ def _flat(submission, generator, spread: float) -> Verdict:
         expected=(f"a spread above {TOLERANCE['min_spread']:g}: weights that change with i - j, "
                   "as they do when the query and the key of token t are both rotated by the "
                   f"angles {ANGLES}"),
-        cause=known.cause if known else "",
-        hint=known.hint if known else ("Rotating only the queries, only the keys, or neither "
-                                      "leaves them like this."), kind="property")
+        **diagnoses.explained(known, otherwise="Rotating only the queries, only the keys, or "
+                                                "neither leaves them like this."), kind="property")
 
 
 def test_rope_module_relative_property(submission, generator):
@@ -272,7 +271,7 @@ def test_attention_scores_depend_on_relative_position(submission, generator):
                      expected=(f"a function of i - j only (misfit at most "
                                f"{TOLERANCE['log_weights']:g}), as when the query and the key of "
                                f"token t are rotated by the same angles {ANGLES}"),
-                     cause=known.cause if known else "", hint=known.hint if known else ""))
+                     **diagnoses.explained(known)))
 
 
 def test_rope_applied_to_queries_and_keys_not_values(submission, generator):
@@ -332,9 +331,10 @@ def test_rope_angles_in_each_head(submission, generator):
             measured = ("Measured in this check: with the same content at every position the "
                         "weights change with i - j only, so the queries and keys are rotated "
                         "alike, but by other angles than RoPE's.")
+        explanation = diagnoses.explained(diagnosis)
         fail(Verdict(measured=f"your attention weights with {setting} and a different query and "
                               "key at every position", found=misfit,
                      expected=(f"RoPE's with the angles {ANGLES} (rotate-half or interleaved "
                                f"pairing), log-weight misfit at most {TOLERANCE['log_weights']:g}"),
-                     cause=diagnosis.cause if diagnosis else "",
-                     hint=" ".join(filter(None, (measured, diagnosis.hint if diagnosis else "")))))
+                     cause=explanation["cause"],
+                     hint=" ".join(filter(None, (measured, explanation["hint"])))))
