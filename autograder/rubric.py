@@ -74,13 +74,15 @@ RULES = (
          "within each head (one head, and two heads with head_dim < dim)", "rope", 5),
 
     Rule("test_attention.py::test_output_matches_reference", "Attention output matches the "
-         "reference with the same weights", "attention", 8),
+         "reference with the same weights", "attention", 6),
     Rule("test_attention.py::test_explicit_mask_matches_reference", "Attention with the causal "
          "mask passed by the model matches the reference", "attention", 2),
     Rule("test_attention.py::test_gradients_match_reference", "Attention gradients match the "
          "reference", "attention", 2, visibility=HIDDEN_UNTIL_DUE),
     Rule("test_attention.py::test_deterministic_in_eval_mode", "Attention is deterministic in "
          "eval mode (dropout off)", "attention", 3),
+    Rule("test_attention.py::test_sequences_attended_independently", "Each sequence of a batch "
+         "is attended to on its own", "attention", 2),
 
     Rule("test_training.py::test_next_token_targets", "train_epoch predicts actions[:, 1:] from "
          "actions[:, :-1]", "training", 4),

@@ -176,6 +176,12 @@ MUTANTS = [
     mutant("attention_no_scaling",
            [(SCORES, "        scores = q @ k.transpose(-2, -1)\n")],
            "attention", "not divided by sqrt(head_dim)", core=True),
+    # Heads merged as if the layout were sequence-first, (seq, batch, heads, head_dim): with one
+    # sequence it is right; with several, each output row reads another sequence's (or a later
+    # position's) values, so the future leaks too, which the causal_mask checks rightly see.
+    mutant("attention_heads_merged_sequence_first",
+           [(MERGE, "        out = out.permute(2, 0, 1, 3).contiguous().view(batch, seq_len, dim)\n")],
+           "attention causal_mask", "each sequence attends to its own tokens only"),
     # The softmax over the queries mixes information from later queries into earlier outputs:
     # the future leaks, which the causal_mask checks rightly see.
     mutant("attention_softmax_over_queries",

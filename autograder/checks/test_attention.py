@@ -137,3 +137,26 @@ def test_deterministic_in_eval_mode(submission, generator):
                               hint="In eval mode dropout must have no effect: the output may not "
                                    "depend on the dropout probability."))
     submission.note("two calls gave the same output, equal to the dropout=0.0 module's")
+
+
+def test_sequences_attended_independently(submission, generator):
+    """Each sequence of a batch is computed from its own tokens only: when every sequence but the
+    first changes, the first one's output stays the same. Measured with the model's mask passed
+    and the template's RoPE, so a causal-mask or RoPE bug cannot move it."""
+    x, qkv_weight, out_weight, _ = _inputs(generator)
+    others = x.clone()
+    others[1:] = torch.randn(others[1:].shape, generator=generator)
+    request = dict(dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight, out_weight=out_weight,
+                   mask=attribution.model_mask(SEQ), rope="template", own_weights_fallback=True)
+    first = attribution.attention(submission, x=x, **request).run.out[0]
+    again = attribution.attention(submission, x=others, **request).run.out[0]
+    if not _same(again, first):
+        moved = float((again - first).abs().nan_to_num(nan=float("inf")).max())
+        fail(Verdict(measured=f"CausalSelfAttention output of sequence 0 in a batch of {BATCH}, "
+                              "when only the other sequences change",
+                     found=f"moved by up to {moved:.2g}", kind="property",
+                     expected="unchanged: each sequence attends to its own tokens only",
+                     hint="Look for an operation across the batch (dim 0): a softmax, max, mean "
+                          "or sum over dim=0, or a view or transpose that mixes the batch "
+                          "dimension with the sequence or the heads."))
+    submission.note(f"sequence 0 unchanged when the other {BATCH - 1} changed")
