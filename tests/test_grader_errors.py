@@ -16,12 +16,12 @@ MISSPELT_KEYWORD = """
 import sys
 from autograder import cli
 from autograder.checks.submission import Submission
-send = Student.call
+send = Submission.call
 def misspelt(self, op, what, **args):
     if "scale" in args:
         args["scal"] = args.pop("scale")
     return send(self, op, what, **args)
-Student.call = misspelt
+Submission.call = misspelt
 sys.exit(cli.main(sys.argv[1:]))
 """
 

@@ -1,4 +1,5 @@
-"""Which category a difference belongs to, decided from measurements of the same check.
+"""Which category a difference belongs to, decided from measurements of the same check, and the
+one place that tries both RoPE pairings (rotate-half and interleaved, oracle.ROPE_CONVENTIONS).
 
 The attention, rope and causal_mask categories all read the output of one module, the student's
 CausalSelfAttention. A difference from the reference there is charged to one category only, on
@@ -16,17 +17,24 @@ evidence measured by the check that sees it:
   causal_mask checks). When the call without a mask raises, or its output moves when only later
   tokens change, the attention and rope checks measure with the model's mask passed instead, and
   say so (attention, leaks_future).
+
+Either RoPE pairing is correct: an attention output is the reference's, or a known bug's, when
+it equals it under one of them (pairings, known_bug).
 """
 
 import re
 from dataclasses import dataclass
+from typing import Optional
 
-import pytest
 import torch
 
 from .. import rubric
+from ..verdict import Verdict, fail
 from . import diagnoses, oracle
+from .adapters import ATTENTION, AttentionRun, attempt_attention, run_attention
+from .diagnoses import Diagnosis
 
+TOLERANCE = rubric.TOLERANCES["attention"]
 OTHER_CATEGORIES = {"rope": diagnoses.ROPE_VARIANTS, "causal_mask": diagnoses.CAUSAL_MASK_VARIANTS}
 
 
@@ -35,71 +43,118 @@ def model_mask(seq_len: int) -> torch.Tensor:
     return torch.tril(torch.ones(seq_len, seq_len))
 
 
+# -- the RoPE pairings ---------------------------------------------------------------------------
+
+def rotations(t: torch.Tensor) -> list:
+    """t (..., seq, head_dim) rotated by RoPE at positions 0, 1, ..., under each pairing."""
+    return [rope(t) for rope in oracle.ROPE_CONVENTIONS.values()]
+
+
+def pairings(variant, x, qkv_weight, out_weight, num_heads) -> list:
+    """variant(x, qkv_weight, out_weight, num_heads, rope) (oracle.attention's signature: the
+    reference, a diagnoses variant, or a measure of one) under each RoPE pairing."""
+    return [variant(x, qkv_weight, out_weight, num_heads, rope)
+            for rope in oracle.ROPE_CONVENTIONS.values()]
+
+
+def _identity(variant):
+    return variant
+
+
+def known_bug(actual: torch.Tensor, variants: dict, x, qkv_weight, out_weight, num_heads,
+              measure=_identity) -> Optional[Diagnosis]:
+    """The Diagnosis of the first of `variants` (diagnoses' {Diagnosis: attention variant})
+    whose measure(variant) equals `actual` under a RoPE pairing (the rotate-half one tried
+    first), or None. measure turns a variant into the value measured (its output by default)."""
+    measured = {diagnosis: measure(variant) for diagnosis, variant in variants.items()}
+    for rope in oracle.ROPE_CONVENTIONS.values():
+        found = diagnoses.first_match(actual, measured, x, qkv_weight, out_weight, num_heads, rope,
+                                      **TOLERANCE)
+        if found:
+            return found
+    return None
+
+
+def causal_mask_bug(actual: torch.Tensor, x, qkv_weight, out_weight, num_heads) -> Optional[Diagnosis]:
+    """The causal-mask bug (diagnoses.CAUSAL_MASK_VARIANTS) the attention output matches, or None."""
+    return known_bug(actual, diagnoses.CAUSAL_MASK_VARIANTS, x, qkv_weight, out_weight, num_heads)
+
+
+# -- which category ------------------------------------------------------------------------------
+
 @dataclass(frozen=True)
 class Attribution:
-    category: str  # the rubric category the difference is charged to
-    cause: str = ""  # the known bug it matches, or the evidence that charges it, in words
+    """category: the rubric category the difference is charged to. diagnosis: the known bug it
+    matches, or the evidence that charges it, in words (None when there is neither)."""
 
-
-def _known(actual, variants: dict, x, qkv_weight, out_weight, num_heads, measure) -> str:
-    measured = {description: measure(variant) for description, variant in variants.items()}
-    for rope in oracle.ROPE_CONVENTIONS.values():
-        cause = diagnoses.first_match(actual, measured, x, qkv_weight, out_weight, num_heads, rope,
-                                      **rubric.TOLERANCES["attention"])
-        if cause:
-            return cause
-    return ""
+    category: str
+    diagnosis: Optional[Diagnosis] = None
 
 
 def attention_difference(actual, x, qkv_weight, out_weight, num_heads,
-                         measure=lambda variant: variant) -> Attribution:
+                         measure=_identity) -> Attribution:
     """The category of a difference between `actual` (the value measure(variant) gives for the
     student's attention, e.g. its output) and the reference's: "rope" or "causal_mask" when it
-    equals the reference's with a bug those tests name, else "attention" (cause: the known
-    attention bug it matches, or '')."""
+    equals the reference's with a bug those tests name, else "attention" (with the known
+    attention bug it matches, if any)."""
     for category, variants in OTHER_CATEGORIES.items():
-        cause = _known(actual, variants, x, qkv_weight, out_weight, num_heads, measure)
-        if cause:
-            return Attribution(category, cause)
-    return Attribution("attention", _known(actual, diagnoses.ATTENTION_VARIANTS, x, qkv_weight,
-                                           out_weight, num_heads, measure))
+        found = known_bug(actual, variants, x, qkv_weight, out_weight, num_heads, measure)
+        if found:
+            return Attribution(category, found)
+    return Attribution("attention", known_bug(actual, diagnoses.ATTENTION_VARIANTS, x, qkv_weight,
+                                              out_weight, num_heads, measure))
 
 
-def rope_difference(num_heads: int, known_cause: str, substituted: str, substituted_matches: bool,
-                    readable: bool) -> Attribution:
+IN_ROPE_MODULE = Diagnosis(
+    "the difference is in your RotaryPositionalEmbedding: with the template's "
+    "RotaryPositionalEmbedding in place of your self.rope, the same attention gives RoPE's weights",
+    "compare its angles with t * base^(-2i/head_dim)")
+OUTSIDE_ROPE = Diagnosis(
+    "with the template's RotaryPositionalEmbedding in place of your self.rope the weights still "
+    "differ from RoPE's, so the difference lies outside RoPE (the attention tests grade it)")
+MIXED_HEADS = Diagnosis(
+    "the values came back mixed between positions or heads, which RoPE (rotating only queries and "
+    "keys) cannot do: a head split or merge difference, graded by the attention tests")
+
+
+def rope_difference(num_heads: int, known: Optional[Diagnosis], substituted: str,
+                    substituted_matches: bool, readable: bool) -> Attribution:
     """The category of a difference between the student's attention weights on the rope probe
-    and RoPE's. known_cause: the RoPE bug they match, if any; substituted: the worker's "rope"
-    field for the same probe run with the template's RoPE ("template" if it stood in for
-    self.rope); substituted_matches: whether those weights were RoPE's; readable: whether the
+    and RoPE's. known: the RoPE bug they match, if any; substituted: AttentionRun.rope of the
+    same probe run with the template's RoPE ("template" if it stood in for self.rope, '' if not
+    run); substituted_matches: whether those weights were RoPE's; readable: whether the
     student's own output read as attention weights at all."""
-    if known_cause:
-        return Attribution("rope", f"Likely cause: {known_cause}.")
+    if known:
+        return Attribution("rope", known)
     if substituted == "template" and substituted_matches:
-        return Attribution("rope", "With the template's RotaryPositionalEmbedding in place of your "
-                           "self.rope, the same attention gives RoPE's weights: the difference "
-                           "is in your RotaryPositionalEmbedding (compare its angles with "
-                           "t * base^(-2i/head_dim)).")
+        return Attribution("rope", IN_ROPE_MODULE)
     if substituted == "template":
-        return Attribution("attention", "with the template's RotaryPositionalEmbedding in place "
-                           "of your self.rope the weights still differ from RoPE's, so the "
-                           "difference lies outside RoPE (the attention tests grade it)")
+        return Attribution("attention", OUTSIDE_ROPE)
     if num_heads > 1 and not readable:
-        return Attribution("attention", f"with {num_heads} heads the values came back mixed "
-                           "between positions or heads, which RoPE (rotating only queries and "
-                           "keys) cannot do: a head split or merge difference, graded by the "
-                           "attention tests")
+        return Attribution("attention", MIXED_HEADS)
     return Attribution("rope")
 
 
-def note_rope_source(submission, result: dict) -> None:
-    """Say which RoPE an attention result used (the worker's rope="template" request)."""
-    if result.get("rope") == "template":
+# -- measuring with the model's mask when forward's own default is at fault ----------------------
+
+@dataclass(frozen=True)
+class Measurement:
+    """An attention run, and whether the model's mask was passed in place of forward's default
+    (the missing or leaking default is then the causal_mask tests' to grade)."""
+
+    run: AttentionRun
+    mask_passed: bool = False
+
+
+def note_rope_source(submission, run: AttentionRun) -> None:
+    """Say which RoPE an attention run used (run_attention's rope="template")."""
+    if run.rope == "template":
         submission.note("your attention's self.rope was replaced by the template's "
-                     "RotaryPositionalEmbedding(head_dim) for this check: RoPE is graded by the "
-                     "rope tests")
-    elif result.get("rope_not_substituted"):
+                        "RotaryPositionalEmbedding(head_dim) for this check: RoPE is graded by the "
+                        "rope tests")
+    elif run.rope_not_substituted:
         submission.note("this check ran your own RoPE: the template's RotaryPositionalEmbedding "
-                     f"could not stand in for self.rope ({result['rope_not_substituted']})")
+                        f"could not stand in for self.rope ({run.rope_not_substituted})")
 
 
 def _brief(error: str) -> str:
@@ -109,27 +164,27 @@ def _brief(error: str) -> str:
     return first + (f" {location.group(0)}" if location and location.group(0) not in first else "")
 
 
-def attention(submission, what: str, *, x, mask=None, **request) -> dict:
-    """The worker's attention result for the request. With forward's mask left out, a call that
-    raises is repeated with the model's mask passed (result["mask_passed"] = True) and a note:
-    the missing default is the causal_mask tests' to grade."""
-    result, error = submission.attempt("attention", what, x=x, mask=mask, **request)
+def attention(submission, *, x, mask=None, **request) -> Measurement:
+    """run_attention(x=x, mask=mask, **request). With forward's mask left out, a call that
+    raises is repeated with the model's mask passed (mask_passed) and a note: the missing
+    default is the causal_mask tests' to grade. Otherwise an error fails the check as
+    run_attention would."""
+    run, error = attempt_attention(submission, x=x, mask=mask, **request)
     if error and mask is None:
-        retried, _ = submission.attempt("attention", what, x=x, mask=model_mask(x.shape[1]),
-                                     **request)
+        seq_len = x.shape[1]
+        retried, _ = attempt_attention(submission, x=x, mask=model_mask(seq_len), **request)
         if retried is not None:
-            seq_len = x.shape[1]
             submission.note(f"CausalSelfAttention.forward(x) without a mask raised {_brief(error)}; "
-                         "the causal_mask tests grade that (forward must build its own causal mask "
-                         f"when none is passed); this check passed the model's mask "
-                         f"torch.tril(torch.ones({seq_len}, {seq_len}))")
-            return {**retried, "mask_passed": True}
+                            "the causal_mask tests grade that (forward must build its own causal "
+                            f"mask when none is passed); this check passed the model's mask "
+                            f"torch.tril(torch.ones({seq_len}, {seq_len}))")
+            return Measurement(retried, mask_passed=True)
     if error:
-        pytest.fail(f"{what} raised {error}", pytrace=False)
-    return result
+        fail(Verdict(measured=f"{ATTENTION} raised {error}", kind="raised"))
+    return Measurement(run)
 
 
-def leaks_future(submission, what: str, dim: int, num_heads: int, **request) -> str:
+def leaks_future(submission, dim: int, num_heads: int, **request) -> str:
     """'' if forward(x) without a mask is causal on one random input (outputs at positions < 4
     unchanged when only the tokens after them change), else what moved, in words."""
     seq_len, split = 8, 4
@@ -138,8 +193,8 @@ def leaks_future(submission, what: str, dim: int, num_heads: int, **request) -> 
     x[1, split:] = torch.randn(seq_len - split, dim, generator=generator)
     qkv_weight = torch.randn(3 * dim, dim, generator=generator) / dim ** 0.5
     out_weight = torch.randn(dim, dim, generator=generator) / dim ** 0.5
-    out = submission.call("attention", what, dim=dim, num_heads=num_heads, qkv_weight=qkv_weight,
-                       out_weight=out_weight, x=x, **request)["out"]
+    out = run_attention(submission, dim=dim, num_heads=num_heads, qkv_weight=qkv_weight,
+                        out_weight=out_weight, x=x, **request).out
     if out.shape != x.shape:
         return ""  # the checks that read the output report its shape
     moved = (out[1, :split] - out[0, :split]).abs().nan_to_num(float("inf")).max()
@@ -152,5 +207,5 @@ def leaks_future(submission, what: str, dim: int, num_heads: int, **request) -> 
 def with_mask_if_not_causal(submission, leak: str, seq_len: int) -> torch.Tensor:
     """The model's mask after a leak found by leaks_future, with the note that says so."""
     submission.note(f"{leak}; the causal_mask tests grade that; this check then passed the model's "
-                 f"mask torch.tril(torch.ones({seq_len}, {seq_len}))")
+                    f"mask torch.tril(torch.ones({seq_len}, {seq_len}))")
     return model_mask(seq_len)

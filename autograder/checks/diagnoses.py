@@ -1,14 +1,37 @@
 """Known wrong versions of each component, to name the likely bug when a check fails.
 
 When a student's output misses the reference, the check compares it with each variant here; a
-match names the bug in words. Only the description reaches the student, never code.
+match names the bug: its Diagnosis, the cause (a Verdict's `cause`, the same words for every
+submission with that bug) and the fix (the Verdict's hint). Only those words reach the student,
+never code. Matching the attention variants under either RoPE pairing is attribution.py's.
 """
 
 import math
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
 from . import oracle
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """A known bug. cause: what the output matches, in words, without measured numbers (the TA
+    report groups by it); fix: what to do, '' when the cause says it."""
+
+    cause: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.cause}: {self.fix}" if self.fix else self.cause
+
+    @property
+    def hint(self) -> str:
+        """The fix as a sentence, for a Verdict's hint ('' without one)."""
+        if not self.fix:
+            return ""
+        return self.fix[0].upper() + self.fix[1:] + ("" if self.fix.endswith(".") else ".")
 
 
 def _rms(x, eps):
@@ -16,31 +39,32 @@ def _rms(x, eps):
 
 
 RMSNORM_VARIANTS = {
-    "your output matches LayerNorm: RMSNorm does not subtract the mean":
+    Diagnosis("the mean subtracted (your output matches LayerNorm)",
+              "RMSNorm does not subtract the mean"):
         lambda x, scale, eps: (x - x.mean(-1, keepdim=True))
         / torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + eps) * scale,
-    "your output matches eps added outside the square root: use sqrt(mean(x^2) + eps)":
+    Diagnosis("eps added outside the square root", "use sqrt(mean(x^2) + eps)"):
         lambda x, scale, eps: x / (torch.sqrt(x.pow(2).mean(-1, keepdim=True)) + eps) * scale,
-    "your output matches RMSNorm without eps":
+    Diagnosis("RMSNorm without eps"):
         lambda x, scale, eps: x / torch.sqrt(x.pow(2).mean(-1, keepdim=True)) * scale,
-    "your output matches RMSNorm without the learnable scale: multiply by self.scale":
+    Diagnosis("RMSNorm without the learnable scale", "multiply by self.scale"):
         lambda x, scale, eps: x / _rms(x, eps),
-    "your output matches the standard deviation instead of the root mean square":
+    Diagnosis("the standard deviation instead of the root mean square"):
         lambda x, scale, eps: x / torch.sqrt(x.var(-1, keepdim=True) + eps) * scale,
-    "your output matches dividing by mean(|x|) instead of the root mean square":
+    Diagnosis("dividing by mean(|x|) instead of the root mean square"):
         lambda x, scale, eps: x / (x.abs().mean(-1, keepdim=True) + eps) * scale,
-    "your output matches normalising over the wrong dimension: use the last one (dim=-1)":
+    Diagnosis("normalising over the wrong dimension", "use the last one (dim=-1)"):
         lambda x, scale, eps: x / torch.sqrt(x.pow(2).mean(dim=-2, keepdim=True) + eps) * scale,
-    "your output matches normalising over dim 1 (the sequence axis of a (batch, seq, dim) input), "
-    "not the last dimension: use dim=-1, which is the features for inputs of any rank":
+    Diagnosis("normalising over dim 1 (the sequence axis of a (batch, seq, dim) input), not the "
+              "last dimension", "use dim=-1, which is the features for inputs of any rank"):
         lambda x, scale, eps: x / torch.sqrt(x.pow(2).mean(dim=1, keepdim=True) + eps) * scale,
-    "your output matches the gain applied as (1 + scale) (the Gemma parametrisation): the "
-    "template's scale starts at ones and multiplies directly, x / rms * scale":
+    Diagnosis("the gain applied as (1 + scale) (the Gemma parametrisation)",
+              "the template's scale starts at ones and multiplies directly, x / rms * scale"):
         lambda x, scale, eps: x / _rms(x, eps) * (1 + scale),
     # eps fixed whatever the constructor is given: a hard-coded value, or nn.RMSNorm /
     # F.rms_norm called without eps (they then use torch.finfo(dtype).eps).
-    **{f"your output matches eps fixed at {fixed:.3g} whatever eps RMSNorm is given: use the "
-       f"eps passed to the constructor (self.eps){how}":
+    **{Diagnosis(f"eps fixed at {fixed:.3g} whatever eps RMSNorm is given",
+                 f"use the eps passed to the constructor (self.eps){how}"):
            (lambda fixed: lambda x, scale, eps: x / _rms(x, fixed) * scale)(fixed)
        for fixed, how in ((1e-6, ""), (1e-5, ""), (1e-8, ""),
                           (torch.finfo(torch.float32).eps, ", and pass it to nn.RMSNorm or "
@@ -49,8 +73,9 @@ RMSNORM_VARIANTS = {
 
 
 def matches(actual: torch.Tensor, variants: dict, *args, rtol: float, atol: float):
-    """The descriptions of the variants whose output equals `actual`, in order (a generator)."""
-    for description, variant in variants.items():
+    """The Diagnoses of the variants ({Diagnosis: variant}) whose output variant(*args) equals
+    `actual`, in order (a generator)."""
+    for diagnosis, variant in variants.items():
         try:
             expected = variant(*args)
         except (RuntimeError, IndexError):
@@ -58,12 +83,13 @@ def matches(actual: torch.Tensor, variants: dict, *args, rtol: float, atol: floa
         # NaN where the variant has NaN is part of its signature (a row that masks every key)
         if expected.shape == actual.shape and torch.allclose(actual, expected, rtol=rtol, atol=atol,
                                                              equal_nan=True):
-            yield description
+            yield diagnosis
 
 
-def first_match(actual: torch.Tensor, variants: dict, *args, rtol: float, atol: float) -> str:
-    """The description of the first variant whose output equals `actual`, or ''."""
-    return next(matches(actual, variants, *args, rtol=rtol, atol=atol), "")
+def first_match(actual: torch.Tensor, variants: dict, *args, rtol: float,
+                atol: float) -> Optional[Diagnosis]:
+    """The Diagnosis of the first variant whose output equals `actual`, or None."""
+    return next(matches(actual, variants, *args, rtol=rtol, atol=atol), None)
 
 
 def _attention_with(make_mask=None, **options):
@@ -75,31 +101,24 @@ def _attention_with(make_mask=None, **options):
 
 
 CAUSAL_MASK_VARIANTS = {
-    "your output matches attention with no mask at all: masked_fill is not in-place, so assign "
-    "its result (scores = scores.masked_fill(...)), and build the causal mask yourself when "
-    "forward gets none": _attention_with(lambda n: torch.ones(n, n, dtype=torch.bool)),
-    "your output matches zeroing the attention weights after the softmax: the future keys still "
-    "enter the softmax's normalisation; mask the scores (with -inf) before the softmax":
+    Diagnosis("attention with no mask at all",
+              "note that masked_fill is not in-place: assign its result "
+              "(scores = scores.masked_fill(...)), and build the causal mask yourself when forward "
+              "gets none"):
+        _attention_with(lambda n: torch.ones(n, n, dtype=torch.bool)),
+    Diagnosis("zeroing the attention weights after the softmax (the future keys still enter the "
+              "softmax's normalisation)", "mask the scores (with -inf) before the softmax"):
         _attention_with(mask_after_softmax=True),
-    "your output matches a mask that hides the diagonal too, so position 0 has no key left and "
-    "its softmax is NaN: let every position attend to itself (torch.tril with diagonal=0)":
+    Diagnosis("a mask that hides the diagonal too, so position 0 has no key left and its softmax "
+              "is NaN", "let every position attend to itself (torch.tril with diagonal=0)"):
         _attention_with(lambda n: torch.ones(n, n, dtype=torch.bool).tril(-1)),
-    "your output matches a mask that keeps the future and hides the past (torch.triu where "
-    "torch.tril belongs)": _attention_with(lambda n: torch.ones(n, n, dtype=torch.bool).triu()),
-    "your output matches a mask that lets each position t also see the next token t + 1 (a mask "
-    "built with diagonal=1, or a larger mask sliced one row off): position t may attend to keys "
-    "s <= t only": _attention_with(lambda n: torch.ones(n, n, dtype=torch.bool).tril(1)),
+    Diagnosis("a mask that keeps the future and hides the past (torch.triu where torch.tril "
+              "belongs)"): _attention_with(lambda n: torch.ones(n, n, dtype=torch.bool).triu()),
+    Diagnosis("a mask that lets each position t also see the next token t + 1 (a mask built with "
+              "diagonal=1, or a larger mask sliced one row off)",
+              "position t may attend to keys s <= t only"):
+        _attention_with(lambda n: torch.ones(n, n, dtype=torch.bool).tril(1)),
 }
-
-
-def causal_mask_bug(actual: torch.Tensor, x, qkv_weight, out_weight, num_heads, rtol, atol) -> str:
-    """The CAUSAL_MASK_VARIANTS description the student's attention output matches, or ''."""
-    for rope in oracle.ROPE_CONVENTIONS.values():
-        cause = first_match(actual, CAUSAL_MASK_VARIANTS, x, qkv_weight, out_weight, num_heads,
-                            rope, rtol=rtol, atol=atol)
-        if cause:
-            return cause
-    return ""
 
 
 # -- rope and attention: wrong versions of CausalSelfAttention, with the variant signature above --
@@ -155,51 +174,54 @@ def _rope_before_split(t, rope):
 
 # Which tensors RoPE rotates (the rope test of queries/keys/values names these).
 ROPE_TENSOR_VARIANTS = {
-    "your attention matches no RoPE at all (or RoPE at position 0 for every token): apply "
-    "self.rope to the queries and keys after splitting the heads": _attention_with(rope_on=""),
-    "your attention matches RoPE applied to the queries only: rotate the keys too":
+    Diagnosis("no RoPE at all (or RoPE at position 0 for every token)",
+              "apply self.rope to the queries and keys after splitting the heads"):
+        _attention_with(rope_on=""),
+    Diagnosis("RoPE applied to the queries only", "rotate the keys too"):
         _attention_with(rope_on="q"),
-    "your attention matches RoPE applied to the keys only: rotate the queries too":
+    Diagnosis("RoPE applied to the keys only", "rotate the queries too"):
         _attention_with(rope_on="k"),
-    "your attention matches RoPE also applied to the values: rotate only the queries and keys":
+    Diagnosis("RoPE also applied to the values", "rotate only the queries and keys"):
         _attention_with(rope_on="qkv"),
 }
 # How they are rotated (positions and frequencies).
 ROPE_POSITION_VARIANTS = {
-    "your attention matches RoPE with the rotation reversed, which the positions reversed (the "
-    "last token unrotated) or cos and sin swapped give alike: token t must be rotated by the "
-    "angle t * theta_i":
+    Diagnosis("RoPE with the rotation reversed, which the positions reversed (the last token "
+              "unrotated) or cos and sin swapped give alike",
+              "token t must be rotated by the angle t * theta_i"):
         _with_rope(lambda rope, dim: lambda t: rope(t.flip(-2)).flip(-2)),
-    "your attention matches RoPE frequencies computed for the model dim instead of head_dim "
-    "(base^(-2i/dim)): RoPE rotates each head, a vector of size head_dim":
+    Diagnosis("RoPE frequencies computed for the model dim instead of head_dim (base^(-2i/dim))",
+              "RoPE rotates each head, a vector of size head_dim"):
         _with_rope(lambda rope, dim: lambda t: rope(
             t, oracle.rope_angles(t.shape[-2], dim)[:, :t.shape[-1] // 2])),
-    "your attention matches RoPE cos/sin tables built for the model dim and cut to head_dim: "
-    "build the rotary embedding for head_dim, as the template does":
+    Diagnosis("RoPE cos/sin tables built for the model dim and cut to head_dim",
+              "build the rotary embedding for head_dim, as the template does"):
         _with_rope(lambda rope, dim: lambda t: _rope_tables_cut(t, dim)),
-    "your attention matches RoPE applied to the whole queries and keys (size dim) before "
-    "splitting the heads: split the heads first, then rotate each head (size head_dim)":
+    Diagnosis("RoPE applied to the whole queries and keys (size dim) before splitting the heads",
+              "split the heads first, then rotate each head (size head_dim)"):
         _with_rope(lambda rope, dim: lambda t: _rope_before_split(t, rope)),
 }
 ROPE_VARIANTS = {**ROPE_TENSOR_VARIANTS, **ROPE_POSITION_VARIANTS}
 
 # The attention computation itself, around a correct RoPE.
 ATTENTION_VARIANTS = {
-    "your output matches scores not divided by sqrt(head_dim)": _with_weights(_unscaled),
-    "your output matches scores divided by sqrt(dim), the model dim, instead of sqrt(head_dim): "
-    "each head's dot products have head_dim terms": _with_weights(_scaled_by_dim),
-    "your output matches the softmax taken over the queries (dim=-2): take it over the keys "
-    "(dim=-1)": _attention_with(softmax_dim=-2),
-    "your output matches heads split by reshaping straight to (batch, heads, seq, head_dim): "
-    "view as (batch, seq, heads, head_dim), then transpose(1, 2) (and back before merging)":
+    Diagnosis("scores not divided by sqrt(head_dim)"): _with_weights(_unscaled),
+    Diagnosis("scores divided by sqrt(dim), the model dim, instead of sqrt(head_dim)",
+              "each head's dot products have head_dim terms"): _with_weights(_scaled_by_dim),
+    Diagnosis("the softmax taken over the queries (dim=-2)", "take it over the keys (dim=-1)"):
+        _attention_with(softmax_dim=-2),
+    Diagnosis("heads split by reshaping straight to (batch, heads, seq, head_dim)",
+              "view as (batch, seq, heads, head_dim), then transpose(1, 2) (and back before "
+              "merging)"):
         _attention_with(split_transpose=False, merge_transpose=False),
-    "your output matches heads merged without transposing back: transpose (batch, heads, seq, "
-    "head_dim) to (batch, seq, heads, head_dim) before reshaping to (batch, seq, dim)":
+    Diagnosis("heads merged without transposing back",
+              "transpose (batch, heads, seq, head_dim) to (batch, seq, heads, head_dim) before "
+              "reshaping to (batch, seq, dim)"):
         _attention_with(merge_transpose=False),
-    **{f"your output matches qkv_proj's output split in the order {', '.join(order)}: it holds "
-       f"the queries, then the keys, then the values": _with_weights(_split_as(order))
-       for order in ("kqv", "qvk", "kvq", "vqk", "vkq")},
-    "your output matches out_proj not applied: project the merged heads with out_proj":
+    **{Diagnosis(f"qkv_proj's output split in the order {', '.join(order)}",
+                 "it holds the queries, then the keys, then the values"):
+       _with_weights(_split_as(order)) for order in ("kqv", "qvk", "kvq", "vqk", "vkq")},
+    Diagnosis("out_proj not applied", "project the merged heads with out_proj"):
         _with_weights(lambda qkv_weight, out_weight, num_heads:
                       (qkv_weight, torch.eye(out_weight.shape[0]))),
 }

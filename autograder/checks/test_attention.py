@@ -11,17 +11,16 @@ model's mask passed when forward(x) raises or is not causal without one, and say
 
 import math
 
-import pytest
 import torch
 
 from .. import rubric
-from ..verdict import fail
+from ..verdict import Verdict, fail
 from ..worker.gradients import inner_product
 from . import attribution, compare, oracle
+from .diagnoses import Diagnosis
 
 TOLERANCE = rubric.TOLERANCES["attention"]
 DIM, HEADS, BATCH, SEQ = 32, 4, 2, 12
-WHAT = "CausalSelfAttention"
 HINT = ("Expected, per head of size head_dim: softmax over the keys of the causally masked "
         "scores rope(q) rope(k)^T / sqrt(head_dim), times v; then the heads merged back to "
         "(batch, seq, dim) and projected with out_proj.")
@@ -48,34 +47,36 @@ def _check(submission, measured, inputs, mask=None, gradient=False):
     """Pass if the student's output (or with `gradient`, its input gradient) is the reference's,
     or the reference's with another category's bug; else fail. `measured` names it."""
     x, qkv_weight, out_weight, grad_out = inputs
-    result = attribution.attention(submission, WHAT, x=x, mask=mask, dim=DIM, num_heads=HEADS,
-                                   qkv_weight=qkv_weight, out_weight=out_weight,
-                                   grad_out=grad_out if gradient else None, rope="template")
-    attribution.note_rope_source(submission, result)
-    passed = mask is not None or result.get("mask_passed")
+    measurement = attribution.attention(submission, x=x, mask=mask, dim=DIM, num_heads=HEADS,
+                                        qkv_weight=qkv_weight, out_weight=out_weight,
+                                        grad_out=grad_out if gradient else None, rope="template")
+    run = measurement.run
+    attribution.note_rope_source(submission, run)
+    passed = mask is not None or measurement.mask_passed
     what = measured + (f" with the model's mask torch.tril(torch.ones({SEQ}, {SEQ})) passed"
                        if passed else " with forward's mask left out")
-    actual = result["grad_x" if gradient else "out"]
+    actual = run.grad_x if gradient else run.out
     measure = (lambda variant: _gradient(variant, grad_out)) if gradient else (lambda v: v)
-    expected = [measure(oracle.attention)(x, qkv_weight, out_weight, HEADS, rope)
-                for rope in oracle.ROPE_CONVENTIONS.values()]
+    expected = attribution.pairings(measure(oracle.attention), x, qkv_weight, out_weight, HEADS)
     close = [e for e in expected if compare.close(actual, e, **TOLERANCE)]
     if close:
         submission.note(f"{what}: max abs error {compare.max_error(actual, close[0])[0]:.2g}")
         return
-    verdict = attribution.attention_difference(actual, x, qkv_weight, out_weight, HEADS, measure)
-    if verdict.category != "attention":
-        submission.note(f"{what} equals the reference's with a {verdict.category} bug, which costs "
-                     f"points in the {verdict.category} tests only ({verdict.cause})")
+    attributed = attribution.attention_difference(actual, x, qkv_weight, out_weight, HEADS, measure)
+    if attributed.category != "attention":
+        submission.note(f"{what} equals the reference's with a {attributed.category} bug, which "
+                        f"costs points in the {attributed.category} tests only "
+                        f"({attributed.diagnosis})")
         return
-    if mask is None and not result.get("mask_passed"):
-        leak = attribution.leaks_future(submission, WHAT, DIM, HEADS, rope="template")
+    if mask is None and not measurement.mask_passed:
+        leak = attribution.leaks_future(submission, DIM, HEADS, rope="template")
         if leak:
             return _check(submission, measured, inputs, attribution.with_mask_if_not_causal(
                 submission, leak, SEQ), gradient)
     nearest = min(expected, key=lambda e: compare.max_error(actual, e)[0])
-    fail(compare.mismatch(what, actual, nearest, **TOLERANCE, cause=verdict.cause,
-                          hint="" if verdict.cause else HINT))
+    known = attributed.diagnosis
+    fail(compare.mismatch(what, actual, nearest, **TOLERANCE, cause=known.cause if known else "",
+                          hint=known.hint if known else HINT))
 
 
 def test_output_matches_reference(submission, generator):
@@ -97,12 +98,12 @@ def test_gradients_match_reference(submission, generator):
 # bitwise equal (reference, single thread); with half the attention weights dropped, dropout left
 # on in eval mode moves the output by O(1) (F.dropout without the training flag: 3.7).
 EVAL_DROPOUT = 0.5
-DROPOUT_IN_EVAL_CAUSE = (
+DROPOUT_IN_EVAL = Diagnosis(
     "dropout applied whatever self.training is, e.g. F.dropout(weights, p) without "
     "training=self.training (its training argument defaults to True), "
     "F.scaled_dot_product_attention(..., dropout_p=p) without `p if self.training else 0.0`, or "
-    "an nn.Dropout created inside forward (a new module is in training mode). Apply the module's "
-    "own nn.Dropout (self.attn_dropout), which model.eval() turns off")
+    "an nn.Dropout created inside forward (a new module is in training mode)",
+    "apply the module's own nn.Dropout (self.attn_dropout), which model.eval() turns off")
 
 
 def _same(actual, expected) -> bool:
@@ -121,18 +122,20 @@ def test_deterministic_in_eval_mode(submission, generator):
     weights = dict(dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight, out_weight=out_weight, x=x,
                    own_weights_fallback=True)  # compares the module with itself only
     built = f"CausalSelfAttention(dim={DIM}, num_heads={HEADS}, dropout={EVAL_DROPOUT}) in eval mode"
-    got = attribution.attention(submission, WHAT, dropout=EVAL_DROPOUT, repeat=True, **weights)
-    if not _same(got["again"], got["out"]):
-        difference = float((got["again"] - got["out"]).abs().nan_to_num().max())
-        pytest.fail(f"{built} gave different outputs on two calls with the same input (max "
-                    f"|difference| {difference:.2g}): it is random in eval mode, so evaluation "
-                    f"and generation are random too.\nLikely cause: {DROPOUT_IN_EVAL_CAUSE}.",
-                    pytrace=False)
-    mask = attribution.model_mask(SEQ) if got.get("mask_passed") else None
-    without = attribution.attention(submission, WHAT, mask=mask, **weights)["out"]
-    if not _same(got["out"], without):
+    measurement = attribution.attention(submission, dropout=EVAL_DROPOUT, repeat=True, **weights)
+    got = measurement.run
+    if not _same(got.again, got.out):
+        difference = float((got.again - got.out).abs().nan_to_num().max())
+        fail(Verdict(measured=f"{built}, two calls with the same input", kind="property",
+                     found=f"outputs differing by up to {difference:.2g}",
+                     expected="the same output (else evaluation and generation are random too)",
+                     cause=DROPOUT_IN_EVAL.cause,
+                     hint=DROPOUT_IN_EVAL.hint))
+    mask = attribution.model_mask(SEQ) if measurement.mask_passed else None
+    without = attribution.attention(submission, mask=mask, **weights).run.out
+    if not _same(got.out, without):
         fail(compare.mismatch(f"{built}, against the same module built with dropout=0.0",
-                              got["out"], without, **TOLERANCE,
+                              got.out, without, **TOLERANCE,
                               hint="In eval mode dropout must have no effect: the output may not "
                                    "depend on the dropout probability."))
     submission.note("two calls gave the same output, equal to the dropout=0.0 module's")

@@ -11,7 +11,7 @@ import torch
 
 from .. import rubric
 from ..verdict import Failed, Verdict, fail
-from . import attribution, compare, diagnoses
+from . import attribution, compare
 from .adapters import attempt_attention, run_model_logits, run_rmsnorm
 
 ATOL = rubric.TOLERANCES["causal"]["atol"]
@@ -144,13 +144,13 @@ def _attention(submission, **request):
     return result
 
 
-def _known_bug(got, x, qkv_weight, out_weight) -> str:
-    """The known mask bug the attention output matches, or ''; '' when the module ran with its
-    own weights (the grader's could not be mapped onto its layers), which no variant reproduces."""
+def _known_bug(got, x, qkv_weight, out_weight):
+    """The Diagnosis of the known mask bug the attention output matches, or None; None when the
+    module ran with its own weights (the grader's could not be mapped onto its layers), which no
+    variant reproduces."""
     if got.own_weights:
-        return ""
-    return diagnoses.causal_mask_bug(got.out, x, qkv_weight, out_weight, HEADS,
-                                     **rubric.TOLERANCES["attention"])
+        return None
+    return attribution.causal_mask_bug(got.out, x, qkv_weight, out_weight, HEADS)
 
 
 def _attention_causality(submission, generator, seq_len, train, pass_mask=False):
@@ -174,9 +174,9 @@ def _attention_causality(submission, generator, seq_len, train, pass_mask=False)
     leak, only_first = _leak(got.out, spans)
     if leak is None:
         return None
-    cause = _known_bug(got, x, qkv_weight, out_weight)
-    if cause:
-        return _leak_verdict("outputs", leak, cause=cause)
+    known = _known_bug(got, x, qkv_weight, out_weight)
+    if known:
+        return _leak_verdict("outputs", leak, cause=known.cause, hint=known.hint)
     if only_first:
         return _leak_verdict("outputs", leak, cause=ONLY_FIRST, hint=ONLY_FIRST_HINT)
     return _leak_verdict("outputs", leak, hint=UNKNOWN_LEAK)
@@ -253,12 +253,15 @@ def test_attention_future_gradients_are_zero(submission, generator):
             continue
         t = int(leaky[0, 0])
         s = int(size[t].nan_to_num(float("inf")).argmax())
-        cause, hint = _known_bug(got, x, qkv_weight, out_weight), ""
-        if not cause and not leaky[:, 0].any():
+        known = _known_bug(got, x, qkv_weight, out_weight)
+        if known:
+            cause, hint = known.cause, known.hint
+        elif not leaky[:, 0].any():
             cause, hint = ONLY_FIRST, ONLY_FIRST_HINT
-        elif not cause:
-            hint = ("The causal mask is missing or applied after the softmax (weights zeroed after "
-                    "the softmax still pass gradient to later keys through its normalisation).")
+        else:
+            cause, hint = "", ("The causal mask is missing or applied after the softmax (weights "
+                               "zeroed after the softmax still pass gradient to later keys through "
+                               "its normalisation).")
         failures[mode] = Verdict(
             measured=f"the gradient of the output at position {t} with respect to input token {s}",
             found=f"{float(size[t, s]):.2g} (max |.|)",

@@ -45,12 +45,13 @@ def test_forward_matches_reference(submission, reference, generator, shape, eps,
     if not compare.close(got.out, expected, **TOLERANCE):
         # several variants can fit one case (no eps and eps fixed at 1e-8 on inputs of size 0.05):
         # the evidence names them all
-        causes = list(diagnoses.matches(got.out, diagnoses.RMSNORM_VARIANTS, x, scale, eps, **TOLERANCE))
+        found = list(diagnoses.matches(got.out, diagnoses.RMSNORM_VARIANTS, x, scale, eps, **TOLERANCE))
         fail(compare.mismatch(
             f"RMSNorm(dim={shape[-1]}, eps={eps:g}) on input {tuple(shape)}", got.out, expected, **TOLERANCE,
-            cause=(causes[0] if len(causes) == 1 else
-                   f"one of (this case cannot tell them apart): {'; or '.join(causes)}" if causes else ""),
-            hint="" if causes else "Expected x / sqrt(mean(x^2 over the last dim) + eps) * scale."))
+            cause=(found[0].cause if len(found) == 1 else "one of (this case cannot tell them apart): "
+                   + "; or ".join(map(str, found)) if found else ""),
+            hint=(found[0].hint if len(found) == 1 else "" if found else
+                  "Expected x / sqrt(mean(x^2 over the last dim) + eps) * scale.")))
     submission.note(f"max abs error {compare.max_error(got.out, expected)[0]:.2g}")
 
 

@@ -28,16 +28,15 @@ and no known bug names why, the probe is repeated with the template's RotaryPosi
 in place of self.rope, and attribution.rope_difference decides whether the difference is RoPE's.
 """
 
-import pytest
 import torch
 import torch.nn.functional as F
 
 from .. import rubric
-from ..verdict import fail
+from ..verdict import Verdict, fail
 from . import attribution, compare, diagnoses, oracle
+from .adapters import run_rope
 
 TOLERANCE = rubric.TOLERANCES["rope"]
-WHAT = "CausalSelfAttention"
 SEQ, CONTENT = 12, 4
 HEAD_DIM = CONTENT + SEQ
 QK_NORM = 4.0
@@ -67,28 +66,31 @@ def _probe(generator, constant: bool, num_heads: int = 1):
     return x, qkv_weight.reshape(3 * dim, dim), torch.eye(dim)
 
 
-def _attention(submission, x, **request) -> dict:
-    result = attribution.attention(submission, WHAT, x=x, **request)
-    if result["out"].shape != x.shape:
-        pytest.fail(f"CausalSelfAttention returned shape {tuple(result['out'].shape)} for an input "
-                    f"of shape {tuple(x.shape)}; expected the input's shape", pytrace=False)
-    return result
+def _attention(submission, x, **request) -> attribution.Measurement:
+    measurement = attribution.attention(submission, x=x, **request)
+    out = measurement.run.out
+    if out.shape != x.shape:
+        fail(Verdict(measured=f"CausalSelfAttention output for an input of shape {tuple(x.shape)}",
+                     found=f"shape {tuple(out.shape)}", expected="the input's shape",
+                     kind="property"))
+    return measurement
 
 
-def _run(submission, probe, num_heads: int = 1, rope: str = "own") -> dict:
-    """The worker's attention result on the probe (rope="template": with the template's RoPE in
-    place of self.rope where it can stand in). An unreadable output of a forward(x) that is not
-    causal without a mask is measured again with the model's mask passed."""
+def _run(submission, probe, num_heads: int = 1, rope: str = "own") -> attribution.Measurement:
+    """The attention run on the probe (rope="template": with the template's RoPE in place of
+    self.rope where it can stand in). An unreadable output of a forward(x) that is not causal
+    without a mask is measured again with the model's mask passed."""
     x, qkv_weight, out_weight = probe
     request = dict(dim=x.shape[-1], num_heads=num_heads, qkv_weight=qkv_weight,
                    out_weight=out_weight, rope=rope)
-    result = _attention(submission, x, **request)
-    if _log_weights(result["out"]) is None and not result.get("mask_passed"):
-        leak = attribution.leaks_future(submission, WHAT, x.shape[-1], num_heads)
+    measurement = _attention(submission, x, **request)
+    if _log_weights(measurement.run.out) is None and not measurement.mask_passed:
+        leak = attribution.leaks_future(submission, x.shape[-1], num_heads)
         if leak:
             mask = attribution.with_mask_if_not_causal(submission, leak, SEQ)
-            result = {**_attention(submission, x, mask=mask, **request), "mask_passed": True}
-    return result
+            measurement = attribution.Measurement(_attention(submission, x, mask=mask, **request).run,
+                                                  mask_passed=True)
+    return measurement
 
 
 def _largest(t: torch.Tensor) -> float:
@@ -131,10 +133,9 @@ def _fit(log_weights: torch.Tensor, *columns) -> tuple:
 def _misfit(log_weights: torch.Tensor, variant, probe, num_heads: int) -> float:
     """How far the student's log-weights are from a positive multiple of the variant's, up to the
     per-row and per-column constants, for the nearer RoPE pairing (inf if none is readable)."""
-    x, qkv_weight, out_weight = probe
     best = float("inf")
-    for rope in oracle.ROPE_CONVENTIONS.values():
-        expected = _log_weights(variant(x, qkv_weight, out_weight, num_heads, rope))
+    for output in attribution.pairings(variant, *probe, num_heads):
+        expected = _log_weights(output)
         if expected is not None:
             (scale,), residual = _fit(log_weights, expected)
             if scale >= TOLERANCE["min_scale"]:
@@ -154,26 +155,26 @@ def _matches_rope(log_weights, probe, num_heads: int = 1) -> bool:
     return any(_fits(log_weights, variant, probe, num_heads) for variant in CORRECT_ROPE)
 
 
-def _rope_bug(log_weights, probe, variants: dict, num_heads: int = 1) -> str:
-    return next((description for description, variant in variants.items()
-                 if _fits(log_weights, variant, probe, num_heads)), "")
+def _rope_bug(log_weights, probe, variants: dict, num_heads: int = 1):
+    """The Diagnosis of the first of `variants` whose weights the log-weights fit, or None."""
+    return next((diagnosis for diagnosis, variant in variants.items()
+                 if _fits(log_weights, variant, probe, num_heads)), None)
 
 
-def _unreadable(out, probe, num_heads: int = 1) -> str:
+def _unreadable(out, probe, num_heads: int = 1, setting: str = "", attributed=None) -> Verdict:
+    """The Verdict on a probe output that does not read as attention weights; `attributed`: the
+    Diagnosis attribution.rope_difference gave, if any."""
     _, measured = _readout(out)
-    x, qkv_weight, out_weight = probe
-    cause = ""
-    for rope in oracle.ROPE_CONVENTIONS.values():
-        cause = cause or diagnoses.first_match(out, diagnoses.ROPE_TENSOR_VARIANTS, x,
-                                               qkv_weight, out_weight, num_heads, rope,
-                                               **rubric.TOLERANCES["attention"])
-    return (f"With W_v copying a one-hot position code and out_proj the identity, the output "
-            f"should be the attention weights (> 0 for the keys before each query, rows summing "
-            f"to 1) and 0 in the other dims; measured: largest |output| in the other dims "
-            f"{measured['elsewhere']:.3g}, smallest weight {measured['smallest']:.3g}, largest "
-            f"|row sum - 1| {measured['sums']:.3g} (allowed {TOLERANCE['atol']:g}). Expected so "
-            f"when the values reach the output unrotated (RoPE rotates only the queries and keys)."
-            + (f" Likely cause: {cause}." if cause else ""))
+    known = attribution.known_bug(out, diagnoses.ROPE_TENSOR_VARIANTS, *probe, num_heads) or attributed
+    return Verdict(
+        measured=(f"with {setting}: " if setting else "") + "your attention's output on the "
+                 "readout probe (W_v copying a one-hot position code, out_proj the identity)",
+        found=(f"largest |output| in the other dims {measured['elsewhere']:.3g}, smallest weight "
+               f"{measured['smallest']:.3g}, largest |row sum - 1| {measured['sums']:.3g}"),
+        expected=(f"the attention weights (> 0 for the keys before each query, rows summing to 1) "
+                  f"and 0 in the other dims, within {TOLERANCE['atol']:g}, as when the values "
+                  "reach the output unrotated (RoPE rotates only the queries and keys)"),
+        cause=known.cause if known else "", hint=known.hint if known else "", kind="property")
 
 
 def _mask_bug_with_correct_rope(submission, generator, out, probe) -> bool:
@@ -181,17 +182,16 @@ def _mask_bug_with_correct_rope(submission, generator, out, probe) -> bool:
     bugs test_causal_mask.py grades (weights zeroed after the softmax leave rows that do not sum
     to 1; a triu mask hides the past keys the probe reads). Then, with a note, it costs no rope
     points. Both probes (the same and different content at every position) must match the bug."""
-    tolerance = rubric.TOLERANCES["attention"]
-    cause = diagnoses.causal_mask_bug(out, *probe, 1, **tolerance)
-    if not cause:
+    found = attribution.causal_mask_bug(out, *probe, 1)
+    if not found:
         return False
     distinct = _probe(generator, constant=False)
-    distinct_out = _run(submission, distinct)["out"]
-    if diagnoses.causal_mask_bug(distinct_out, *distinct, 1, **tolerance) != cause:
+    distinct_out = _run(submission, distinct).run.out
+    if attribution.causal_mask_bug(distinct_out, *distinct, 1) != found:
         return False
     submission.note("the attention weights could not be read off the probe, but your attention "
-                 "equals correct RoPE with a causal-mask bug, which costs points in the "
-                 f"causal_mask tests only ({cause})")
+                    "equals correct RoPE with a causal-mask bug, which costs points in the "
+                    f"causal_mask tests only ({found})")
     return True
 
 
@@ -200,27 +200,30 @@ def _same_content_probe(submission, generator):
     output does not read as attention weights; log-weights None when a causal-mask bug explains
     that (the test then passes, with a note)."""
     probe = _probe(generator, constant=True)
-    out = _run(submission, probe)["out"]
+    out = _run(submission, probe).run.out
     log_weights = _log_weights(out)
     if log_weights is None:
         if _mask_bug_with_correct_rope(submission, generator, out, probe):
             return None, probe
-        pytest.fail(_unreadable(out, probe), pytrace=False)
+        fail(_unreadable(out, probe))
     return log_weights, probe
 
 
-def _flat(submission, generator, spread: float) -> str:
-    """The message for weights that do not change with the positions."""
+def _flat(submission, generator, spread: float) -> Verdict:
+    """The Verdict on weights that do not change with the positions."""
     probe = _probe(generator, constant=False)
-    distinct = _log_weights(_run(submission, probe)["out"])
-    cause = "" if distinct is None else _rope_bug(distinct, probe, diagnoses.ROPE_TENSOR_VARIANTS)
-    return (f"With the same query and the same key at every position, your attention weights do "
-            f"not change with the positions: measured log-weights within {spread:.2g} of a "
-            f"per-row plus per-column constant (allowed {TOLERANCE['min_spread']:g}); expected "
-            f"them to change with i - j, as they do when the query and the key of token t are "
-            f"both rotated by the angles {ANGLES}; rotating only the queries, only the keys, or "
-            f"neither leaves them like this."
-            + (f" Likely cause: {cause}." if cause else ""))
+    distinct = _log_weights(_run(submission, probe).run.out)
+    known = None if distinct is None else _rope_bug(distinct, probe, diagnoses.ROPE_TENSOR_VARIANTS)
+    return Verdict(
+        measured="your attention weights with the same query and the same key at every position",
+        found=(f"log-weights within {spread:.2g} of a per-row plus per-column constant (they do "
+               "not change with the positions)"),
+        expected=(f"a spread above {TOLERANCE['min_spread']:g}: weights that change with i - j, "
+                  "as they do when the query and the key of token t are both rotated by the "
+                  f"angles {ANGLES}"),
+        cause=known.cause if known else "",
+        hint=known.hint if known else ("Rotating only the queries, only the keys, or neither "
+                                      "leaves them like this."), kind="property")
 
 
 def test_rope_module_relative_property(submission, generator):
@@ -228,28 +231,28 @@ def test_rope_module_relative_property(submission, generator):
     batch, heads, seq, head_dim = 2, 3, 16, 8
     q = torch.randn(batch, heads, 1, head_dim, generator=generator).expand(-1, -1, seq, -1)
     k = torch.randn(batch, heads, 1, head_dim, generator=generator).expand(-1, -1, seq, -1)
-    got = submission.call("rope", "RotaryPositionalEmbedding", dim=head_dim, max_seq_len=64,
-                       q=q.contiguous(), k=k.contiguous())
+    got = run_rope(submission, dim=head_dim, max_seq_len=64, q=q.contiguous(), k=k.contiguous())
     tolerance = dict(rtol=TOLERANCE["rtol"], atol=TOLERANCE["atol"])
-    for name, rotated, original in (("q", got["q"], q), ("k", got["k"], k)):
+    for name, rotated, original in (("q", got.q, q), ("k", got.k, k)):
         if rotated.shape != original.shape:
-            pytest.fail(f"RotaryPositionalEmbedding returned {name} of shape "
-                        f"{tuple(rotated.shape)}; expected {tuple(original.shape)}", pytrace=False)
+            fail(Verdict(measured=f"RotaryPositionalEmbedding's rotated {name}", kind="property",
+                         found=f"shape {tuple(rotated.shape)}",
+                         expected=f"shape {tuple(original.shape)}"))
         if not compare.close(rotated.norm(dim=-1), original.norm(dim=-1), **tolerance):
             fail(compare.mismatch(f"norm of the rotated {name} (a rotation keeps norms)",
-                                         rotated.norm(dim=-1), original.norm(dim=-1), **tolerance))
+                                  rotated.norm(dim=-1), original.norm(dim=-1), **tolerance))
         if not compare.close(rotated[..., 0, :], original[..., 0, :], **tolerance):
             fail(compare.mismatch(f"rotated {name} at position 0 (angle 0: unchanged)",
-                                         rotated[..., 0, :], original[..., 0, :], **tolerance))
-    scores = got["q"] @ got["k"].transpose(-2, -1)  # [m, n]: depends on m - n only
+                                  rotated[..., 0, :], original[..., 0, :], **tolerance))
+    scores = got.q @ got.k.transpose(-2, -1)  # [m, n]: depends on m - n only
     if not compare.close(scores[..., 1:, 1:], scores[..., :-1, :-1], **tolerance):
         fail(compare.mismatch("scores <rot(q)_m+1, rot(k)_n+1> against <rot(q)_m, rot(k)_n>",
-                                     scores[..., 1:, 1:], scores[..., :-1, :-1], **tolerance))
-    expected = [rope(q) for rope in oracle.ROPE_CONVENTIONS.values()]
-    if not any(compare.close(got["q"], e, **tolerance) for e in expected):
-        nearest = min(expected, key=lambda e: compare.max_error(got["q"], e)[0])
+                              scores[..., 1:, 1:], scores[..., :-1, :-1], **tolerance))
+    expected = attribution.rotations(q)
+    if not any(compare.close(got.q, e, **tolerance) for e in expected):
+        nearest = min(expected, key=lambda e: compare.max_error(got.q, e)[0])
         fail(compare.mismatch(f"rotated q against RoPE's angles {ANGLES} (either pairing)",
-                                     got["q"], nearest, **tolerance))
+                              got.q, nearest, **tolerance))
 
 
 def test_attention_scores_depend_on_relative_position(submission, generator):
@@ -259,15 +262,17 @@ def test_attention_scores_depend_on_relative_position(submission, generator):
         return
     _, spread = _fit(log_weights)
     if spread <= TOLERANCE["min_spread"]:
-        pytest.fail(_flat(submission, generator, spread), pytrace=False)
+        fail(_flat(submission, generator, spread))
     _, residual = _fit(log_weights, *DISTANCES)
     if residual > TOLERANCE["log_weights"]:
-        cause = _rope_bug(log_weights, probe, diagnoses.ROPE_VARIANTS)
-        pytest.fail(f"With the same query and the same key at every position, log A[i, j] - "
-                    f"log A[i, i] should depend only on i - j; it also depends on the absolute "
-                    f"positions (misfit {residual:.2g}, allowed {TOLERANCE['log_weights']:g}); "
-                    f"expected the query and the key of token t rotated by the same angles "
-                    f"{ANGLES}." + (f" Likely cause: {cause}." if cause else ""), pytrace=False)
+        known = _rope_bug(log_weights, probe, diagnoses.ROPE_VARIANTS)
+        fail(Verdict(measured="log A[i, j] - log A[i, i] with the same query and the same key at "
+                              "every position", kind="property",
+                     found=f"depends on the absolute positions too (misfit {residual:.2g})",
+                     expected=(f"a function of i - j only (misfit at most "
+                               f"{TOLERANCE['log_weights']:g}), as when the query and the key of "
+                               f"token t are rotated by the same angles {ANGLES}"),
+                     cause=known.cause if known else "", hint=known.hint if known else ""))
 
 
 def test_rope_applied_to_queries_and_keys_not_values(submission, generator):
@@ -280,7 +285,7 @@ def test_rope_applied_to_queries_and_keys_not_values(submission, generator):
         return
     _, spread = _fit(log_weights)
     if spread <= TOLERANCE["min_spread"]:
-        pytest.fail(_flat(submission, generator, spread), pytrace=False)
+        fail(_flat(submission, generator, spread))
 
 
 def test_rope_angles_in_each_head(submission, generator):
@@ -294,39 +299,42 @@ def test_rope_angles_in_each_head(submission, generator):
     for num_heads in (1, 2):
         setting = "one head" if num_heads == 1 else f"two heads of size {HEAD_DIM}"
         probe = _probe(generator, constant=False, num_heads=num_heads)
-        out = _run(submission, probe, num_heads)["out"]
+        out = _run(submission, probe, num_heads).run.out
         own = _log_weights(out)
         if own is not None and _matches_rope(own, probe, num_heads):
             one_head_is_rope = num_heads == 1
             continue
-        known = "" if own is None else _rope_bug(own, probe, diagnoses.ROPE_VARIANTS, num_heads)
+        known = None if own is None else _rope_bug(own, probe, diagnoses.ROPE_VARIANTS, num_heads)
         substituted, substituted_matches = "", False
         if not known:
-            result = _run(submission, probe, num_heads, rope="template")
-            substituted = result.get("rope", "own")
-            weights = _log_weights(result["out"])
+            run = _run(submission, probe, num_heads, rope="template").run
+            substituted = run.rope
+            weights = _log_weights(run.out)
             substituted_matches = weights is not None and _matches_rope(weights, probe, num_heads)
-        verdict = attribution.rope_difference(num_heads, known, substituted, substituted_matches,
-                                              readable=own is not None)
-        if verdict.category != "rope":
-            submission.note(f"the RoPE check with {setting} was not counted: {verdict.cause}")
+        attributed = attribution.rope_difference(num_heads, known, substituted,
+                                                 substituted_matches, readable=own is not None)
+        if attributed.category != "rope":
+            submission.note(f"the RoPE check with {setting} was not counted: "
+                            f"{attributed.diagnosis}")
             continue
+        diagnosis = attributed.diagnosis
         if own is None:
-            pytest.fail(f"With {setting}: {_unreadable(out, probe, num_heads)} {verdict.cause}",
-                        pytrace=False)
+            fail(_unreadable(out, probe, num_heads, setting, diagnosis))
         misfit = min(_misfit(own, variant, probe, num_heads) for variant in CORRECT_ROPE)
-        misfit = (f"log-weight misfit {misfit:.2g}, allowed {TOLERANCE['log_weights']:g}"
-                  if misfit < float("inf") else "their log-weights are no positive multiple of "
-                  "RoPE's, up to per-row and per-column constants")
+        misfit = (f"log-weight misfit {misfit:.2g}" if misfit < float("inf") else
+                  "log-weights that are no positive multiple of RoPE's, up to per-row and "
+                  "per-column constants")
         measured = ""
         if one_head_is_rope:
-            measured = (f" With one head of size {HEAD_DIM} they were RoPE's: the difference shows "
+            measured = (f"With one head of size {HEAD_DIM} they were RoPE's: the difference shows "
                         "only when head_dim < dim.")
         elif relative:
-            measured = (" Measured in this check: with the same content at every position the "
+            measured = ("Measured in this check: with the same content at every position the "
                         "weights change with i - j only, so the queries and keys are rotated "
                         "alike, but by other angles than RoPE's.")
-        pytest.fail(f"With {setting} and a different query and key at every position, your "
-                    f"attention weights are not RoPE's with the angles {ANGLES} (rotate-half or "
-                    f"interleaved pairing): {misfit}.{measured} {verdict.cause}".rstrip(),
-                    pytrace=False)
+        fail(Verdict(measured=f"your attention weights with {setting} and a different query and "
+                              "key at every position", found=misfit,
+                     expected=(f"RoPE's with the angles {ANGLES} (rotate-half or interleaved "
+                               f"pairing), log-weight misfit at most {TOLERANCE['log_weights']:g}"),
+                     cause=diagnosis.cause if diagnosis else "",
+                     hint=" ".join(filter(None, (measured, diagnosis.hint if diagnosis else "")))))
