@@ -53,6 +53,12 @@ def _failed(graded: dict, categories, only=None, but=None) -> str:
     return "; ".join(titles[:2]) + more
 
 
+def summary(train_losses, loss: float) -> str:
+    """The held-out loss and the training losses, as every outcome of the check states them."""
+    return (f"held-out next-token loss {loss:.3f} after {SPEC['epochs']} epochs ({STEPS} steps); "
+            f"your train_epoch returned {', '.join(f'{v:.3f}' for v in train_losses)}")
+
+
 def heldout_verdict(train_losses, loss: float, graded: dict) -> Verdict:
     """The Verdict on a held-out loss above the target. A likely cause is named only when this
     run's evidence supports it: the measured losses, or the tests of the model and of
@@ -60,10 +66,8 @@ def heldout_verdict(train_losses, loss: float, graded: dict) -> Verdict:
     evidence it says what was measured against what was expected."""
     target = SPEC["target_loss"]
     tiers = ", ".join(f"below {bound:g}: {share:.0%}" for bound, share in SPEC["tiers"])
-    verdict = Verdict(measured=f"held-out next-token loss after {SPEC['epochs']} epochs ({STEPS} steps)",
-                      found=f"{loss:.3f}; your train_epoch returned "
-                            f"{', '.join(f'{v:.3f}' for v in train_losses)}",
-                      expected=f"below {target:g} (credit: {tiers})", kind="property")
+    verdict = Verdict(measured=summary(train_losses, loss), expected=f"below {target:g} (credit: {tiers})",
+                      kind="property")
     if not math.isfinite(loss):
         return replace(verdict, cause="the loss became NaN or inf",
                        hint="Look for a division by zero or -inf in every score row.")
@@ -135,5 +139,4 @@ def test_heldout_loss(submission, credit, grading_data, context):
     context.figures["attention"] = asdict(maps) if maps is not None else None
     if fraction < 1.0:
         fail(heldout_verdict(train_losses, loss, context.graded))
-    submission.note(f"held-out next-token loss {loss:.3f} after {SPEC['epochs']} epochs ({STEPS} steps); "
-                    f"your train_epoch returned {', '.join(f'{v:.3f}' for v in train_losses)}")
+    submission.note(summary(train_losses, loss))
