@@ -297,7 +297,8 @@ def run_trained_attention(submission: Submission, tokens: torch.Tensor) -> Atten
 
 
 # -- kv_cache ----------------------------------------------------------------------------------
-# The student's cached decoding, found and measured by worker/ops/generation.py. An `error` below is the student's exception as the worker describes it ({"kind", "message",
+# The student's cached decoding, found and measured by worker/ops/generation.py. An `error`
+# below is the student's exception as the worker describes it ({"kind", "message",
 # "line", "where"}), for submission.describe; None when the code did not raise.
 
 KV_CACHE = "your cached decoding"  # what the requests run, in messages

@@ -102,9 +102,10 @@ def _first_of(verdicts: list) -> Verdict:
     """One Verdict for several failed runs of a check: the first, the others listed after its
     hint (with their cause when it differs)."""
     first = verdicts[0]
-    lines = [first.hint] + [f"Also: {other.headline()}"
-                            + (f" (likely cause: {other.cause})" if other.cause not in ("", first.cause) else "")
-                            for other in verdicts[1:]]
+    lines = [first.hint]
+    for other in verdicts[1:]:
+        differs = other.cause not in ("", first.cause)
+        lines.append(f"Also: {other.headline()}" + (f" (likely cause: {other.cause})" if differs else ""))
     return replace(first, hint="\n".join(line for line in lines if line))
 
 
@@ -129,7 +130,8 @@ def _attention(submission, **request):
     result, error = attempt_attention(submission, **request)
     if error and request.get("mask") is None:
         seq_len = request["x"].shape[1]
-        _, masked_error = attempt_attention(submission, **{**request, "mask": attribution.model_mask(seq_len)})
+        _, masked_error = attempt_attention(submission,
+                                            **{**request, "mask": attribution.model_mask(seq_len)})
         runs = not masked_error
         fail(Verdict(measured="CausalSelfAttention.forward(x)",
                      found=f"raised {error} when no mask was passed"

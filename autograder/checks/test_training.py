@@ -105,7 +105,8 @@ class Probe:
             if isinstance(event, BackwardPass):
                 pending.append(event)
             elif isinstance(event, OptimizerStepCall):
-                after = next(e.grad_norm for e in events[i + 1:] if isinstance(e, (GradientsCleared, EpochEnd)))
+                after = next(e.grad_norm for e in events[i + 1:]
+                             if isinstance(e, (GradientsCleared, EpochEnd)))
                 fresh = [_sum(b.fresh[p] for b in pending) for p in range(len(event.grads))]
                 steps.append(Step(event.grads, event.optimizer, event.given, event.holds_model, fresh,
                                   any(b.stale for b in pending), after))
@@ -164,7 +165,8 @@ def test_next_token_targets(submission, generator):
         found = probe.match(ids)
         if found is None:
             fail(Verdict(measured=f"the input ids the model read in training batch {number}",
-                         found=f"a tensor of shape {tuple(ids.shape)} that is not a slice of the batch's actions",
+                         found=f"a tensor of shape {tuple(ids.shape)} that is not a slice of the "
+                               "batch's actions",
                          expected=f"actions[:, :-1] (shape ({BATCH}, {SEQ - 1}))", kind="property"))
         index, offset = found
         actions = probe.actions.split(BATCH)[index]
@@ -395,8 +397,8 @@ def test_returns_mean_batch_loss(submission, generator):
     expected = sum(means) / len(means)
     got = probe.returned
     if got is None:
-        fail(Verdict(measured="train_epoch's return value",
-                     found="nothing (None)" if probe.returned_type == "NoneType" else f"a {probe.returned_type}",
+        returned = "nothing (None)" if probe.returned_type == "NoneType" else f"a {probe.returned_type}"
+        fail(Verdict(measured="train_epoch's return value", found=returned,
                      expected="the mean of the batch losses as a Python float", kind="property",
                      hint="Sum loss.item() over the batches and divide by their number."))
 
