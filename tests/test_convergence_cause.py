@@ -2,7 +2,7 @@
 tests graded before it (GradingContext.graded), never from the losses' shape alone."""
 
 from autograder import rubric
-from autograder.checks.test_convergence import likely_cause
+from autograder.checks.test_convergence import heldout_verdict
 
 LEAK = ([2.0, 0.1], 3.0)  # training loss low, held-out loss high
 STALLED = ([5.5, 5.4], 5.4)
@@ -14,20 +14,20 @@ def _graded(failed=()):
 
 
 def test_a_leak_blames_the_mask_only_when_a_causal_test_failed():
-    message = likely_cause(*LEAK, _graded(["test_causal_mask.py::test_model_ignores_future_tokens"]))
+    message = heldout_verdict(*LEAK, _graded(["test_causal_mask.py::test_model_ignores_future_tokens"])).text()
     assert "Likely cause: the model sees future tokens" in message
     assert "The full model's logits" in message
 
 
 def test_a_leak_with_every_causal_test_passed_blames_the_failed_targets_test():
-    message = likely_cause(*LEAK, _graded(["test_training.py::test_next_token_targets"]))
+    message = heldout_verdict(*LEAK, _graded(["test_training.py::test_next_token_targets"])).text()
     assert "Likely cause: the training loss does not train every position towards its next action" in message
     assert "future tokens" not in message and "mask" not in message
 
 
 def test_without_failed_tests_the_message_states_only_what_was_measured():
     for losses in (LEAK, STALLED):
-        message = likely_cause(*losses, _graded())
+        message = heldout_verdict(*losses, _graded()).text()
         assert "Likely cause" not in message and "Measured: " in message
         assert "none of them points at a cause" in message
-    assert "No test of your model or train_epoch was graded" in likely_cause(*STALLED, {})
+    assert "No test of your model or train_epoch was graded" in heldout_verdict(*STALLED, {}).text()

@@ -122,3 +122,308 @@ def run_load(submission: Submission) -> LoadRun:
     if not reply.get("ok"):
         return LoadRun(error=describe(reply["error"]))
     return LoadRun(**reply["result"])
+
+
+# -- model_logits ------------------------------------------------------------------------------
+
+def run_model_logits(submission: Submission, config: dict, seed: int, inputs: list, train: bool = False,
+                     substitute_norm: bool = False) -> list:
+    """Logits (batch, seq, vocab_size) for each input_ids tensor (batch, seq) in `inputs`, from
+    one student DecoderOnlyTransformer(**config) built after torch.manual_seed(seed), every
+    dropout set to 0, in train or eval mode. substitute_norm builds it with torch.nn.RMSNorm in
+    place of the student's RMSNorm."""
+    return submission.call(Op.MODEL_LOGITS, "DecoderOnlyTransformer", config=config, seed=seed,
+                           inputs=inputs, train=train, substitute_norm=substitute_norm)["logits"]
+
+
+# -- model_api ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelAPI:
+    """How the student's DecoderOnlyTransformer.forward is called and what it returns
+    (worker/adapt.ModelAPI). plain, trained: the layout of forward(input_ids) and of
+    forward(input_ids, targets): 0 logits only, n an n-tuple, -1 a dict. loss_at: the loss's
+    index in that tuple (None: not returned). targets: the targets parameter's name. shifts: it
+    pairs logits[:, :-1] with targets[:, 1:] itself. ignore_index: a target id its loss leaves
+    out, or None."""
+
+    plain: int = 2
+    trained: int = 2
+    loss_at: Optional[int] = 1
+    targets: Optional[str] = "targets"
+    shifts: bool = False
+    ignore_index: Optional[int] = None
+
+
+def run_model_api(submission: Submission, vocab_size: int, seconds: float) -> ModelAPI:
+    """The student's model API, read off their DecoderOnlyTransformer with `vocab_size` tokens
+    built with the grader's attention and RMSNorm. Requested once per grading
+    (Submission.call_once, under its own time limit of `seconds`): every caller gets the same
+    answer, or the same failed Verdict."""
+    return ModelAPI(**submission.call_once(
+        Op.MODEL_API, "reading the API of your DecoderOnlyTransformer (built with the grader's "
+        "attention and RMSNorm)", seconds, vocab_size=vocab_size))
+
+
+# -- train_epoch -------------------------------------------------------------------------------
+# What the spies saw during one call of train_epoch (worker/ops/training.py), in order.
+
+@dataclass(frozen=True)
+class ForwardCall:
+    """The spy model's forward: its training flag, input_ids (batch, seq), targets as given
+    (None when none) and logits (batch, seq, vocab)."""
+
+    training: bool
+    input_ids: torch.Tensor
+    targets: Optional[torch.Tensor]
+    logits: torch.Tensor
+
+
+@dataclass(frozen=True)
+class BackwardPass:
+    """A backward through the logits of forward call number `forward` (0-based): d loss / d logits
+    (batch, seq, vocab); stale: the parameters still held non-zero gradients when it began; fresh:
+    per parameter, the gradient this backward produced (None where none)."""
+
+    forward: int
+    grad_logits: torch.Tensor
+    stale: bool
+    fresh: list
+
+
+@dataclass(frozen=True)
+class OptimizerStepCall:
+    """Any optimizer's step(): the spy model's parameters' .grad it found (None where absent),
+    whether it is the optimizer passed to train_epoch, its class name, and whether it holds the
+    spy model's parameters at all."""
+
+    grads: list
+    given: bool
+    optimizer: str
+    holds_model: bool
+
+
+@dataclass(frozen=True)
+class GradientsCleared:
+    """A zero_grad() (of the model or the optimizer passed in): the total gradient norm it
+    cleared (None when no parameter had a gradient)."""
+
+    grad_norm: Optional[float]
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """train_epoch returned: the total gradient norm left on the parameters (None when none)."""
+
+    grad_norm: Optional[float]
+
+
+_TRAINING_EVENTS = {"forward": ForwardCall, "backward": BackwardPass, "step": OptimizerStepCall,
+                    "zero_grad": GradientsCleared, "end": EpochEnd}
+
+
+@dataclass(frozen=True)
+class TrainEpochRun:
+    """events: what the spies saw, in order (ForwardCall, BackwardPass, OptimizerStepCall,
+    GradientsCleared, then one EpochEnd). returned: train_epoch's return value as a float (None
+    when it was not a number); returned_type: its type's name."""
+
+    events: list
+    returned: Optional[float]
+    returned_type: str
+
+
+def run_train_epoch(submission: Submission, states: torch.Tensor, actions: torch.Tensor,
+                    batch_size: int, vocab_size: int, dim: int, grad_scale: float,
+                    learning_rate: float, seed: int, api: Optional[ModelAPI]) -> TrainEpochRun:
+    """One call of the student's train_epoch on the grader's spy model (an embedding of `dim`
+    and a linear head over `vocab_size` tokens, seeded, its gradients `grad_scale` times those of
+    its logits) taking on `api` (the template's API when None) and a spy SGD(learning_rate), over
+    an unshuffled DataLoader of (states (N, seq, state_dim), actions (N, seq)) in batches of
+    `batch_size`; the model is passed in eval mode."""
+    got = submission.call(Op.TRAIN_EPOCH, "train_epoch", states=states, actions=actions,
+                          batch_size=batch_size, vocab_size=vocab_size, seed=seed,
+                          api=vars(api) if api is not None else None, dim=dim,
+                          grad_scale=grad_scale, learning_rate=learning_rate)
+    events = [_TRAINING_EVENTS[event["kind"]](**{k: v for k, v in event.items() if k != "kind"})
+              for event in got["events"]]
+    return TrainEpochRun(events=events, returned=got["returned"], returned_type=got["returned_type"])
+
+
+# -- convergence -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ConvergenceTraining:
+    """epoch_losses: what train_epoch returned after each epoch (as returned, any type);
+    epoch_cpu_seconds: CPU seconds from the start to each epoch's end; step_losses: the loss of
+    every forward call that returned (logits, loss), for the loss-curve figure."""
+
+    epoch_losses: list
+    epoch_cpu_seconds: list
+    step_losses: list
+
+
+def run_convergence_train(submission: Submission, config: dict, seed: int, states: torch.Tensor,
+                          actions: torch.Tensor, batch_size: int, epochs: int,
+                          learning_rate: float) -> ConvergenceTraining:
+    """The student's DecoderOnlyTransformer(**config), seeded, trained by their train_epoch for
+    `epochs` epochs with AdamW(learning_rate) over a shuffled (seeded) DataLoader of (states
+    (N, seq, state_dim), actions (N, seq)); the worker keeps the trained model for
+    run_convergence_predict and run_trained_attention."""
+    return ConvergenceTraining(**submission.call(
+        Op.CONVERGENCE_TRAIN, "training your DecoderOnlyTransformer with your train_epoch",
+        config=config, seed=seed, states=states, actions=actions, batch_size=batch_size,
+        epochs=epochs, learning_rate=learning_rate))
+
+
+def run_convergence_predict(submission: Submission, prefixes: torch.Tensor) -> torch.Tensor:
+    """The trained model's logits (batch, vocab) at the last position of each prefix (batch, t)."""
+    return submission.call(Op.CONVERGENCE_PREDICT, "your trained model", prefixes=prefixes)["logits"]
+
+
+@dataclass(frozen=True)
+class AttentionMaps:
+    """weights: the trained model's attention weights (layers, heads, seq, seq); source:
+    "softmax" (its own softmax, recorded) or "recomputed" (from its projections and RoPE)."""
+
+    weights: torch.Tensor
+    source: str
+
+
+def run_trained_attention(submission: Submission, tokens: torch.Tensor) -> AttentionMaps:
+    """The trained model's attention weights on tokens (1, seq), for the figures."""
+    return AttentionMaps(**submission.call(Op.TRAINED_ATTENTION, "drawing your model's attention maps",
+                                           tokens=tokens))
+
+
+# -- kv_cache ----------------------------------------------------------------------------------
+# The student's cached decoding, found and measured by worker/ops/generation.py. An `error`
+# below is the student's exception as the worker describes it ({"kind", "message",
+# "line", "where"}), for submission.describe; None when the code did not raise.
+
+KV_CACHE = "your cached decoding"  # what the requests run, in messages
+
+@dataclass(frozen=True)
+class SearchedPath:
+    """One candidate decoding path tried on the probe: its name ("generate(use_cache=True)"),
+    its error, the positions its first attention layer (else its embedding) saw at each step,
+    and whether that counts as a cache."""
+
+    path: str
+    error: Optional[dict]
+    lengths: list
+    cached: bool
+
+
+@dataclass(frozen=True)
+class DecodedCase:
+    """One prompt (batch, P) decoded greedily for `new` tokens through the cached path and by
+    full forward passes. tokens, full_tokens: (batch, P + new) ids (tokens None when it raised).
+    step_logits, full_logits: the logits that chose each new token (batch, new, vocab), where
+    the cached path's could be recorded (logits_source says from what), else None.
+    prefill_logits, full_prompt_logits: the prompt pass's logits (batch, P, vocab);
+    prefill_attention, full_prompt_attention: its first attention layer's output; embedded,
+    attended: positions fed to the embedding and to the first attention layer at each step."""
+
+    error: Optional[dict]
+    tokens: Optional[torch.Tensor]
+    logits_source: Optional[str]
+    prefill_logits: Optional[torch.Tensor]
+    step_logits: Optional[torch.Tensor]
+    embedded: list
+    attended: list
+    prefill_attention: Optional[torch.Tensor]
+    full_tokens: torch.Tensor
+    full_logits: torch.Tensor
+    full_prompt_logits: Optional[torch.Tensor]
+    full_prompt_attention: Optional[torch.Tensor]
+
+
+@dataclass(frozen=True)
+class KVCacheDecoding:
+    """found: a cached path was found (searched: every candidate tried, in order). When found:
+    path, its name; call, how it was called ("generate(ids, n, top_k=1, use_cache=True)");
+    greedy, whether it takes the greedy sampling asked for; cases, one DecodedCase per case."""
+
+    found: bool
+    searched: list
+    cases: list
+    path: str = ""
+    call: str = ""
+    greedy: bool = False
+
+
+def run_kv_cache_decode(submission: Submission, config: dict, seed: int, probe: dict,
+                        cases: list, greedy: str) -> KVCacheDecoding:
+    """On the student's DecoderOnlyTransformer(**config) with seeded weights: find the cached
+    decoding path (probe {"prompt": (batch, P) ids, "new_tokens"}, decoded with its default
+    sampling), then decode each case ({"prompt", "new_tokens"}) greedily through it (greedy:
+    "top_k" for top_k=1, "temperature" for temperature 1e-6) and by full forward passes."""
+    got = submission.call(Op.KV_CACHE_DECODE, KV_CACHE, config=config, seed=seed, probe=probe,
+                          cases=cases, greedy=greedy)
+    return KVCacheDecoding(**{**got, "searched": [SearchedPath(**entry) for entry in got["searched"]],
+                              "cases": [DecodedCase(**case) for case in got.get("cases", [])]})
+
+
+@dataclass(frozen=True)
+class DecodingWithoutRope:
+    """The cached path and full passes with every RotaryPositionalEmbedding made the identity:
+    as in DecodedCase (tokens None when the cached path raised)."""
+
+    error: Optional[dict]
+    tokens: Optional[torch.Tensor]
+    step_logits: Optional[torch.Tensor]
+    full_tokens: torch.Tensor
+    full_logits: torch.Tensor
+
+
+@dataclass(frozen=True)
+class PositionZero:
+    """Full passes over the cached path's own tokens with the positions after the prompt rotated
+    at position 0: logits (batch, new, vocab) at each step; calls: RoPE forward calls seen (0:
+    the model never called its RoPE module)."""
+
+    calls: int
+    logits: torch.Tensor
+
+
+@dataclass(frozen=True)
+class RopeHypotheses:
+    """rope_modules: how many RotaryPositionalEmbedding modules the model has; when any, the two
+    reruns (else None)."""
+
+    rope_modules: int
+    without_rope: Optional[DecodingWithoutRope] = None
+    position_zero: Optional[PositionZero] = None
+
+
+def run_kv_cache_hypotheses(submission: Submission, config: dict, seed: int, path: str,
+                            greedy: str, prompt: torch.Tensor, new_tokens: int,
+                            tokens: torch.Tensor) -> RopeHypotheses:
+    """Reruns that tell RoPE bugs of the cached steps apart, on fresh copies of the same seeded
+    model: the cached path `path` with RoPE switched off, and full passes over `tokens` (the
+    cached path's output for `prompt`) with the new positions rotated at position 0."""
+    got = submission.call(Op.KV_CACHE_HYPOTHESES, KV_CACHE, config=config, seed=seed, path=path,
+                          greedy=greedy, prompt=prompt, new_tokens=new_tokens, tokens=tokens)
+    return RopeHypotheses(
+        rope_modules=got["rope_modules"],
+        without_rope=DecodingWithoutRope(**got["without_rope"]) if "without_rope" in got else None,
+        position_zero=PositionZero(**got["position_zero"]) if "position_zero" in got else None)
+
+
+@dataclass(frozen=True)
+class DecodingSpeed:
+    """CPU seconds (one thread) to decode the new tokens through the cached path and by full
+    forward passes."""
+
+    cached_seconds: float
+    full_seconds: float
+
+
+def run_kv_cache_speed(submission: Submission, config: dict, seed: int, path: str,
+                       greedy: Optional[str], prompt: torch.Tensor, new_tokens: int) -> DecodingSpeed:
+    """Time `new_tokens` of decoding after `prompt` (1, P) through the cached path `path` and by
+    full forward passes, each after a 2-token warm-up."""
+    return DecodingSpeed(**submission.call(Op.KV_CACHE_SPEED, KV_CACHE, config=config, seed=seed,
+                                           path=path, greedy=greedy, prompt=prompt,
+                                           new_tokens=new_tokens))

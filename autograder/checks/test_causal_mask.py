@@ -5,30 +5,32 @@ is graded; the model (and one attention case in test_sequence_lengths) passes th
 reading a passed mask is graded too."""
 
 import math
+from dataclasses import replace
 
-import pytest
 import torch
 
 from .. import rubric
+from ..verdict import Failed, Verdict, fail
 from . import attribution, compare
+from .adapters import attempt_attention, run_model_logits, run_rmsnorm
 
 ATOL = rubric.TOLERANCES["causal"]["atol"]
 DIM, HEADS, SEQ = 32, 4, 8
 MODEL = dict(vocab_size=32, dim=32, num_layers=2, num_heads=4, ff_hidden_dim=64, max_seq_len=16,
              dropout=0.0)
 MODES = {"eval": False, "train": True}
-ONLY_FIRST_HINT = ("only position 0 sees later tokens: a mask that hides the diagonal leaves "
-                   "position 0 no allowed key, and a finite fill such as -1e9 then spreads its "
-                   "softmax over every key; let every position attend to itself")
-NAN_HINTS = {  # by whether forward got the model's mask
-    False: "a row of the mask that allows no key at all (position 0, when the mask hides the "
-           "diagonal too) makes the softmax NaN: let every position attend to itself "
-           "(torch.tril with diagonal=0)",
-    True: "forward got the model's causal mask (torch.tril(torch.ones(T, T)), 1 = may attend, "
-          "0 = masked) and some row of the mask your attention applies allows no key at all, so "
-          "its softmax is NaN: the passed mask may be read as 1 = blocked, or the diagonal "
-          "masked too",
+ONLY_FIRST = ("a mask that hides the diagonal leaves position 0 no allowed key, and a finite fill "
+              "such as -1e9 then spreads its softmax over every key")
+ONLY_FIRST_HINT = "Only position 0 sees later tokens: let every position attend to itself."
+NOT_FINITE = {  # by whether forward got the model's mask: (cause, hint)
+    False: ("a row of the mask that allows no key at all (position 0, when the mask hides the "
+            "diagonal too) makes the softmax NaN",
+            "Let every position attend to itself (torch.tril with diagonal=0)."),
+    True: ("some row of the mask your attention applies allows no key at all, so its softmax is NaN",
+           "forward got the model's causal mask (torch.tril(torch.ones(T, T)), 1 = may attend, "
+           "0 = masked): the passed mask may be read as 1 = blocked, or the diagonal masked too."),
 }
+UNKNOWN_LEAK = "The causal mask is missing or applied after the softmax."
 
 
 def _weights(generator, dim=DIM):
@@ -42,24 +44,27 @@ def _spans(seq_len):
     return [(s, s) for s in range(1, seq_len)] + [(s, seq_len - 1) for s in range(1, seq_len - 1)]
 
 
-def _batch(base, spans, replace):
+def _batch(base, spans, replace_tokens):
     """base (seq, ...) as row 0, then one copy per span with those tokens replaced."""
     rows = [base]
     for first, last in spans:
         row = base.clone()
-        row[first:last + 1] = replace(row[first:last + 1])
+        row[first:last + 1] = replace_tokens(row[first:last + 1])
         rows.append(row)
     return torch.stack(rows)
 
 
 def _not_finite(out, what, mask_passed):
-    """A message if `out` (batch, seq, ...) has NaN or inf, naming the first such position."""
+    """The Verdict if `out` (batch, seq, ...) has NaN or inf, naming the first such position;
+    None if it is finite."""
     bad = ~torch.isfinite(out)
     if not bad.any():
-        return ""
+        return None
     position = int(torch.nonzero(bad)[0][1])
-    return (f"NaN or inf in {what} at position {position} for finite inputs, so causality cannot "
-            f"be checked. Likely cause: {NAN_HINTS[mask_passed]}")
+    cause, hint = NOT_FINITE[mask_passed]
+    return Verdict(measured=f"{what} for finite inputs", found=f"NaN or inf at position {position}",
+                   expected="finite values, so that causality can be checked", cause=cause,
+                   hint=hint, kind="property")
 
 
 def _leak(out, spans):
@@ -80,54 +85,79 @@ def _leak(out, spans):
     return worst, only_first
 
 
-def _describe_leak(what, leak):
+def _leak_verdict(what, leak, cause="", hint="") -> Verdict:
     position, (first, last), delta = leak
     changed = f"token {first} was" if first == last else f"tokens {first}-{last} were"
-    return (f"{what} at position {position} changed (max |delta| {delta:.2g}, allowed {ATOL:g}) "
-            f"when {changed} perturbed")
+    return Verdict(measured=f"{what} at position {position} when {changed} perturbed",
+                   found=f"changed (max |delta| {delta:.2g})", expected=f"no change (allowed {ATOL:g})",
+                   cause=cause, hint=hint, kind="property")
 
 
-def _mode_hint(failures):
-    """A hint when only one of eval/train mode leaked: the mask depends on self.training."""
-    if len(failures) == 1:
-        mode = next(iter(failures))
-        other = "train" if mode == "eval" else "eval"
-        return (f"\nIn {other} mode it was causal: is the mask applied only when self.training is "
-                f"{other == 'train'}? It must be applied in both modes.")
-    return ""
+def _in(context: str, verdict: Verdict) -> Verdict:
+    """The verdict of one run, its measurement placed in the run's context ("In eval mode")."""
+    return replace(verdict, measured=f"{context}, {verdict.measured}")
 
 
-def _attention(submission, **request) -> dict:
-    """The attention result. A forward(x) that raises without a mask fails the test, saying
-    whether it runs with the model's mask passed (then the missing default is the cause)."""
-    result, error = submission.attempt("attention", "CausalSelfAttention", **request)
+def _first_of(verdicts: list) -> Verdict:
+    """One Verdict for several failed runs of a check: the first, the others listed after its
+    hint (with their cause when it differs)."""
+    first = verdicts[0]
+    lines = [first.hint]
+    for other in verdicts[1:]:
+        differs = other.cause not in ("", first.cause)
+        lines.append(f"Also: {other.headline()}" + (f" (likely cause: {other.cause})" if differs else ""))
+    return replace(first, hint="\n".join(line for line in lines if line))
+
+
+def _by_mode(failures: dict) -> Verdict:
+    """One Verdict for the modes that failed ({mode: Verdict}). When only one did, the mask
+    depends on self.training: that is the likely cause, and the failure's own is the hint's."""
+    if len(failures) > 1:
+        return _first_of([_in(f"In {mode} mode", verdict) for mode, verdict in failures.items()])
+    mode, verdict = next(iter(failures.items()))
+    other = "train" if mode == "eval" else "eval"
+    hint = (f"In {other} mode it was causal: the mask must be applied in both modes."
+            + (f" In {mode} mode: {verdict.cause}." if verdict.cause else ""))
+    return replace(_in(f"In {mode} mode", verdict),
+                   cause=f"the mask is applied only when self.training is {other == 'train'}",
+                   hint="\n".join(line for line in (hint, verdict.hint) if line))
+
+
+def _attention(submission, **request):
+    """The attention's run (adapters.AttentionRun). A forward(x) that raises without a mask
+    fails the test, saying whether it runs with the model's mask passed (then the missing
+    default is the cause)."""
+    result, error = attempt_attention(submission, **request)
     if error and request.get("mask") is None:
         seq_len = request["x"].shape[1]
-        _, masked_error = submission.attempt("attention", "CausalSelfAttention", **{
-            **request, "mask": attribution.model_mask(seq_len)})
-        pytest.fail(f"CausalSelfAttention.forward(x) raised {error} when no mask was passed"
-                    + ("" if masked_error else
-                       f". With the model's mask torch.tril(torch.ones({seq_len}, {seq_len})) "
-                       "passed it runs: forward(x, mask=None) must build its own causal mask "
-                       "when no mask is passed (the template's contract: the class is causal "
-                       "on its own)"), pytrace=False)
+        _, masked_error = attempt_attention(submission,
+                                            **{**request, "mask": attribution.model_mask(seq_len)})
+        runs = not masked_error
+        fail(Verdict(measured="CausalSelfAttention.forward(x)",
+                     found=f"raised {error} when no mask was passed"
+                           + (f". With the model's mask torch.tril(torch.ones({seq_len}, {seq_len})) "
+                              "passed it runs" if runs else ""),
+                     cause="forward(x, mask=None) builds no causal mask of its own" if runs else "",
+                     hint=("forward(x, mask=None) must build its own causal mask when no mask is "
+                           "passed (the template's contract: the class is causal on its own)."
+                           if runs else ""), kind="raised"))
     if error:
-        pytest.fail(f"CausalSelfAttention raised {error}", pytrace=False)
+        fail(Verdict(measured=f"CausalSelfAttention raised {error}", kind="raised"))
     return result
 
 
-def _known_bug(got, x, qkv_weight, out_weight) -> str:
-    """The known mask bug the attention output matches, or ''; '' when the module ran with its
-    own weights (the grader's could not be mapped onto its layers), which no variant reproduces."""
-    if got["own_weights"]:
-        return ""
-    found = attribution.causal_mask_bug(got["out"], x, qkv_weight, out_weight, HEADS)
-    return str(found) if found else ""
+def _known_bug(got, x, qkv_weight, out_weight):
+    """The Diagnosis of the known mask bug the attention output matches, or None; None when the
+    module ran with its own weights (the grader's could not be mapped onto its layers), which no
+    variant reproduces."""
+    if got.own_weights:
+        return None
+    return attribution.causal_mask_bug(got.out, x, qkv_weight, out_weight, HEADS)
 
 
 def _attention_causality(submission, generator, seq_len, train, pass_mask=False):
-    """'' if CausalSelfAttention is causal at this length, else why not; forward gets no mask, or
-    with pass_mask the model's torch.tril(torch.ones(T, T))."""
+    """None if CausalSelfAttention is causal at this length, else the Verdict why not; forward
+    gets no mask, or with pass_mask the model's torch.tril(torch.ones(T, T))."""
     qkv_weight, out_weight = _weights(generator)
     spans = _spans(seq_len)
     x = _batch(torch.randn(seq_len, DIM, generator=generator), spans,
@@ -136,21 +166,22 @@ def _attention_causality(submission, generator, seq_len, train, pass_mask=False)
                      out_weight=out_weight, x=x, train=train,
                      mask=attribution.model_mask(seq_len) if pass_mask else None,
                      own_weights_fallback=True)
-    out = got["out"]
-    if out.shape != x.shape:
-        return (f"CausalSelfAttention returned shape {tuple(out.shape)} for an input of shape "
-                f"{tuple(x.shape)}; expected the input's shape")
-    problem = _not_finite(out, "the attention output", pass_mask)
-    if problem:
+    if got.out.shape != x.shape:
+        return Verdict(measured="the shape of CausalSelfAttention's output",
+                       found=f"{tuple(got.out.shape)} for an input of shape {tuple(x.shape)}",
+                       expected="the input's shape")
+    problem = _not_finite(got.out, "the attention output", pass_mask)
+    if problem is not None:
         return problem
-    leak, only_first = _leak(out, spans)
+    leak, only_first = _leak(got.out, spans)
     if leak is None:
-        return ""
-    cause = _known_bug(got, x, qkv_weight, out_weight)
-    if not cause and only_first:
-        cause = ONLY_FIRST_HINT
-    return (_describe_leak("outputs", leak) + ": "
-            + (cause or "the causal mask is missing or applied after the softmax"))
+        return None
+    known = _known_bug(got, x, qkv_weight, out_weight)
+    if known:
+        return _leak_verdict("outputs", leak, cause=known.cause, hint=known.hint)
+    if only_first:
+        return _leak_verdict("outputs", leak, cause=ONLY_FIRST, hint=ONLY_FIRST_HINT)
+    return _leak_verdict("outputs", leak, hint=UNKNOWN_LEAK)
 
 
 def _norm_works(submission, reference, generator):
@@ -158,48 +189,49 @@ def _norm_works(submission, reference, generator):
     torch.nn.RMSNorm instead, so an RMSNorm bug costs points in rmsnorm only."""
     x = torch.randn(2, 5, 8, generator=generator)
     try:
-        got = submission.call("rmsnorm", "RMSNorm", dim=8, eps=1e-6, scale=torch.ones(8), x=x,
-                           grad_out=torch.ones_like(x))
-    except pytest.fail.Exception:
+        got = run_rmsnorm(submission, dim=8, eps=1e-6, scale=torch.ones(8), x=x, grad_out=torch.ones_like(x))
+    except Failed:
         return False
-    return compare.close(got["out"], reference.RMSNorm(8, eps=1e-6)(x).detach(),
+    return compare.close(got.out, reference.RMSNorm(8, eps=1e-6)(x).detach(),
                          **rubric.TOLERANCES["rmsnorm"])
 
 
 def _model_causality(submission, generator, seq_len, train, substitute_norm):
-    """'' if the model's logits are causal at this length, else why not."""
+    """None if the model's logits are causal at this length, else the Verdict why not."""
     vocab = MODEL["vocab_size"]
     spans = _spans(seq_len)
     ids = _batch(torch.randint(vocab, (seq_len,), generator=generator), spans,  # all tokens differ
                  lambda old: (old + torch.randint(1, vocab, old.shape, generator=generator))
                  % vocab)
     seed = int(torch.randint(2**31 - 1, (), generator=generator))
-    logits = submission.call("model_logits", "DecoderOnlyTransformer", config=MODEL, seed=seed,
-                          inputs=[ids], train=train, substitute_norm=substitute_norm)["logits"][0]
+    (logits,) = run_model_logits(submission, config=MODEL, seed=seed, inputs=[ids], train=train,
+                                 substitute_norm=substitute_norm)
     expected = (*ids.shape, vocab)
     if tuple(logits.shape) != expected:
-        return (f"DecoderOnlyTransformer returned logits of shape {tuple(logits.shape)} for input "
-                f"ids of shape {tuple(ids.shape)}; expected {expected}")
+        return Verdict(measured="the shape of DecoderOnlyTransformer's logits",
+                       found=f"{tuple(logits.shape)} for input ids of shape {tuple(ids.shape)}",
+                       expected=f"{expected}")
     problem = _not_finite(logits, "the model's logits", True)
-    if problem:
+    if problem is not None:
         return problem
     leak, _ = _leak(logits, spans)
     if leak is None:
-        return ""
-    return (_describe_leak("the model's logits", leak) + ": the model passes its causal mask "
-            "(torch.tril(torch.ones(T, T)), 1 = may attend, 0 = masked) to every attention layer; "
-            "your attention lets an earlier position see a later token with it. The mask may be "
-            "missing, applied after the softmax, or read the wrong way round")
+        return None
+    return _leak_verdict("the model's logits", leak,
+                         hint="The model passes its causal mask (torch.tril(torch.ones(T, T)), 1 = "
+                              "may attend, 0 = masked) to every attention layer, and your attention "
+                              "lets an earlier position see a later token with it: the mask may be "
+                              "missing, applied after the softmax, or read the wrong way round.")
 
 
 def test_attention_ignores_future_tokens(submission, generator):
     failures = {}
     for mode, train in MODES.items():
         problem = _attention_causality(submission, generator, SEQ, train)
-        if problem:
-            failures[mode] = f"In {mode} mode, {problem}."
+        if problem is not None:
+            failures[mode] = problem
     if failures:
-        pytest.fail("\n".join(failures.values()) + _mode_hint(failures), pytrace=False)
+        fail(_by_mode(failures))
 
 
 def test_attention_future_gradients_are_zero(submission, generator):
@@ -212,27 +244,33 @@ def test_attention_future_gradients_are_zero(submission, generator):
         got = _attention(submission, dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight,
                          out_weight=out_weight, x=x, train=train, grad_out=grad_out,
                          per_position_grads=True, own_weights_fallback=True)
-        problem = _not_finite(got["out"], "the attention output", False)
-        if problem:
-            failures[mode] = f"In {mode} mode, {problem}."
+        problem = _not_finite(got.out, "the attention output", False)
+        if problem is not None:
+            failures[mode] = problem
             continue
         # rows[t]: gradient of <out[:, t], grad_out[:, t]> w.r.t. x, shape (batch, seq, dim)
-        size = got["rows"].abs().amax(dim=(1, 3)).masked_fill(~future, 0.0)  # [t, s]
+        size = got.rows.abs().amax(dim=(1, 3)).masked_fill(~future, 0.0)  # [t, s]
         leaky = torch.nonzero(~(size <= ATOL))  # NaN counts as leaking
         if not len(leaky):
             continue
         t = int(leaky[0, 0])
         s = int(size[t].nan_to_num(float("inf")).argmax())
-        cause = _known_bug(got, x, qkv_weight, out_weight)
-        if not cause:
-            cause = ONLY_FIRST_HINT if not leaky[:, 0].any() else (
-                "the causal mask is missing or applied after the softmax (weights zeroed after "
-                "the softmax still pass gradient to later keys through its normalisation)")
-        failures[mode] = (f"In {mode} mode, the gradient of the output at position {t} with "
-                          f"respect to input token {s} is {float(size[t, s]):.2g} (max |.|); "
-                          f"expected 0 (allowed {ATOL:g}) for every token after {t}: {cause}.")
+        known = _known_bug(got, x, qkv_weight, out_weight)
+        if known:
+            cause, hint = known.cause, known.hint
+        elif not leaky[:, 0].any():
+            cause, hint = ONLY_FIRST, ONLY_FIRST_HINT
+        else:
+            cause, hint = "", ("The causal mask is missing or applied after the softmax (weights "
+                               "zeroed after the softmax still pass gradient to later keys through "
+                               "its normalisation).")
+        failures[mode] = Verdict(
+            measured=f"the gradient of the output at position {t} with respect to input token {s}",
+            found=f"{float(size[t, s]):.2g} (max |.|)",
+            expected=f"0 (allowed {ATOL:g}) for every token after {t}", cause=cause, hint=hint,
+            kind="property")
     if failures:
-        pytest.fail("\n".join(failures.values()) + _mode_hint(failures), pytrace=False)
+        fail(_by_mode(failures))
 
 
 def test_attention_sees_itself_and_past(submission, generator):
@@ -245,31 +283,33 @@ def test_attention_sees_itself_and_past(submission, generator):
     got = _attention(submission, dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight,
                      out_weight=out_weight, x=x, grad_out=grad_out, per_position_grads=True,
                      own_weights_fallback=True)
-    problem = _not_finite(got["out"], "the attention output", False)
-    if problem:
-        pytest.fail(problem + ".", pytrace=False)
-    size = got["rows"].abs().amax(dim=(1, 3))  # [t, s]
+    problem = _not_finite(got.out, "the attention output", False)
+    if problem is not None:
+        fail(problem)
+    size = got.rows.abs().amax(dim=(1, 3))  # [t, s]
     if not size.max() > 0:
-        pytest.fail("no gradient reached the input x: is the attention output computed from x "
-                    "with differentiable torch operations?", pytrace=False)
+        fail(Verdict(measured="the gradient of the attention output with respect to its input x",
+                     found="none reached it", kind="property",
+                     hint="Is the attention output computed from x with differentiable torch operations?"))
     # A hidden key's gradient is exactly 0; a seen one's is |W_v^T W_o^T grad_out| / (t + 1),
     # measured >= 0.054 of the largest over 50 seeds, so 1e-3 of the largest separates them.
     # A module whose projections the grader cannot map runs with its own initial weights (not
     # uniform attention): the reference so initialised, >= 0.065 of the largest over 30 seeds.
     blind = (size <= 1e-3 * size.max()) & torch.ones(SEQ, SEQ, dtype=torch.bool).tril()
+    expected = f"above {1e-3:g} of the largest (position t sees every token s <= t)"
     if blind.diagonal().any():
         t = int(torch.nonzero(blind.diagonal())[0])
-        pytest.fail(f"the output at position {t} does not depend on its own token (gradient "
-                    f"{float(size[t, t]):.2g} through the value of token {t}): the mask hides the "
-                    "diagonal. Position t must attend to every s <= t, itself included: mask only "
-                    "s > t (torch.tril(ones) keeps, or torch.triu(ones, diagonal=1) blocks).",
-                    pytrace=False)
+        fail(Verdict(measured=f"the dependence of the output at position {t} on its own token",
+                     found=f"gradient {float(size[t, t]):.2g} through the value of token {t}",
+                     expected=expected, cause="the mask hides the diagonal", kind="property",
+                     hint="Position t must attend to every s <= t, itself included: mask only s > t "
+                          "(torch.tril(ones) keeps, or torch.triu(ones, diagonal=1) blocks)."))
     if blind.any():
         t, s = (int(i) for i in torch.nonzero(blind)[0])
-        pytest.fail(f"the output at position {t} does not depend on the earlier token {s} "
-                    f"(gradient {float(size[t, s]):.2g} through its value): the mask is too "
-                    "strict or hides the past; position t must attend to every s <= t, and only "
-                    "s > t may be masked.", pytrace=False)
+        fail(Verdict(measured=f"the dependence of the output at position {t} on the earlier token {s}",
+                     found=f"gradient {float(size[t, s]):.2g} through its value", expected=expected,
+                     cause="the mask is too strict or hides the past", kind="property",
+                     hint="Position t must attend to every s <= t, and only s > t may be masked."))
 
 
 def test_model_ignores_future_tokens(submission, reference, generator):
@@ -277,14 +317,14 @@ def test_model_ignores_future_tokens(submission, reference, generator):
     failures = {}
     for mode, train in MODES.items():
         problem = _model_causality(submission, generator, 12, train, substitute_norm)
-        if problem:
-            failures[mode] = f"In {mode} mode, {problem}."
+        if problem is not None:
+            failures[mode] = problem
     if failures:
-        pytest.fail("\n".join(failures.values()) + _mode_hint(failures), pytrace=False)
+        fail(_by_mode(failures))
 
 
 def test_sequence_lengths(submission, reference, generator):
-    problems = {}  # what was run -> {sequence length: problem or ''}
+    problems = {}  # what was run -> {sequence length: Verdict or None}
     for seq_len in (1, 2, 17, 64):
         for pass_mask, how in ((False, "no mask passed"), (True, "the model's mask passed")):
             problems.setdefault(f"CausalSelfAttention with {how}", {})[seq_len] = (
@@ -295,10 +335,10 @@ def test_sequence_lengths(submission, reference, generator):
             seq_len] = _model_causality(submission, generator, seq_len, False, substitute_norm)
     failures = []
     for what, by_length in problems.items():
-        failing = [seq_len for seq_len, problem in by_length.items() if problem]
+        failing = [seq_len for seq_len, problem in by_length.items() if problem is not None]
         if failing:
-            failures.append(f"{what}, sequence length {failing[0]}: {by_length[failing[0]]}."
-                            + (f" (Also at length {', '.join(map(str, failing[1:]))}.)"
-                               if failing[1:] else ""))
+            verdict = _in(f"{what}, sequence length {failing[0]}", by_length[failing[0]])
+            also = f"Also at length {', '.join(map(str, failing[1:]))}." if failing[1:] else ""
+            failures.append(replace(verdict, hint="\n".join(line for line in (verdict.hint, also) if line)))
     if failures:
-        pytest.fail("\n".join(failures), pytrace=False)
+        fail(_first_of(failures))

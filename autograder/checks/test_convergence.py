@@ -7,14 +7,18 @@ peeks at the future during training, or memorises its training batches, gains no
 """
 
 import math
+from dataclasses import asdict, replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from .. import dataset, rubric
+from ..verdict import Failed, Verdict, fail
+from .adapters import run_convergence_predict, run_convergence_train, run_trained_attention
 
 SPEC = rubric.CONVERGENCE
+STEPS = SPEC["epochs"] * (SPEC["data"]["train_sequences"] // SPEC["batch_size"])  # optimizer steps
 
 
 @pytest.fixture(scope="session")
@@ -25,12 +29,12 @@ def grading_data():
 def heldout_loss(submission, sequences: torch.Tensor) -> float:
     """Mean cross-entropy of token t given tokens < t, over every held-out position t >= 1."""
     total, count = 0.0, 0
+    expected = (sequences.shape[0], SPEC["model"]["vocab_size"])
     for t in range(1, sequences.shape[1]):
-        logits = submission.call("convergence_predict", "your trained model", prefixes=sequences[:, :t])["logits"]
-        if tuple(logits.shape) != (sequences.shape[0], SPEC["model"]["vocab_size"]):
-            pytest.fail(f"the model returned logits of shape {tuple(logits.shape)} for the last "
-                        f"position, expected {(sequences.shape[0], SPEC['model']['vocab_size'])}",
-                        pytrace=False)
+        logits = run_convergence_predict(submission, prefixes=sequences[:, :t])
+        if tuple(logits.shape) != expected:
+            fail(Verdict(measured="the trained model's logits at the last position",
+                         found=f"shape {tuple(logits.shape)}", expected=f"shape {expected}"))
         total += float(F.cross_entropy(logits.double(), sequences[:, t], reduction="sum"))
         count += sequences.shape[0]
     return total / count
@@ -49,18 +53,27 @@ def _failed(graded: dict, categories, only=None, but=None) -> str:
     return "; ".join(titles[:2]) + more
 
 
-def likely_cause(train_losses, loss: float, graded: dict) -> str:
-    """What the grader can say about a held-out loss above the target. A likely cause is named
-    only when this run's evidence supports it: the measured losses, or the tests of the model
-    and of train_epoch that failed earlier in the run (`graded`: rubric test -> passed). Without
-    such evidence it says what was measured against what was expected."""
+def summary(train_losses, loss: float) -> str:
+    """The held-out loss and the training losses, as every outcome of the check states them."""
+    return (f"held-out next-token loss {loss:.3f} after {SPEC['epochs']} epochs ({STEPS} steps); "
+            f"your train_epoch returned {', '.join(f'{v:.3f}' for v in train_losses)}")
+
+
+def heldout_verdict(train_losses, loss: float, graded: dict) -> Verdict:
+    """The Verdict on a held-out loss above the target. A likely cause is named only when this
+    run's evidence supports it: the measured losses, or the tests of the model and of
+    train_epoch that failed earlier in the run (`graded`: rubric test -> passed). Without such
+    evidence it says what was measured against what was expected."""
     target = SPEC["target_loss"]
+    tiers = ", ".join(f"below {bound:g}: {share:.0%}" for bound, share in SPEC["tiers"])
+    verdict = Verdict(measured=summary(train_losses, loss), expected=f"below {target:g} (credit: {tiers})",
+                      kind="property")
     if not math.isfinite(loss):
-        return ("Likely cause: the loss became NaN or inf: look for a division by zero or -inf in "
-                "every score row")
+        return replace(verdict, cause="the loss became NaN or inf",
+                       hint="Look for a division by zero or -inf in every score row.")
     if any(not math.isfinite(value) for value in train_losses):
-        return ("Likely cause: train_epoch did not return finite losses (see the training tests), "
-                "so the training could not be followed")
+        return replace(verdict, cause="train_epoch did not return finite losses (see the training "
+                                      "tests), so the training could not be followed")
     first, last = train_losses[0], train_losses[-1]
     leak = ("the model sees future tokens while training, so it learns to read the answer "
             "instead of predicting it")
@@ -75,8 +88,7 @@ def likely_cause(train_losses, loss: float, graded: dict) -> str:
     }
     order = ("mask", "targets", "training", "attention", "rmsnorm") if last < target <= loss else (
         "targets", "training", "mask", "attention", "rmsnorm")
-    causes = [f"{cause} (failed earlier in this run: {tests})"
-              for tests, cause in (evidence[key] for key in order) if tests]
+    supported = [evidence[key] for key in order if evidence[key][0]]  # (tests, cause)
     if last < target <= loss:
         measured = (f"the loss your train_epoch returned fell to {last:.3f}, below {target:g}, "
                     "but the loss of predicting each action from the actions before it did not")
@@ -84,47 +96,47 @@ def likely_cause(train_losses, loss: float, graded: dict) -> str:
         measured = f"the training loss barely moved ({first:.3f} to {last:.3f})"
     else:
         measured = f"the training loss fell from {first:.3f} to {last:.3f}, not far enough"
-    if causes:
-        return f"Measured: {measured}. Likely cause: {'; or '.join(causes)}"
+    if supported:
+        # The cause names the bug only, so that the TA report groups submissions by it; the
+        # failed tests that support it are the hint's evidence.
+        return replace(verdict, cause="; or ".join(cause for _, cause in supported),
+                       hint=f"Failed earlier in this run: {'; '.join(tests for tests, _ in supported)}. "
+                            f"Measured: {measured}.")
     upstream = [rule for rule in rubric.RULES if rule.test in graded and rule.category in
                 ("rmsnorm", "causal_mask", "rope", "attention", "training")]
     if not upstream:
-        return (f"Measured: {measured}. No test of your model or train_epoch was graded in this "
-                "run, so none points at a cause")
-    return (f"Measured: {measured}. Every test of your model and train_epoch graded earlier in "
-            "this run passed, so none of them points at a cause")
+        return replace(verdict, hint=f"Measured: {measured}. No test of your model or train_epoch "
+                                     "was graded in this run, so none points at a cause.")
+    return replace(verdict, hint=f"Measured: {measured}. Every test of your model and train_epoch "
+                                 "graded earlier in this run passed, so none of them points at a cause.")
 
 
 def attention_maps(submission, tokens: torch.Tensor):
     """The trained model's attention weights for the figures, or None: never costs points."""
     try:
-        return submission.call("trained_attention", "drawing your model's attention maps", tokens=tokens)
-    except pytest.fail.Exception as failure:
-        submission.note(f"(does not affect your score) the attention maps could not be drawn: {failure.msg}")
+        return run_trained_attention(submission, tokens)
+    except Failed as failure:
+        submission.note("(does not affect your score) the attention maps could not be drawn: "
+                        f"{failure.verdict.text()}")
         return None
 
 
 def test_heldout_loss(submission, credit, grading_data, context):
-    steps = SPEC["epochs"] * (len(grading_data["train_actions"]) // SPEC["batch_size"])
-    trained = submission.call(
-        "convergence_train", "training your DecoderOnlyTransformer with your train_epoch",
-        config=SPEC["model"], seed=SPEC["seed"], states=grading_data["train_states"],
+    trained = run_convergence_train(
+        submission, config=SPEC["model"], seed=SPEC["seed"], states=grading_data["train_states"],
         actions=grading_data["train_actions"], batch_size=SPEC["batch_size"],
         epochs=SPEC["epochs"], learning_rate=SPEC["learning_rate"])
     # train_epoch's own return value is judged in training; here a non-number only shows as nan
-    train_losses = [float("nan") if value is None else float(value) for value in trained["epoch_losses"]]
+    train_losses = [float("nan") if value is None else float(value) for value in trained.epoch_losses]
     # The figures' channel (see cli.GradingContext.figures): raw numbers, drawn after grading.
-    context.figures["loss"] = dict(step_losses=trained.get("step_losses", []), epoch_losses=train_losses,
+    context.figures["loss"] = dict(step_losses=trained.step_losses, epoch_losses=train_losses,
                                    target=SPEC["target_loss"])
     loss = heldout_loss(submission, grading_data["val_actions"])
     fraction = next((share for bound, share in SPEC["tiers"] if loss < bound), 0.0)
     credit.set(fraction)
     context.figures["loss"]["heldout_loss"] = loss
-    context.figures["attention"] = attention_maps(submission, grading_data["val_actions"][:1])
-    summary = (f"held-out next-token loss {loss:.3f} after {SPEC['epochs']} epochs ({steps} steps); "
-               f"your train_epoch returned {', '.join(f'{v:.3f}' for v in train_losses)}")
+    maps = attention_maps(submission, grading_data["val_actions"][:1])
+    context.figures["attention"] = asdict(maps) if maps is not None else None
     if fraction < 1.0:
-        tiers = ", ".join(f"below {bound:g}: {share:.0%}" for bound, share in SPEC["tiers"])
-        pytest.fail(f"{summary}. Expected below {SPEC['target_loss']:g} (credit: {tiers}). "
-                    f"{likely_cause(train_losses, loss, context.graded)}.", pytrace=False)
-    submission.note(summary)
+        fail(heldout_verdict(train_losses, loss, context.graded))
+    submission.note(summary(train_losses, loss))

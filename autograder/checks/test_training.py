@@ -15,34 +15,31 @@ RMSNorm (model_api); when even that fails, the spy keeps the template's API, wit
 
 from dataclasses import dataclass
 
-import pytest
 import torch
 import torch.nn.functional as F
 
 from .. import rubric
+from ..verdict import Failed, Verdict, fail
+from .adapters import (BackwardPass, EpochEnd, ForwardCall, GradientsCleared, ModelAPI,
+                       OptimizerStepCall, run_model_api, run_train_epoch)
 
 SPEC = rubric.TRAINING
 VOCAB, SEQ, BATCH, BATCHES, STATE_DIM = 16, 12, 8, 4, 10
 SPY = dict(dim=8, grad_scale=40.0, learning_rate=0.01)  # unclipped gradient norms ~12-16
 ORDER = ("A working order for every batch: optimizer.zero_grad(), forward, loss, "
          "loss.backward(), clip_grad_norm_(model.parameters(), 1.0), optimizer.step().")
+SHIFT = "Use inputs = actions[:, :-1], targets = actions[:, 1:]."
 
 
-def _fail(message: str):
-    pytest.fail(message, pytrace=False)
-
-
-def model_api(submission) -> dict:
-    """How the student's DecoderOnlyTransformer is called and what it returns (worker/adapt.py's
-    ModelAPI as a dict), read once per grading; None (the template's API) when it could not be
-    read, which costs no points: the failure is the attention's or the model's, graded elsewhere."""
+def model_api(submission) -> ModelAPI:
+    """How the student's DecoderOnlyTransformer is called and what it returns, read once per
+    grading; None (the template's API) when it could not be read, which costs no points: the
+    failure is the attention's or the model's, graded elsewhere."""
     try:
-        return submission.call_once("model_api", "reading the API of your DecoderOnlyTransformer "
-                                 "(built with the grader's attention and RMSNorm)", SPEC["api_seconds"],
-                                 vocab_size=VOCAB)
-    except pytest.fail.Exception as failure:
-        submission.note(f"{failure.msg}. The training checks' stand-in model therefore takes the "
-                     "template's API: forward(input_ids, targets=None) -> (logits, loss)")
+        return run_model_api(submission, vocab_size=VOCAB, seconds=SPEC["api_seconds"])
+    except Failed as failure:
+        submission.note(f"{failure.verdict.text()}. The training checks' stand-in model therefore "
+                        "takes the template's API: forward(input_ids, targets=None) -> (logits, loss)")
         return None
 
 
@@ -82,45 +79,46 @@ class Probe:
         self.actions = torch.randint(VOCAB, (BATCH * BATCHES, SEQ), generator=generator)
         states = torch.randn(BATCH * BATCHES, SEQ, STATE_DIM, generator=generator)
         self.api = model_api(submission)
-        got = submission.call("train_epoch_probe", "train_epoch", states=states, actions=self.actions,
-                           batch_size=BATCH, vocab_size=VOCAB, seed=0, api=self.api, **SPY)
-        self.returned, self.returned_type = got["returned"], got["returned_type"]
-        events = got["events"]
-        self.forwards = [e for e in events if e["kind"] == "forward"]
-        self.backwards = [e for e in events if e["kind"] == "backward"]
+        got = run_train_epoch(submission, states=states, actions=self.actions, batch_size=BATCH,
+                              vocab_size=VOCAB, seed=0, api=self.api, **SPY)
+        self.returned, self.returned_type = got.returned, got.returned_type
+        self.forwards = [e for e in got.events if isinstance(e, ForwardCall)]
+        self.backwards = [e for e in got.events if isinstance(e, BackwardPass)]
         if not self.forwards:
-            _fail("train_epoch never called the model: loop over the dataloader and run the model "
-                  "on every batch")
+            fail(Verdict(measured="calls of the model by train_epoch", found="none",
+                         expected="one forward per batch of the dataloader", kind="property",
+                         hint="Loop over the dataloader and run the model on every batch."))
         grads = {}
         for backward in self.backwards:
-            index = backward["forward"]
-            grads[index] = backward["grad_logits"] + grads.get(index, 0)
+            grads[backward.forward] = backward.grad_logits + grads.get(backward.forward, 0)
         # The forwards that trained the model: those a loss was backpropagated through, or,
         # when nothing was, those given targets.
         self.trained = [(f, grads[i]) for i, f in enumerate(self.forwards) if i in grads]
         if not self.trained:
-            self.trained = [(f, None) for f in self.forwards if f["targets"] is not None]
-        self.steps = self._steps(events)
+            self.trained = [(f, None) for f in self.forwards if f.targets is not None]
+        self.steps = self._steps(got.events)
 
     @staticmethod
     def _steps(events) -> list:
         steps, pending = [], []
         for i, event in enumerate(events):
-            if event["kind"] == "backward":
+            if isinstance(event, BackwardPass):
                 pending.append(event)
-            elif event["kind"] == "step":
-                after = next(e["grad_norm"] for e in events[i + 1:] if e["kind"] in ("zero_grad", "end"))
-                fresh = [_sum(b["fresh"][p] for b in pending) for p in range(len(event["grads"]))]
-                steps.append(Step(event["grads"], event["optimizer"], event["given"],
-                                  event["holds_model"], fresh, any(b["stale"] for b in pending), after))
+            elif isinstance(event, OptimizerStepCall):
+                after = next(e.grad_norm for e in events[i + 1:]
+                             if isinstance(e, (GradientsCleared, EpochEnd)))
+                fresh = [_sum(b.fresh[p] for b in pending) for p in range(len(event.grads))]
+                steps.append(Step(event.grads, event.optimizer, event.given, event.holds_model, fresh,
+                                  any(b.stale for b in pending), after))
                 pending = []
         return steps
 
     def require_trained(self) -> list:
         if not self.trained:
-            _fail("no loss was backpropagated through the model's logits and the model was never "
-                  "given targets, so nothing was trained: compute the loss from the model's "
-                  "output and call loss.backward()")
+            fail(Verdict(measured="the loss train_epoch trained with", kind="property",
+                         found="no loss was backpropagated through the model's logits and the model "
+                               "was never given targets, so nothing was trained",
+                         hint="Compute the loss from the model's output and call loss.backward()."))
         return self.trained
 
     def match(self, input_ids):
@@ -140,10 +138,10 @@ class Probe:
         (d(sum CE / N)/d logit_target = (p_target - 1) / N, the only negative entry), else off the
         targets the model was given."""
         if grad is None:
-            targets = forward["targets"].reshape(forward["input_ids"].shape)
+            targets = forward.targets.reshape(forward.input_ids.shape)
             return torch.ones_like(targets, dtype=torch.bool), targets, float(targets.numel())
         mask, targets = grad.ne(0).any(-1), grad.argmin(-1)
-        p_target = forward["logits"].double().softmax(-1).gather(-1, targets[..., None])[..., 0]
+        p_target = forward.logits.double().softmax(-1).gather(-1, targets[..., None])[..., 0]
         g_target = grad.double().gather(-1, targets[..., None])[..., 0]
         divisor = float((p_target[mask] - 1).sum() / g_target[mask].sum()) if mask.any() else 1.0
         return mask, targets, divisor
@@ -154,7 +152,7 @@ class Probe:
         losses = []
         for forward, grad in self.require_trained():
             mask, targets, divisor = self.loss_terms(forward, grad)
-            ce = F.cross_entropy(forward["logits"].double()[mask], targets[mask], reduction="none")
+            ce = F.cross_entropy(forward.logits.double()[mask], targets[mask], reduction="none")
             losses.append((float(ce.mean()), float(ce.sum()) / divisor))
         return losses
 
@@ -163,17 +161,20 @@ def test_next_token_targets(submission, generator):
     probe = Probe(submission, generator)
     seen = []
     for number, (forward, grad) in enumerate(probe.require_trained(), start=1):
-        ids = forward["input_ids"]
+        ids = forward.input_ids
         found = probe.match(ids)
         if found is None:
-            _fail(f"in training batch {number} the model read a tensor of shape {tuple(ids.shape)} "
-                  "that is not a slice of the batch's actions: the model must read "
-                  f"actions[:, :-1] (shape ({BATCH}, {SEQ - 1}))")
+            fail(Verdict(measured=f"the input ids the model read in training batch {number}",
+                         found=f"a tensor of shape {tuple(ids.shape)} that is not a slice of the "
+                               "batch's actions",
+                         expected=f"actions[:, :-1] (shape ({BATCH}, {SEQ - 1}))", kind="property"))
         index, offset = found
         actions = probe.actions.split(BATCH)[index]
         mask, targets, _ = probe.loss_terms(forward, grad)
         if not mask.any():
-            _fail(f"in training batch {number} the loss did not depend on any position's logits")
+            fail(Verdict(measured=f"the positions in the loss of training batch {number}",
+                         found="none: the loss did not depend on any position's logits",
+                         expected="every position that has a next action", kind="property"))
         # Position t predicts action t + 1 of the row it read; the last position of a
         # full-length input has no next action and must stay out of the loss.
         expected = _ahead(actions, offset + 1, ids.shape[1])
@@ -184,39 +185,56 @@ def test_next_token_targets(submission, generator):
         if offset == 0 and wrong == 0 and torch.equal(mask, wanted):
             seen.append(index)
             continue
-        if torch.equal(targets[mask], ids[mask]):
-            cause = ("no shift: the targets are the inputs themselves, so the model learns to copy "
-                     "its input; use inputs = actions[:, :-1], targets = actions[:, 1:]")
-        elif offset == 1 and torch.equal(targets[mask], actions[:, :ids.shape[1]][mask]):
-            cause = ("shifted the wrong way: the model read actions[:, 1:] and predicted "
-                     "actions[:, :-1]; use inputs = actions[:, :-1], targets = actions[:, 1:]")
-        elif offset == 1:
-            cause = "the model read actions[:, 1:]; it must read actions[:, :-1]"
-        elif torch.equal(targets[mask], _ahead(actions, 2, ids.shape[1])[mask]):
-            cause = _shifted_twice(probe.api)
-        elif (wrong == 0 and len(ignored) == 1 and not (mask & ~wanted).any()
-              and torch.equal(left_out, wanted & expected.eq(ignored))):
-            token = int(ignored)
-            last = (f" (the last id: this test's model has vocab_size {VOCAB})"
-                    if token == VOCAB - 1 else "")
-            where = ("DecoderOnlyTransformer.forward's loss"
-                     if (probe.api or {}).get("ignore_index") == token else "the loss")
-            cause = (f"the {int(left_out.sum())} positions whose target is token {token}{last}, and "
-                     f"only those, are left out of {where}, as cross-entropy with ignore_index={token} "
-                     f"does. Token {token} is a real action (every id from 0 to vocab_size - 1 is "
-                     "an action bin; nothing is padded), so it is never learned: leave "
-                     "ignore_index at its default")
-        elif wrong == 0:
-            cause = (f"the loss covers {int(mask.sum())} positions of this batch, expected all "
-                     f"{BATCH} x {SEQ - 1} positions that have a next action (and not the last "
-                     "position of a full-length input)")
-        else:
-            cause = (f"{wrong} of {int(mask.sum())} targets differ from actions[:, 1:]: the model "
-                     "reads actions[:, :-1] and predicts actions[:, 1:], position by position")
-        _fail(f"in training batch {number}: {cause}")
+        fail(_targets_verdict(probe, number, ids, actions, offset, mask, targets, expected, wanted,
+                              wrong, left_out, ignored))
     if sorted(seen) != list(range(BATCHES)):
-        _fail(f"train_epoch trained on batches {[i + 1 for i in seen]} of the dataloader's "
-              f"{BATCHES}: train once on every batch, in one pass over the dataloader")
+        fail(Verdict(measured="the batches train_epoch trained on",
+                     found=f"batches {[i + 1 for i in seen]} of the dataloader's {BATCHES}",
+                     expected="every batch once, in one pass over the dataloader", kind="property"))
+
+
+def _targets_verdict(probe, number, ids, actions, offset, mask, targets, expected, wanted, wrong,
+                     left_out, ignored) -> Verdict:
+    """Why the targets of training batch `number` are not its next actions, from what the model
+    read (offset 0: actions[:, :-1]) and what each position was trained towards."""
+    measured = f"the targets of training batch {number}"
+    if torch.equal(targets[mask], ids[mask]):
+        return Verdict(measured=measured, found="the inputs themselves", expected="actions[:, 1:]",
+                       cause="no shift: the targets are the inputs themselves, so the model learns "
+                             "to copy its input", hint=SHIFT, kind="property")
+    if offset == 1 and torch.equal(targets[mask], actions[:, :ids.shape[1]][mask]):
+        return Verdict(measured=measured, found="actions[:, :-1], for inputs actions[:, 1:]",
+                       expected="actions[:, 1:], for inputs actions[:, :-1]",
+                       cause="shifted the wrong way: the model read actions[:, 1:] and predicted "
+                             "actions[:, :-1]", hint=SHIFT, kind="property")
+    if offset == 1:
+        return Verdict(measured=f"the input ids of training batch {number}", found="actions[:, 1:]",
+                       expected="actions[:, :-1]", hint=SHIFT, kind="property")
+    if torch.equal(targets[mask], _ahead(actions, 2, ids.shape[1])[mask]):
+        return _shifted_twice(measured, probe.api)
+    if (wrong == 0 and len(ignored) == 1 and not (mask & ~wanted).any()
+            and torch.equal(left_out, wanted & expected.eq(ignored))):
+        token = int(ignored)
+        last = f" (the last id: this test's model has vocab_size {VOCAB})" if token == VOCAB - 1 else ""
+        where = ("DecoderOnlyTransformer.forward's loss"
+                 if probe.api is not None and probe.api.ignore_index == token else "the loss")
+        return Verdict(measured=f"the positions in the loss of training batch {number}",
+                       found=f"the {int(left_out.sum())} positions whose target is token {token}{last}, "
+                             f"and only those, are left out of {where}",
+                       expected="every position that has a next action",
+                       cause=f"cross-entropy with ignore_index={token}: token {token} is a real action "
+                             "(every id from 0 to vocab_size - 1 is an action bin; nothing is "
+                             "padded), so it is never learned",
+                       hint="Leave ignore_index at its default.", kind="property")
+    if wrong == 0:
+        return Verdict(measured=f"the positions in the loss of training batch {number}",
+                       found=f"{int(mask.sum())}",
+                       expected=f"all {BATCH} x {SEQ - 1} positions that have a next action (and not "
+                                "the last position of a full-length input)", kind="property")
+    return Verdict(measured=measured,
+                   found=f"{wrong} of {int(mask.sum())} targets differ from actions[:, 1:]",
+                   expected="the model reads actions[:, :-1] and predicts actions[:, 1:], position "
+                            "by position", kind="property")
 
 
 def _ahead(actions, shift: int, length: int):
@@ -225,76 +243,96 @@ def _ahead(actions, shift: int, length: int):
     return F.pad(window, (0, length - window.shape[1]), value=-1)
 
 
-def _shifted_twice(api) -> str:
-    """The cause when position t was trained towards action t + 2; `api` as model_api() says."""
-    if api and api.get("shifts"):
-        return ("the targets are shifted twice: position t was trained towards action t + 2. Your "
-                "DecoderOnlyTransformer.forward shifts the targets itself (it scores logits[:, :-1] "
-                "against targets[:, 1:]), and train_epoch passed targets shifted already "
-                "(actions[:, 1:]): shift once, in train_epoch or in the model, not in both")
-    return ("the targets are two steps ahead: position t was trained towards action t + 2 (as "
-            "with targets = actions[:, 2:]); use inputs = actions[:, :-1], targets = actions[:, 1:]")
+def _shifted_twice(measured: str, api) -> Verdict:
+    """The Verdict when position t was trained towards action t + 2; `api` as model_api() says."""
+    found, expected = "position t was trained towards action t + 2", "action t + 1"
+    if api is not None and api.shifts:
+        return Verdict(measured=measured, found=found, expected=expected, kind="property",
+                       cause="the targets are shifted twice: your DecoderOnlyTransformer.forward "
+                             "shifts the targets itself (it scores logits[:, :-1] against "
+                             "targets[:, 1:]), and train_epoch passed targets shifted already "
+                             "(actions[:, 1:])",
+                       hint="Shift once, in train_epoch or in the model, not in both.")
+    return Verdict(measured=measured, found=found, expected=expected, kind="property",
+                   cause="the targets are two steps ahead (as with targets = actions[:, 2:])",
+                   hint=SHIFT)
 
 
-def _optimizer_misuse(steps) -> str:
-    """Why the steps did not train the model with the optimizer passed in, or ''."""
+def _optimizer_misuse(steps):
+    """The Verdict when the steps did not train the model with the optimizer passed in, or None."""
+    measured, expected = "the optimizer train_epoch stepped", "the optimizer passed in, only"
     if not steps or any(step.given for step in steps):
         if any(not step.given for step in steps):
             other = next(step.optimizer for step in steps if not step.given)
-            return (f"train_epoch stepped both the optimizer passed in and another one ({other}), "
-                    "so the model took the steps of two optimizers: use only the `optimizer` argument")
-        return ""
+            return Verdict(measured=measured, kind="property", expected=expected,
+                           found=f"both the optimizer passed in and another one ({other})",
+                           cause="train_epoch steps a second optimizer besides the one passed in, "
+                                 "so the model takes the steps of two optimizers",
+                           hint="Use only the `optimizer` argument.")
+        return None
     names = " and ".join(sorted({step.optimizer for step in steps}))
     if all(step.holds_model for step in steps):
         stepped = f"an optimizer it created itself ({names})"
-        consequence = "a new optimizer at every call also restarts its state each epoch"
+        cause = ("train_epoch creates its own optimizer: the caller's optimizer (its learning rate, "
+                 "its state, a scheduler attached to it) is ignored, and a new optimizer at every "
+                 "call also restarts its state each epoch")
     else:
         stepped = (f"an optimizer ({names}) that does not hold this model's parameters (one "
                    "created earlier, e.g. once at module level for another model, and kept)")
-        consequence = "this model's parameters were never updated"
-    return (f"train_epoch stepped {stepped}, not the optimizer passed in: the caller's optimizer "
-            f"(its learning rate, its state, a scheduler attached to it) is ignored, and "
-            f"{consequence}. Use the `optimizer` argument: optimizer.zero_grad() and "
-            "optimizer.step()")
+        cause = ("train_epoch steps an optimizer that holds other parameters: the caller's "
+                 "optimizer (its learning rate, its state, a scheduler attached to it) is ignored, "
+                 "and this model's parameters were never updated")
+    return Verdict(measured=measured, found=f"{stepped}, not the optimizer passed in",
+                   expected=expected, cause=cause, kind="property",
+                   hint="Use the `optimizer` argument: optimizer.zero_grad() and optimizer.step().")
 
 
 def test_gradients_zeroed_each_step(submission, generator):
     probe = Probe(submission, generator)
     if not probe.backwards:
-        _fail("no gradient reached the model: call loss.backward() on a loss computed from the "
-              "model's output. " + ORDER)
+        fail(Verdict(measured="gradient reaching the model during train_epoch", found="none",
+                     kind="property", hint="No loss was backpropagated through the model's "
+                                           "output: call loss.backward() on a loss computed from "
+                                           "the model's output. " + ORDER))
     # Before the stale gradients: an optimizer that is not the one passed in may clear
     # gradients that are not the model's, and that is the cause to name.
     misuse = _optimizer_misuse(probe.steps)
-    if misuse:
-        _fail(misuse + ".")
-    stale = next((n for n, b in enumerate(probe.backwards, start=1) if b["stale"]), None)
+    if misuse is not None:
+        fail(misuse)
+    stale = next((n for n, b in enumerate(probe.backwards, start=1) if b.stale), None)
     if stale is not None:
-        _fail(f"gradients accumulate across batches: when loss.backward() ran for batch {stale}, "
-              "the parameters' .grad still held earlier gradients. Call optimizer.zero_grad() "
-              "every step, before loss.backward().")
+        fail(Verdict(measured=f"the parameters' .grad when loss.backward() ran for batch {stale}",
+                     found="it still held earlier gradients", expected="cleared gradients",
+                     cause="gradients accumulate across batches: they are not cleared before "
+                           "each loss.backward()",
+                     hint="Call optimizer.zero_grad() every step, before loss.backward().",
+                     kind="property"))
     if not probe.steps:
-        _fail("optimizer.step() was never called on the optimizer passed to train_epoch, so the "
-              "model never changed. " + ORDER)
+        fail(Verdict(measured="calls of optimizer.step() on the optimizer passed to train_epoch",
+                     found="none, so the model never changed", expected="one per batch",
+                     hint=ORDER, kind="property"))
     if len(probe.steps) != len(probe.trained):
-        _fail(f"optimizer.step() was called {len(probe.steps)} times for {len(probe.trained)} "
-              "batches: take one step per batch")
+        fail(Verdict(measured="calls of optimizer.step()",
+                     found=f"{len(probe.steps)} for {len(probe.trained)} batches",
+                     expected="one step per batch", kind="property"))
     for number, step in enumerate(probe.steps, start=1):
         if not step.norm:
             cause = ("the gradients were cleared between loss.backward() and optimizer.step()"
                      if any(g is not None for g in step.fresh) else
                      "optimizer.step() ran before loss.backward()")
-            _fail(f"optimizer.step() number {number} found no gradient on the parameters: {cause}, "
-                  f"so the step did nothing. {ORDER}")
+            fail(Verdict(measured=f"the gradients optimizer.step() number {number} found on the "
+                                  "parameters", found="none, so the step did nothing",
+                         expected="the batch's gradients", cause=cause, hint=ORDER, kind="property"))
 
 
 def test_gradient_norm_clipped(submission, generator):
     probe = Probe(submission, generator)
     steps = [step for step in probe.steps if step.norm]
     if not steps:
-        _fail("the clipping could not be checked: optimizer.step() never ran with gradients on "
-              "the parameters (see the test 'train_epoch clears gradients before every step of the "
-              "optimizer it is given')")
+        fail(Verdict(measured="the clipping could not be checked: optimizer.step() never ran with "
+                              "gradients on the parameters", kind="not_graded",
+                     hint="See the test 'train_epoch clears gradients before every step of the "
+                          "optimizer it is given'."))
     max_norm, tolerance = SPEC["max_norm"], SPEC["norm_tolerance"]
     # Before clipping, each batch's gradient norm is ~12-16 (more when gradients accumulate),
     # so after clipping it must be max_norm at every step.
@@ -307,42 +345,49 @@ def test_gradient_norm_clipped(submission, generator):
     number, step, before = next((n, s, u) for n, (s, u) in enumerate(zip(steps, unclipped), 1)
                                 if abs(s.norm - max_norm) > tolerance)
     norms = [s.norm for s in steps]
-    measured = f"the gradient norm at optimizer.step() number {number} was {step.norm:.4g}"
+    found = f"{step.norm:.4g}" + (f" (before clipping: {before:.4g})" if before is not None else "")
     per_tensor = [g.double().norm() for g in step.grads if g is not None]
     largest = max(float(g.abs().max()) for g in step.grads if g is not None)
+    clip = "clip_grad_norm_(model.parameters(), max_norm=1.0)"
+    cause, hint = "", ""
     if step.norm > max_norm and all(n <= max_norm + tolerance for n in per_tensor):
-        cause = ("each parameter tensor was clipped on its own: clip the total norm of all "
-                 "parameters at once with clip_grad_norm_(model.parameters(), max_norm=1.0)")
+        cause = "each parameter tensor was clipped on its own"
+        hint = f"Clip the total norm of all parameters at once with {clip}."
     elif before is not None and abs(step.norm - before) <= tolerance * before:
         if step.after is not None and abs(step.after - max_norm) <= tolerance:
             cause = ("the gradient is clipped after optimizer.step(), so the step used the "
-                     "unclipped gradient: clip between loss.backward() and optimizer.step()")
+                     "unclipped gradient")
+            hint = "Clip between loss.backward() and optimizer.step()."
         else:
-            cause = ("the gradient was not clipped: call torch.nn.utils.clip_grad_norm_("
-                     "model.parameters(), max_norm=1.0) between loss.backward() and "
-                     "optimizer.step()")
+            cause = "the gradient was not clipped"
+            hint = f"Call torch.nn.utils.{clip} between loss.backward() and optimizer.step()."
     elif step.norm > max_norm and largest <= max_norm + tolerance:
         cause = ("the gradient entries were clipped to [-1, 1] (clip_grad_value_), which does not "
-                 "bound the norm: use clip_grad_norm_(model.parameters(), max_norm=1.0)")
+                 "bound the norm")
+        hint = f"Use {clip}."
     elif max(norms) - min(norms) <= tolerance * max(norms):
-        cause = (f"every step's gradient norm is {step.norm:.4g}: it was clipped to that norm "
-                 "instead of 1.0; use max_norm=1.0")
+        cause = "the gradient was clipped to another norm instead of 1.0"
+        found += f"; every step's gradient norm is {step.norm:.4g}"
+        hint = "Use max_norm=1.0."
     else:
-        cause = ("the total gradient norm must be clipped to 1.0 at every step, with "
-                 "clip_grad_norm_(model.parameters(), max_norm=1.0) between loss.backward() and "
-                 "optimizer.step()")
-    unclipped_text = f" (before clipping: {before:.4g})" if before is not None else ""
-    _fail(f"{measured}{unclipped_text}, expected {max_norm:g}. Likely cause: {cause}.")
+        hint = (f"The total gradient norm must be clipped to 1.0 at every step, with {clip} "
+                "between loss.backward() and optimizer.step().")
+    fail(Verdict(measured=f"the gradient norm at optimizer.step() number {number}", found=found,
+                 expected=f"{max_norm:g}", cause=cause, hint=hint, kind="property"))
 
 
 def test_train_mode(submission, generator):
     probe = Probe(submission, generator)
     forwards = [forward for forward, _ in probe.trained] or probe.forwards
-    in_eval = sum(not forward["training"] for forward in forwards)
+    in_eval = sum(not forward.training for forward in forwards)
     if in_eval:
-        _fail(f"the model was in eval mode for {in_eval} of {len(forwards)} training batches (the "
-              "grader passes it in eval mode, as it is after evaluate()): call model.train() at "
-              "the start of train_epoch, or dropout stays off while training")
+        fail(Verdict(measured="the model's mode while train_epoch trained it",
+                     found=f"eval mode for {in_eval} of {len(forwards)} training batches",
+                     expected="train mode", kind="property",
+                     cause="train_epoch does not put the model in train mode (the grader passes it "
+                           "in eval mode, as it is after evaluate())",
+                     hint="Call model.train() at the start of train_epoch, or dropout stays off "
+                          "while training."))
 
 
 def test_returns_mean_batch_loss(submission, generator):
@@ -352,9 +397,10 @@ def test_returns_mean_batch_loss(submission, generator):
     expected = sum(means) / len(means)
     got = probe.returned
     if got is None:
-        _fail(f"train_epoch returned {'nothing (None)' if probe.returned_type == 'NoneType' else 'a ' + probe.returned_type}: "
-              "return the mean of the batch losses as a Python float (sum loss.item() over the "
-              "batches and divide by their number)")
+        returned = "nothing (None)" if probe.returned_type == "NoneType" else f"a {probe.returned_type}"
+        fail(Verdict(measured="train_epoch's return value", found=returned,
+                     expected="the mean of the batch losses as a Python float", kind="property",
+                     hint="Sum loss.item() over the batches and divide by their number."))
 
     def close(value):
         return abs(got - value) <= SPEC["loss_rtol"] * abs(value)
@@ -374,7 +420,8 @@ def test_returns_mean_batch_loss(submission, generator):
         "the summed loss divided by the number of sequences instead of the number of batches":
             sum(means) / (BATCH * BATCHES),
     }
-    cause = next((text for text, value in variants.items() if close(value)), "")
-    _fail(f"train_epoch returned {got:.6g}; the mean of its {len(means)} batch losses was "
-          f"{expected:.6g} (batch losses {', '.join(f'{m:.4f}' for m in means)})."
-          + (f" It matches {cause}." if cause else ""))
+    fail(Verdict(measured="train_epoch's return value", found=f"{got:.6g}",
+                 expected=f"{expected:.6g}, the mean of its {len(means)} batch losses (batch losses "
+                          f"{', '.join(f'{m:.4f}' for m in means)})",
+                 cause=next((text for text, value in variants.items() if close(value)), ""),
+                 kind="mismatch"))
