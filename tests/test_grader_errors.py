@@ -44,8 +44,8 @@ def test_a_misspelt_keyword_is_reported_as_the_graders_error(tmp_path):
 
 def test_a_request_for_an_unknown_op_is_the_graders_error(tmp_path):
     limits = sandbox.Limits.sized(rubric.WORKER)
-    worker = sandbox.Worker(REFERENCE, limits, rubric.WORKER["import_timeout"],
-                            rubric.WORKER["start_timeout"])
+    worker = sandbox.Worker(REFERENCE, limits, rubric.WORKER.import_timeout,
+                            rubric.WORKER.start_timeout)
     try:
         with pytest.raises(sandbox.GraderError, match="no op for the request"):
             worker.call("rmsnrom", 30.0, dim=4)

@@ -45,7 +45,7 @@ def _known(actual, variants: dict, x, qkv_weight, out_weight, num_heads, measure
     measured = {description: measure(variant) for description, variant in variants.items()}
     for rope in oracle.ROPE_CONVENTIONS.values():
         cause = diagnoses.first_match(actual, measured, x, qkv_weight, out_weight, num_heads, rope,
-                                      **rubric.TOLERANCES["attention"])
+                                      tolerance=rubric.TOLERANCES.attention)
         if cause:
             return cause
     return ""
@@ -143,7 +143,7 @@ def leaks_future(submission, what: str, dim: int, num_heads: int, **request) -> 
     if out.shape != x.shape:
         return ""  # the checks that read the output report its shape
     moved = (out[1, :split] - out[0, :split]).abs().nan_to_num(float("inf")).max()
-    if moved <= rubric.TOLERANCES["causal"]["atol"]:
+    if moved <= rubric.TOLERANCES.causal.atol:
         return ""
     return (f"forward(x) without a mask is not causal (outputs at positions 0-{split - 1} moved by "
             f"{float(moved):.2g} when only tokens {split}-{seq_len - 1} changed)")

@@ -8,6 +8,7 @@ import math
 
 import torch
 
+from ..rubric_records import Tolerance
 from . import oracle
 
 
@@ -48,7 +49,7 @@ RMSNORM_VARIANTS = {
 }
 
 
-def matches(actual: torch.Tensor, variants: dict, *args, rtol: float, atol: float):
+def matches(actual: torch.Tensor, variants: dict, *args, tolerance: Tolerance):
     """The descriptions of the variants whose output equals `actual`, in order (a generator)."""
     for description, variant in variants.items():
         try:
@@ -56,14 +57,14 @@ def matches(actual: torch.Tensor, variants: dict, *args, rtol: float, atol: floa
         except (RuntimeError, IndexError):
             continue
         # NaN where the variant has NaN is part of its signature (a row that masks every key)
-        if expected.shape == actual.shape and torch.allclose(actual, expected, rtol=rtol, atol=atol,
-                                                             equal_nan=True):
+        if expected.shape == actual.shape and torch.allclose(actual, expected, rtol=tolerance.rtol,
+                                                             atol=tolerance.atol, equal_nan=True):
             yield description
 
 
-def first_match(actual: torch.Tensor, variants: dict, *args, rtol: float, atol: float) -> str:
+def first_match(actual: torch.Tensor, variants: dict, *args, tolerance: Tolerance) -> str:
     """The description of the first variant whose output equals `actual`, or ''."""
-    return next(matches(actual, variants, *args, rtol=rtol, atol=atol), "")
+    return next(matches(actual, variants, *args, tolerance=tolerance), "")
 
 
 def _attention_with(make_mask=None, **options):
@@ -92,11 +93,12 @@ CAUSAL_MASK_VARIANTS = {
 }
 
 
-def causal_mask_bug(actual: torch.Tensor, x, qkv_weight, out_weight, num_heads, rtol, atol) -> str:
+def causal_mask_bug(actual: torch.Tensor, x, qkv_weight, out_weight, num_heads,
+                    tolerance: Tolerance) -> str:
     """The CAUSAL_MASK_VARIANTS description the student's attention output matches, or ''."""
     for rope in oracle.ROPE_CONVENTIONS.values():
         cause = first_match(actual, CAUSAL_MASK_VARIANTS, x, qkv_weight, out_weight, num_heads,
-                            rope, rtol=rtol, atol=atol)
+                            rope, tolerance=tolerance)
         if cause:
             return cause
     return ""

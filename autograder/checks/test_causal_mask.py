@@ -12,7 +12,7 @@ import torch
 from .. import rubric
 from . import attribution, compare, diagnoses
 
-ATOL = rubric.TOLERANCES["causal"]["atol"]
+ATOL = rubric.TOLERANCES.causal.atol
 DIM, HEADS, SEQ = 32, 4, 8
 MODEL = dict(vocab_size=32, dim=32, num_layers=2, num_heads=4, ff_hidden_dim=64, max_seq_len=16,
              dropout=0.0)
@@ -122,7 +122,7 @@ def _known_bug(got, x, qkv_weight, out_weight) -> str:
     if got["own_weights"]:
         return ""
     return diagnoses.causal_mask_bug(got["out"], x, qkv_weight, out_weight, HEADS,
-                                     **rubric.TOLERANCES["attention"])
+                                     rubric.TOLERANCES.attention)
 
 
 def _attention_causality(submission, generator, seq_len, train, pass_mask=False):
@@ -163,7 +163,7 @@ def _norm_works(submission, reference, generator):
     except pytest.fail.Exception:
         return False
     return compare.close(got["out"], reference.RMSNorm(8, eps=1e-6)(x).detach(),
-                         **rubric.TOLERANCES["rmsnorm"])
+                         rubric.TOLERANCES.rmsnorm)
 
 
 def _model_causality(submission, generator, seq_len, train, substitute_norm):

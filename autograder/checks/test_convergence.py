@@ -27,9 +27,9 @@ def heldout_loss(submission, sequences: torch.Tensor) -> float:
     total, count = 0.0, 0
     for t in range(1, sequences.shape[1]):
         logits = submission.call("convergence_predict", "your trained model", prefixes=sequences[:, :t])["logits"]
-        if tuple(logits.shape) != (sequences.shape[0], SPEC["model"]["vocab_size"]):
+        if tuple(logits.shape) != (sequences.shape[0], SPEC.model.vocab_size):
             pytest.fail(f"the model returned logits of shape {tuple(logits.shape)} for the last "
-                        f"position, expected {(sequences.shape[0], SPEC['model']['vocab_size'])}",
+                        f"position, expected {(sequences.shape[0], SPEC.model.vocab_size)}",
                         pytrace=False)
         total += float(F.cross_entropy(logits.double(), sequences[:, t], reduction="sum"))
         count += sequences.shape[0]
@@ -54,7 +54,7 @@ def likely_cause(train_losses, loss: float, graded: dict) -> str:
     only when this run's evidence supports it: the measured losses, or the tests of the model
     and of train_epoch that failed earlier in the run (`graded`: rubric test -> passed). Without
     such evidence it says what was measured against what was expected."""
-    target = SPEC["target_loss"]
+    target = SPEC.target_loss
     if not math.isfinite(loss):
         return ("Likely cause: the loss became NaN or inf: look for a division by zero or -inf in "
                 "every score row")
@@ -105,26 +105,26 @@ def attention_maps(submission, tokens: torch.Tensor):
 
 
 def test_heldout_loss(submission, credit, grading_data, context):
-    steps = SPEC["epochs"] * (len(grading_data["train_actions"]) // SPEC["batch_size"])
+    steps = SPEC.epochs * (len(grading_data["train_actions"]) // SPEC.batch_size)
     trained = submission.call(
         "convergence_train", "training your DecoderOnlyTransformer with your train_epoch",
-        config=SPEC["model"], seed=SPEC["seed"], states=grading_data["train_states"],
-        actions=grading_data["train_actions"], batch_size=SPEC["batch_size"],
-        epochs=SPEC["epochs"], learning_rate=SPEC["learning_rate"])
+        config=SPEC.model.kwargs(), seed=SPEC.seed, states=grading_data["train_states"],
+        actions=grading_data["train_actions"], batch_size=SPEC.batch_size,
+        epochs=SPEC.epochs, learning_rate=SPEC.learning_rate)
     # train_epoch's own return value is judged in training; here a non-number only shows as nan
     train_losses = [float("nan") if value is None else float(value) for value in trained["epoch_losses"]]
     # The figures' channel (see cli.GradingContext.figures): raw numbers, drawn after grading.
     context.figures["loss"] = dict(step_losses=trained.get("step_losses", []), epoch_losses=train_losses,
-                                   target=SPEC["target_loss"])
+                                   target=SPEC.target_loss)
     loss = heldout_loss(submission, grading_data["val_actions"])
-    fraction = next((share for bound, share in SPEC["tiers"] if loss < bound), 0.0)
+    fraction = next((share for bound, share in SPEC.tiers if loss < bound), 0.0)
     credit.set(fraction)
     context.figures["loss"]["heldout_loss"] = loss
     context.figures["attention"] = attention_maps(submission, grading_data["val_actions"][:1])
-    summary = (f"held-out next-token loss {loss:.3f} after {SPEC['epochs']} epochs ({steps} steps); "
+    summary = (f"held-out next-token loss {loss:.3f} after {SPEC.epochs} epochs ({steps} steps); "
                f"your train_epoch returned {', '.join(f'{v:.3f}' for v in train_losses)}")
     if fraction < 1.0:
-        tiers = ", ".join(f"below {bound:g}: {share:.0%}" for bound, share in SPEC["tiers"])
-        pytest.fail(f"{summary}. Expected below {SPEC['target_loss']:g} (credit: {tiers}). "
+        tiers = ", ".join(f"below {bound:g}: {share:.0%}" for bound, share in SPEC.tiers)
+        pytest.fail(f"{summary}. Expected below {SPEC.target_loss:g} (credit: {tiers}). "
                     f"{likely_cause(train_losses, loss, context.graded)}.", pytrace=False)
     submission.note(summary)

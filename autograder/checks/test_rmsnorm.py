@@ -9,7 +9,7 @@ from ..worker.gradients import inner_product
 from . import compare, diagnoses
 from .adapters import run_rmsnorm
 
-TOLERANCE = rubric.TOLERANCES["rmsnorm"]
+TOLERANCE = rubric.TOLERANCES.rmsnorm
 
 # (input shape, eps, input magnitude): a small magnitude with a large eps tells eps inside the
 # square root from eps outside it, and the eps passed from one fixed in the code; mean(x^2) near
@@ -42,12 +42,12 @@ def test_forward_matches_reference(submission, reference, generator, shape, eps,
     x, scale, grad_out = _inputs(shape, magnitude, generator)
     got = run_rmsnorm(submission, dim=shape[-1], eps=eps, scale=scale, x=x, grad_out=grad_out)
     expected, _, _ = _expected(reference, x, scale, eps, grad_out)
-    if not compare.close(got.out, expected, **TOLERANCE):
+    if not compare.close(got.out, expected, TOLERANCE):
         # several variants can fit one case (no eps and eps fixed at 1e-8 on inputs of size 0.05):
         # the evidence names them all
-        causes = list(diagnoses.matches(got.out, diagnoses.RMSNORM_VARIANTS, x, scale, eps, **TOLERANCE))
+        causes = list(diagnoses.matches(got.out, diagnoses.RMSNORM_VARIANTS, x, scale, eps, tolerance=TOLERANCE))
         fail(compare.mismatch(
-            f"RMSNorm(dim={shape[-1]}, eps={eps:g}) on input {tuple(shape)}", got.out, expected, **TOLERANCE,
+            f"RMSNorm(dim={shape[-1]}, eps={eps:g}) on input {tuple(shape)}", got.out, expected, TOLERANCE,
             cause=(causes[0] if len(causes) == 1 else
                    f"one of (this case cannot tell them apart): {'; or '.join(causes)}" if causes else ""),
             hint="" if causes else "Expected x / sqrt(mean(x^2 over the last dim) + eps) * scale."))
@@ -68,8 +68,8 @@ def test_gradients_match_reference(submission, reference, generator):
             fail(Verdict(measured=f"gradient of RMSNorm w.r.t. its {name}", found="none reached it",
                          hint="Is the output computed from it with differentiable torch operations?",
                          kind="property"))
-        if not compare.close(actual, expected, **TOLERANCE):
-            fail(compare.mismatch(f"gradient of RMSNorm w.r.t. its {name}", actual, expected, **TOLERANCE))
+        if not compare.close(actual, expected, TOLERANCE):
+            fail(compare.mismatch(f"gradient of RMSNorm w.r.t. its {name}", actual, expected, TOLERANCE))
 
 
 def test_zero_input_is_finite(submission):

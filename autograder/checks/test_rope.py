@@ -36,7 +36,7 @@ from .. import rubric
 from ..verdict import fail
 from . import attribution, compare, diagnoses, oracle
 
-TOLERANCE = rubric.TOLERANCES["rope"]
+TOLERANCE = rubric.TOLERANCES.rope
 WHAT = "CausalSelfAttention"
 SEQ, CONTENT = 12, 4
 HEAD_DIM = CONTENT + SEQ
@@ -111,7 +111,7 @@ def _readout(out: torch.Tensor):
 def _log_weights(out: torch.Tensor):
     """log A[i, j] (SEQ, SEQ) if the output reads as attention weights, else None."""
     weights, measured = _readout(out)
-    atol = TOLERANCE["atol"]
+    atol = TOLERANCE.atol
     if (measured["elsewhere"] > atol or not measured["smallest"] > 0
             or measured["negative"] < -atol or measured["sums"] > atol):
         return None
@@ -137,13 +137,13 @@ def _misfit(log_weights: torch.Tensor, variant, probe, num_heads: int) -> float:
         expected = _log_weights(variant(x, qkv_weight, out_weight, num_heads, rope))
         if expected is not None:
             (scale,), residual = _fit(log_weights, expected)
-            if scale >= TOLERANCE["min_scale"]:
+            if scale >= TOLERANCE.min_scale:
                 best = min(best, residual)
     return best
 
 
 def _fits(log_weights: torch.Tensor, variant, probe, num_heads: int) -> bool:
-    return _misfit(log_weights, variant, probe, num_heads) <= TOLERANCE["log_weights"]
+    return _misfit(log_weights, variant, probe, num_heads) <= TOLERANCE.log_weights
 
 
 # Correct RoPE, inside a correct attention or one with a bug that test_attention.py grades.
@@ -166,12 +166,12 @@ def _unreadable(out, probe, num_heads: int = 1) -> str:
     for rope in oracle.ROPE_CONVENTIONS.values():
         cause = cause or diagnoses.first_match(out, diagnoses.ROPE_TENSOR_VARIANTS, x,
                                                qkv_weight, out_weight, num_heads, rope,
-                                               **rubric.TOLERANCES["attention"])
+                                               tolerance=rubric.TOLERANCES.attention)
     return (f"With W_v copying a one-hot position code and out_proj the identity, the output "
             f"should be the attention weights (> 0 for the keys before each query, rows summing "
             f"to 1) and 0 in the other dims; measured: largest |output| in the other dims "
             f"{measured['elsewhere']:.3g}, smallest weight {measured['smallest']:.3g}, largest "
-            f"|row sum - 1| {measured['sums']:.3g} (allowed {TOLERANCE['atol']:g}). Expected so "
+            f"|row sum - 1| {measured['sums']:.3g} (allowed {TOLERANCE.atol:g}). Expected so "
             f"when the values reach the output unrotated (RoPE rotates only the queries and keys)."
             + (f" Likely cause: {cause}." if cause else ""))
 
@@ -181,13 +181,13 @@ def _mask_bug_with_correct_rope(submission, generator, out, probe) -> bool:
     bugs test_causal_mask.py grades (weights zeroed after the softmax leave rows that do not sum
     to 1; a triu mask hides the past keys the probe reads). Then, with a note, it costs no rope
     points. Both probes (the same and different content at every position) must match the bug."""
-    tolerance = rubric.TOLERANCES["attention"]
-    cause = diagnoses.causal_mask_bug(out, *probe, 1, **tolerance)
+    tolerance = rubric.TOLERANCES.attention
+    cause = diagnoses.causal_mask_bug(out, *probe, 1, tolerance)
     if not cause:
         return False
     distinct = _probe(generator, constant=False)
     distinct_out = _run(submission, distinct)["out"]
-    if diagnoses.causal_mask_bug(distinct_out, *distinct, 1, **tolerance) != cause:
+    if diagnoses.causal_mask_bug(distinct_out, *distinct, 1, tolerance) != cause:
         return False
     submission.note("the attention weights could not be read off the probe, but your attention "
                  "equals correct RoPE with a causal-mask bug, which costs points in the "
@@ -216,7 +216,7 @@ def _flat(submission, generator, spread: float) -> str:
     cause = "" if distinct is None else _rope_bug(distinct, probe, diagnoses.ROPE_TENSOR_VARIANTS)
     return (f"With the same query and the same key at every position, your attention weights do "
             f"not change with the positions: measured log-weights within {spread:.2g} of a "
-            f"per-row plus per-column constant (allowed {TOLERANCE['min_spread']:g}); expected "
+            f"per-row plus per-column constant (allowed {TOLERANCE.min_spread:g}); expected "
             f"them to change with i - j, as they do when the query and the key of token t are "
             f"both rotated by the angles {ANGLES}; rotating only the queries, only the keys, or "
             f"neither leaves them like this."
@@ -230,26 +230,25 @@ def test_rope_module_relative_property(submission, generator):
     k = torch.randn(batch, heads, 1, head_dim, generator=generator).expand(-1, -1, seq, -1)
     got = submission.call("rope", "RotaryPositionalEmbedding", dim=head_dim, max_seq_len=64,
                        q=q.contiguous(), k=k.contiguous())
-    tolerance = dict(rtol=TOLERANCE["rtol"], atol=TOLERANCE["atol"])
     for name, rotated, original in (("q", got["q"], q), ("k", got["k"], k)):
         if rotated.shape != original.shape:
             pytest.fail(f"RotaryPositionalEmbedding returned {name} of shape "
                         f"{tuple(rotated.shape)}; expected {tuple(original.shape)}", pytrace=False)
-        if not compare.close(rotated.norm(dim=-1), original.norm(dim=-1), **tolerance):
+        if not compare.close(rotated.norm(dim=-1), original.norm(dim=-1), TOLERANCE):
             fail(compare.mismatch(f"norm of the rotated {name} (a rotation keeps norms)",
-                                         rotated.norm(dim=-1), original.norm(dim=-1), **tolerance))
-        if not compare.close(rotated[..., 0, :], original[..., 0, :], **tolerance):
+                                         rotated.norm(dim=-1), original.norm(dim=-1), TOLERANCE))
+        if not compare.close(rotated[..., 0, :], original[..., 0, :], TOLERANCE):
             fail(compare.mismatch(f"rotated {name} at position 0 (angle 0: unchanged)",
-                                         rotated[..., 0, :], original[..., 0, :], **tolerance))
+                                         rotated[..., 0, :], original[..., 0, :], TOLERANCE))
     scores = got["q"] @ got["k"].transpose(-2, -1)  # [m, n]: depends on m - n only
-    if not compare.close(scores[..., 1:, 1:], scores[..., :-1, :-1], **tolerance):
+    if not compare.close(scores[..., 1:, 1:], scores[..., :-1, :-1], TOLERANCE):
         fail(compare.mismatch("scores <rot(q)_m+1, rot(k)_n+1> against <rot(q)_m, rot(k)_n>",
-                                     scores[..., 1:, 1:], scores[..., :-1, :-1], **tolerance))
+                                     scores[..., 1:, 1:], scores[..., :-1, :-1], TOLERANCE))
     expected = [rope(q) for rope in oracle.ROPE_CONVENTIONS.values()]
-    if not any(compare.close(got["q"], e, **tolerance) for e in expected):
+    if not any(compare.close(got["q"], e, TOLERANCE) for e in expected):
         nearest = min(expected, key=lambda e: compare.max_error(got["q"], e)[0])
         fail(compare.mismatch(f"rotated q against RoPE's angles {ANGLES} (either pairing)",
-                                     got["q"], nearest, **tolerance))
+                                     got["q"], nearest, TOLERANCE))
 
 
 def test_attention_scores_depend_on_relative_position(submission, generator):
@@ -258,14 +257,14 @@ def test_attention_scores_depend_on_relative_position(submission, generator):
     if log_weights is None:
         return
     _, spread = _fit(log_weights)
-    if spread <= TOLERANCE["min_spread"]:
+    if spread <= TOLERANCE.min_spread:
         pytest.fail(_flat(submission, generator, spread), pytrace=False)
     _, residual = _fit(log_weights, *DISTANCES)
-    if residual > TOLERANCE["log_weights"]:
+    if residual > TOLERANCE.log_weights:
         cause = _rope_bug(log_weights, probe, diagnoses.ROPE_VARIANTS)
         pytest.fail(f"With the same query and the same key at every position, log A[i, j] - "
                     f"log A[i, i] should depend only on i - j; it also depends on the absolute "
-                    f"positions (misfit {residual:.2g}, allowed {TOLERANCE['log_weights']:g}); "
+                    f"positions (misfit {residual:.2g}, allowed {TOLERANCE.log_weights:g}); "
                     f"expected the query and the key of token t rotated by the same angles "
                     f"{ANGLES}." + (f" Likely cause: {cause}." if cause else ""), pytrace=False)
 
@@ -279,7 +278,7 @@ def test_rope_applied_to_queries_and_keys_not_values(submission, generator):
     if log_weights is None:
         return
     _, spread = _fit(log_weights)
-    if spread <= TOLERANCE["min_spread"]:
+    if spread <= TOLERANCE.min_spread:
         pytest.fail(_flat(submission, generator, spread), pytrace=False)
 
 
@@ -288,8 +287,8 @@ def test_rope_angles_in_each_head(submission, generator):
     same, _ = _same_content_probe(submission, generator)
     if same is None:
         return
-    relative = _fit(same)[1] > TOLERANCE["min_spread"] and (
-        _fit(same, *DISTANCES)[1] <= TOLERANCE["log_weights"])
+    relative = _fit(same)[1] > TOLERANCE.min_spread and (
+        _fit(same, *DISTANCES)[1] <= TOLERANCE.log_weights)
     one_head_is_rope = False
     for num_heads in (1, 2):
         setting = "one head" if num_heads == 1 else f"two heads of size {HEAD_DIM}"
@@ -315,7 +314,7 @@ def test_rope_angles_in_each_head(submission, generator):
             pytest.fail(f"With {setting}: {_unreadable(out, probe, num_heads)} {verdict.cause}",
                         pytrace=False)
         misfit = min(_misfit(own, variant, probe, num_heads) for variant in CORRECT_ROPE)
-        misfit = (f"log-weight misfit {misfit:.2g}, allowed {TOLERANCE['log_weights']:g}"
+        misfit = (f"log-weight misfit {misfit:.2g}, allowed {TOLERANCE.log_weights:g}"
                   if misfit < float("inf") else "their log-weights are no positive multiple of "
                   "RoPE's, up to per-row and per-column constants")
         measured = ""

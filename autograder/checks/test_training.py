@@ -38,7 +38,7 @@ def model_api(submission) -> dict:
     read, which costs no points: the failure is the attention's or the model's, graded elsewhere."""
     try:
         return submission.call_once("model_api", "reading the API of your DecoderOnlyTransformer "
-                                 "(built with the grader's attention and RMSNorm)", SPEC["api_seconds"],
+                                 "(built with the grader's attention and RMSNorm)", SPEC.api_seconds,
                                  vocab_size=VOCAB)
     except pytest.fail.Exception as failure:
         submission.note(f"{failure.msg}. The training checks' stand-in model therefore takes the "
@@ -295,7 +295,7 @@ def test_gradient_norm_clipped(submission, generator):
         _fail("the clipping could not be checked: optimizer.step() never ran with gradients on "
               "the parameters (see the test 'train_epoch clears gradients before every step of the "
               "optimizer it is given')")
-    max_norm, tolerance = SPEC["max_norm"], SPEC["norm_tolerance"]
+    max_norm, tolerance = SPEC.max_norm, SPEC.norm_tolerance
     # Before clipping, each batch's gradient norm is ~12-16 (more when gradients accumulate),
     # so after clipping it must be max_norm at every step.
     unclipped = [_norm(step.fresh) if not step.stale else None for step in steps]
@@ -357,7 +357,7 @@ def test_returns_mean_batch_loss(submission, generator):
               "batches and divide by their number)")
 
     def close(value):
-        return abs(got - value) <= SPEC["loss_rtol"] * abs(value)
+        return abs(got - value) <= SPEC.loss_rtol * abs(value)
 
     if close(expected):
         if probe.returned_type != "float":
