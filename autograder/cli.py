@@ -67,8 +67,8 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
     limits = Limits.sized(rubric.WORKER)
     worker = None
     if found.file:
-        worker = Worker(found.file, limits, rubric.WORKER["import_timeout"],
-                        rubric.WORKER["start_timeout"])
+        worker = Worker(found.file, limits, rubric.WORKER.import_timeout,
+                        rubric.WORKER.start_timeout)
     context = GradingContext(found, worker)
     plugin = grading_plugin.ResultsPlugin(context, categories)
     try:

@@ -18,8 +18,8 @@ def load() -> dict:
     spec = importlib.util.spec_from_file_location("scratch1_generate_data", GENERATOR)
     generator = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generator)
-    sizes = rubric.CONVERGENCE["data"]
-    train = generator.generate_dataset(sizes["train_sequences"], sizes["seq_length"], seed=sizes["train_seed"])
-    held_out = generator.generate_dataset(sizes["val_sequences"], sizes["seq_length"], seed=sizes["val_seed"])
+    sizes = rubric.CONVERGENCE.data
+    train = generator.generate_dataset(sizes.train_sequences, sizes.seq_length, seed=sizes.train_seed)
+    held_out = generator.generate_dataset(sizes.val_sequences, sizes.seq_length, seed=sizes.val_seed)
     return {"train_states": train["states"], "train_actions": train["actions"],
             "val_actions": held_out["actions"]}

@@ -89,7 +89,7 @@ class ResultsPlugin:
             # process): the worker's own limits (a restart's import, then the check's
             # time) always fire first.
             rule = self.outcomes[_rule_key(item)].rule
-            item.add_marker(pytest.mark.timeout(rule.timeout + rubric.WORKER["import_timeout"] + 120))
+            item.add_marker(pytest.mark.timeout(rule.timeout + rubric.WORKER.import_timeout + 120))
 
     def pytest_runtest_setup(self, item):
         rule = self.outcomes[_rule_key(item)].rule

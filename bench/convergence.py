@@ -46,8 +46,8 @@ def heldout_loss(model, sequences: torch.Tensor) -> float:
 
 def run(variant: str, seed: int, train: dict, val: torch.Tensor, epochs: int) -> dict:
     model = study.build_model(variant, seed)  # torch.manual_seed(seed), then the model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=SPEC["learning_rate"])
-    loader = DataLoader(TensorDataset(train["states"], train["actions"]), batch_size=SPEC["batch_size"],
+    optimizer = torch.optim.AdamW(model.parameters(), lr=SPEC.learning_rate)
+    loader = DataLoader(TensorDataset(train["states"], train["actions"]), batch_size=SPEC.batch_size,
                         shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(seed))
     start = time.process_time()
     for epoch in range(epochs):
@@ -60,18 +60,18 @@ def run(variant: str, seed: int, train: dict, val: torch.Tensor, epochs: int) ->
 
 
 def main():
-    sizes = SPEC["data"]
+    sizes = SPEC.data
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-sequences", type=int, default=sizes["train_sequences"])
-    parser.add_argument("--val-sequences", type=int, default=sizes["val_sequences"])
-    parser.add_argument("--epochs", type=int, default=SPEC["epochs"])
+    parser.add_argument("--train-sequences", type=int, default=sizes.train_sequences)
+    parser.add_argument("--val-sequences", type=int, default=sizes.val_sequences)
+    parser.add_argument("--epochs", type=int, default=SPEC.epochs)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--json", help="also write the runs to this file")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    train = study.gd.generate_dataset(args.train_sequences, sizes["seq_length"], seed=sizes["train_seed"])
-    val = study.gd.generate_dataset(args.val_sequences, sizes["seq_length"], seed=sizes["val_seed"])["actions"]
+    train = study.gd.generate_dataset(args.train_sequences, sizes.seq_length, seed=sizes.train_seed)
+    val = study.gd.generate_dataset(args.val_sequences, sizes.seq_length, seed=sizes.val_seed)["actions"]
     runs = []
     for variant in args.variants:
         for seed in args.seeds:

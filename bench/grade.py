@@ -123,15 +123,15 @@ def convergence_seed(seed: int) -> dict:
     spec, data = rubric.CONVERGENCE, dataset.load()
     reference = oracle.reference()
     torch.manual_seed(seed)
-    model = reference.DecoderOnlyTransformer(**spec["model"])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec["learning_rate"])
+    model = reference.DecoderOnlyTransformer(**spec.model.kwargs())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate)
     batches = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(data["train_states"], data["train_actions"]),
-        batch_size=spec["batch_size"], shuffle=True, drop_last=True,
+        batch_size=spec.batch_size, shuffle=True, drop_last=True,
         generator=torch.Generator().manual_seed(seed))
     held_out = data["val_actions"]
     cpu, steps, first_below, loss = 0.0, 0, None, float("nan")
-    for _ in range(spec["epochs"]):
+    for _ in range(spec.epochs):
         for batch in batches:
             start = time.process_time()
             reference.train_epoch(model, [batch], optimizer, torch.device("cpu"), 0)
@@ -141,7 +141,7 @@ def convergence_seed(seed: int) -> dict:
             with torch.no_grad():  # the reference is causal: one full forward is the honest loss
                 logits, _ = model(held_out[:, :-1])
                 loss = float(F.cross_entropy(logits.reshape(-1, logits.size(-1)), held_out[:, 1:].reshape(-1)))
-            if first_below is None and loss < spec["target_loss"]:
+            if first_below is None and loss < spec.target_loss:
                 first_below = (steps, round(cpu, 2))
     return {"seed": seed, "steps_to_below_1": first_below and first_below[0],
             "cpu_s_to_below_1": first_below and first_below[1], "final_loss": round(loss, 4),

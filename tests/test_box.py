@@ -58,7 +58,7 @@ def _oom_kills(folder: str) -> int:
 
 
 def test_worker_limit_is_what_the_container_leaves_the_grader(monkeypatch):
-    cap, grader = rubric.WORKER["memory_bytes"], rubric.WORKER["grader_memory_bytes"]
+    cap, grader = rubric.WORKER.memory_bytes, rubric.WORKER.grader_memory_bytes
     monkeypatch.setattr(memory, "container_limit", lambda: (BOX_MB * 2**20, "cgroup v1 memory.limit_in_bytes"))
     limit, text = memory.worker_limit(cap, grader)
     assert limit == BOX_MB * 2**20 - grader < cap and f"the container's {BOX_MB} MB" in text

@@ -47,8 +47,8 @@ def test_a_misspelt_keyword_is_reported_as_the_graders_error(tmp_path):
 
 def test_a_request_for_an_unknown_op_is_the_graders_error(tmp_path):
     limits = Limits.sized(rubric.WORKER)
-    worker = Worker(REFERENCE, limits, rubric.WORKER["import_timeout"],
-                    rubric.WORKER["start_timeout"])
+    worker = Worker(REFERENCE, limits, rubric.WORKER.import_timeout,
+                    rubric.WORKER.start_timeout)
     worker.begin_check("an unknown op", 30.0)
     try:
         with pytest.raises(GraderError, match="no op for the request"):

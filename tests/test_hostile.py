@@ -36,7 +36,7 @@ PRIVATE_FILESYSTEM = isolation.namespaces() == "bwrap"
 HIDDEN = bool(isolation.namespaces()) or (ISOLATED and not any(
     protections.readable_by_others(path) for path in protections.SECRETS))
 # What any grading must stay under here; Gradescope's 0.5 vCPU is ~2x slower on CPU-bound work,
-# and the worst case there is bounded by rubric.WORKER["total_seconds"] (see rubric.py).
+# and the worst case there is bounded by rubric.WORKER.total_seconds (see rubric.py).
 QUICK = 90
 
 
@@ -156,7 +156,7 @@ def test_broken_at_import_scores_only_the_interface_it_passes(tmp_path, name, co
     assert re.search(message, tests[passing]["output"]), tests[passing]["output"]
     for test in tests[4:]:
         assert test["output"].startswith("not graded"), (test["name"], test["output"])
-    assert graded.seconds < QUICK + (rubric.WORKER["import_timeout"] if "loop" in name else 0)
+    assert graded.seconds < QUICK + (rubric.WORKER.import_timeout if "loop" in name else 0)
 
 
 # -- the submission attacks from inside forward ---------------------------------------------
@@ -217,7 +217,7 @@ SCALED_LIMITS = """
 import dataclasses, sys
 from autograder import cli, rubric
 rubric.RULES = tuple(dataclasses.replace(rule, timeout=1.0) for rule in rubric.RULES)
-rubric.WORKER.update({})
+rubric.WORKER = dataclasses.replace(rubric.WORKER, **{})
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -271,7 +271,7 @@ def test_fork_bomb_is_stopped_by_the_process_limit(tmp_path):
         graded = grade(tmp_path, source(_read(REFERENCE), "fork_bomb.py", marker=marker), only=("rmsnorm", "attention"))
         zero(graded, "rmsnorm")
         started = [int(n) for n in re.findall(r"FORK-BOMB started (\d+) processes", graded.outputs("rmsnorm"))]
-        assert started and max(started) < rubric.WORKER["processes"], graded.outputs("rmsnorm")
+        assert started and max(started) < rubric.WORKER.processes, graded.outputs("rmsnorm")
         full_marks(graded, "attention")
         assert graded.seconds < QUICK
         assert _processes_with(marker) == []
@@ -416,7 +416,7 @@ def test_memorising_the_training_batches_earns_no_convergence_points(tmp_path):
     held_out, first_epoch = re.search(r"held-out next-token loss ([\d.]+).*?returned ([\d.]+)", output).groups()
     # Its own training loss would pass from the first epoch on (the reference's is 2.3 there);
     # on unseen sequences it is worse than chance, ln(256) = 5.5.
-    assert float(first_epoch) < rubric.CONVERGENCE["target_loss"] and float(held_out) > 4.0, output[:500]
+    assert float(first_epoch) < rubric.CONVERGENCE.target_loss and float(held_out) > 4.0, output[:500]
     assert graded.seconds < QUICK
 
 

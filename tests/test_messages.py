@@ -2,12 +2,13 @@
 
 import torch
 
+from autograder import rubric
 from autograder.checks import compare, test_causal_mask
 
 
 def test_mismatch_shows_the_difference_between_close_numbers():
     message = compare.mismatch("gradient", torch.tensor([2.62053]), torch.tensor([2.62051]),
-                               rtol=1e-6, atol=1e-6).text()
+                               rubric.Tolerance(rtol=1e-6, atol=1e-6)).text()
     value = message.split("(value ")[1].split(",")[0]
     expected = message.split("expected ")[1].split(")")[0]
     assert value != expected, message

@@ -34,7 +34,7 @@ from . import diagnoses, oracle
 from .adapters import ATTENTION, AttentionRun, attempt_attention, run_attention
 from .diagnoses import Diagnosis
 
-TOLERANCE = rubric.TOLERANCES["attention"]
+TOLERANCE = rubric.TOLERANCES.attention
 OTHER_CATEGORIES = {"rope": diagnoses.ROPE_VARIANTS, "causal_mask": diagnoses.CAUSAL_MASK_VARIANTS}
 
 
@@ -69,7 +69,7 @@ def known_bug(actual: torch.Tensor, variants: dict, x, qkv_weight, out_weight, n
     measured = {diagnosis: measure(variant) for diagnosis, variant in variants.items()}
     for rope in oracle.ROPE_CONVENTIONS.values():
         found = diagnoses.first_match(actual, measured, x, qkv_weight, out_weight, num_heads, rope,
-                                      **TOLERANCE)
+                                      tolerance=TOLERANCE)
         if found:
             return found
     return None
@@ -198,7 +198,7 @@ def leaks_future(submission, dim: int, num_heads: int, **request) -> str:
     if out.shape != x.shape:
         return ""  # the checks that read the output report its shape
     moved = (out[1, :split] - out[0, :split]).abs().nan_to_num(float("inf")).max()
-    if moved <= rubric.TOLERANCES["causal"]["atol"]:
+    if moved <= rubric.TOLERANCES.causal.atol:
         return ""
     return (f"forward(x) without a mask is not causal (outputs at positions 0-{split - 1} moved by "
             f"{float(moved):.2g} when only tokens {split}-{seq_len - 1} changed)")

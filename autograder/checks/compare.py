@@ -2,6 +2,7 @@
 
 import torch
 
+from ..rubric_records import Tolerance
 from ..verdict import Verdict
 
 
@@ -26,11 +27,12 @@ def _unravel(flat: int, shape) -> tuple:
     return tuple(reversed(index))
 
 
-def close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float) -> bool:
-    return actual.shape == expected.shape and torch.allclose(actual, expected, rtol=rtol, atol=atol)
+def close(actual: torch.Tensor, expected: torch.Tensor, tolerance: Tolerance) -> bool:
+    return actual.shape == expected.shape and torch.allclose(actual, expected, rtol=tolerance.rtol,
+                                                             atol=tolerance.atol)
 
 
-def mismatch(what: str, actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float,
+def mismatch(what: str, actual: torch.Tensor, expected: torch.Tensor, tolerance: Tolerance,
              cause: str = "", hint: str = "") -> Verdict:
     """The Verdict on `actual` differing from `expected`: its shape, its first NaN, or its largest
     error with both values ('max abs error 0.3 at index (0, 1, 2) (value 1.2, expected 0.9)')."""
@@ -43,7 +45,7 @@ def mismatch(what: str, actual: torch.Tensor, expected: torch.Tensor, rtol: floa
         else:
             value, reference = _distinct(float(actual[index]), float(expected[index]))
             found = f"max abs error {error:.3g} at index {index} (value {value}, expected {reference})"
-            wanted = f"within atol {atol:g} + rtol {rtol:g} * |expected|"
+            wanted = f"within atol {tolerance.atol:g} + rtol {tolerance.rtol:g} * |expected|"
     return Verdict(measured=what, found=found, expected=wanted, cause=cause, hint=hint)
 
 

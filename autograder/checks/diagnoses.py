@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from ..rubric_records import Tolerance
 from . import oracle
 
 
@@ -80,7 +81,7 @@ RMSNORM_VARIANTS = {
 }
 
 
-def matches(actual: torch.Tensor, variants: dict, *args, rtol: float, atol: float):
+def matches(actual: torch.Tensor, variants: dict, *args, tolerance: Tolerance):
     """The Diagnoses of the variants ({Diagnosis: variant}) whose output variant(*args) equals
     `actual`, in order (a generator)."""
     for diagnosis, variant in variants.items():
@@ -89,15 +90,15 @@ def matches(actual: torch.Tensor, variants: dict, *args, rtol: float, atol: floa
         except (RuntimeError, IndexError):
             continue
         # NaN where the variant has NaN is part of its signature (a row that masks every key)
-        if expected.shape == actual.shape and torch.allclose(actual, expected, rtol=rtol, atol=atol,
-                                                             equal_nan=True):
+        if expected.shape == actual.shape and torch.allclose(
+                actual, expected, rtol=tolerance.rtol, atol=tolerance.atol, equal_nan=True):
             yield diagnosis
 
 
-def first_match(actual: torch.Tensor, variants: dict, *args, rtol: float,
-                atol: float) -> Optional[Diagnosis]:
+def first_match(actual: torch.Tensor, variants: dict, *args,
+                tolerance: Tolerance) -> Optional[Diagnosis]:
     """The Diagnosis of the first variant whose output equals `actual`, or None."""
-    return next(matches(actual, variants, *args, rtol=rtol, atol=atol), None)
+    return next(matches(actual, variants, *args, tolerance=tolerance), None)
 
 
 def _attention_with(make_mask=None, **options):

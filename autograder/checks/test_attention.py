@@ -19,7 +19,7 @@ from ..worker.gradients import inner_product
 from . import attribution, compare, oracle
 from .diagnoses import Diagnosis, explained
 
-TOLERANCE = rubric.TOLERANCES["attention"]
+TOLERANCE = rubric.TOLERANCES.attention
 DIM, HEADS, BATCH, SEQ = 32, 4, 2, 12
 HINT = ("Expected, per head of size head_dim: softmax over the keys of the causally masked "
         "scores rope(q) rope(k)^T / sqrt(head_dim), times v; then the heads merged back to "
@@ -58,7 +58,7 @@ def _check(submission, measured, inputs, mask=None, gradient=False):
     actual = run.grad_x if gradient else run.out
     measure = (lambda variant: _gradient(variant, grad_out)) if gradient else (lambda v: v)
     expected = attribution.pairings(measure(oracle.attention), x, qkv_weight, out_weight, HEADS)
-    close = [e for e in expected if compare.close(actual, e, **TOLERANCE)]
+    close = [e for e in expected if compare.close(actual, e, TOLERANCE)]
     if close:
         submission.note(f"{what}: max abs error {compare.max_error(actual, close[0])[0]:.2g}")
         return
@@ -74,7 +74,7 @@ def _check(submission, measured, inputs, mask=None, gradient=False):
             return _check(submission, measured, inputs, attribution.with_mask_if_not_causal(
                 submission, leak, SEQ), gradient)
     nearest = min(expected, key=lambda e: compare.max_error(actual, e)[0])
-    fail(compare.mismatch(what, actual, nearest, **TOLERANCE,
+    fail(compare.mismatch(what, actual, nearest, TOLERANCE,
                           **explained(attributed.diagnosis, otherwise=HINT)))
 
 
@@ -109,7 +109,7 @@ def _same(actual, expected) -> bool:
     """Equal within the attention tolerance, NaN where the other has NaN (a mask bug, graded in
     causal_mask, must not fail this check)."""
     return actual.shape == expected.shape and torch.allclose(actual, expected, equal_nan=True,
-                                                             **TOLERANCE)
+                                                             rtol=TOLERANCE.rtol, atol=TOLERANCE.atol)
 
 
 def test_deterministic_in_eval_mode(submission, generator):
@@ -133,7 +133,7 @@ def test_deterministic_in_eval_mode(submission, generator):
     without = attribution.attention(submission, mask=mask, **weights).run.out
     if not _same(got.out, without):
         fail(compare.mismatch(f"{built}, against the same module built with dropout=0.0",
-                              got.out, without, **TOLERANCE,
+                              got.out, without, TOLERANCE,
                               hint="In eval mode dropout must have no effect: the output may not "
                                    "depend on the dropout probability."))
     submission.note("two calls gave the same output, equal to the dropout=0.0 module's")

@@ -14,7 +14,7 @@ from ..verdict import Failed, Verdict, fail
 from . import attribution, compare
 from .adapters import attempt_attention, run_model_logits, run_rmsnorm
 
-ATOL = rubric.TOLERANCES["causal"]["atol"]
+ATOL = rubric.TOLERANCES.causal.atol
 DIM, HEADS, SEQ = 32, 4, 8
 MODEL = dict(vocab_size=32, dim=32, num_layers=2, num_heads=4, ff_hidden_dim=64, max_seq_len=16,
              dropout=0.0)
@@ -193,7 +193,7 @@ def _norm_works(submission, reference, generator):
     except Failed:
         return False
     return compare.close(got.out, reference.RMSNorm(8, eps=1e-6)(x).detach(),
-                         **rubric.TOLERANCES["rmsnorm"])
+                         rubric.TOLERANCES.rmsnorm)
 
 
 def _model_causality(submission, generator, seq_len, train, substitute_norm):

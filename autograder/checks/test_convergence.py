@@ -18,7 +18,7 @@ from ..verdict import Failed, Verdict, fail
 from .adapters import run_convergence_predict, run_convergence_train, run_trained_attention
 
 SPEC = rubric.CONVERGENCE
-STEPS = SPEC["epochs"] * (SPEC["data"]["train_sequences"] // SPEC["batch_size"])  # optimizer steps
+STEPS = SPEC.epochs * (SPEC.data.train_sequences // SPEC.batch_size)  # optimizer steps
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +29,7 @@ def grading_data():
 def heldout_loss(submission, sequences: torch.Tensor) -> float:
     """Mean cross-entropy of token t given tokens < t, over every held-out position t >= 1."""
     total, count = 0.0, 0
-    expected = (sequences.shape[0], SPEC["model"]["vocab_size"])
+    expected = (sequences.shape[0], SPEC.model.vocab_size)
     for t in range(1, sequences.shape[1]):
         logits = run_convergence_predict(submission, prefixes=sequences[:, :t])
         if tuple(logits.shape) != expected:
@@ -55,7 +55,7 @@ def _failed(graded: dict, categories, only=None, but=None) -> str:
 
 def summary(train_losses, loss: float) -> str:
     """The held-out loss and the training losses, as every outcome of the check states them."""
-    return (f"held-out next-token loss {loss:.3f} after {SPEC['epochs']} epochs ({STEPS} steps); "
+    return (f"held-out next-token loss {loss:.3f} after {SPEC.epochs} epochs ({STEPS} steps); "
             f"your train_epoch returned {', '.join(f'{v:.3f}' for v in train_losses)}")
 
 
@@ -64,8 +64,8 @@ def heldout_verdict(train_losses, loss: float, graded: dict) -> Verdict:
     run's evidence supports it: the measured losses, or the tests of the model and of
     train_epoch that failed earlier in the run (`graded`: rubric test -> passed). Without such
     evidence it says what was measured against what was expected."""
-    target = SPEC["target_loss"]
-    tiers = ", ".join(f"below {bound:g}: {share:.0%}" for bound, share in SPEC["tiers"])
+    target = SPEC.target_loss
+    tiers = ", ".join(f"below {bound:g}: {share:.0%}" for bound, share in SPEC.tiers)
     verdict = Verdict(measured=summary(train_losses, loss), expected=f"below {target:g} (credit: {tiers})",
                       kind="property")
     if not math.isfinite(loss):
@@ -123,16 +123,16 @@ def attention_maps(submission, tokens: torch.Tensor):
 
 def test_heldout_loss(submission, credit, grading_data, context):
     trained = run_convergence_train(
-        submission, config=SPEC["model"], seed=SPEC["seed"], states=grading_data["train_states"],
-        actions=grading_data["train_actions"], batch_size=SPEC["batch_size"],
-        epochs=SPEC["epochs"], learning_rate=SPEC["learning_rate"])
+        submission, config=SPEC.model.kwargs(), seed=SPEC.seed, states=grading_data["train_states"],
+        actions=grading_data["train_actions"], batch_size=SPEC.batch_size,
+        epochs=SPEC.epochs, learning_rate=SPEC.learning_rate)
     # train_epoch's own return value is judged in training; here a non-number only shows as nan
     train_losses = [float("nan") if value is None else float(value) for value in trained.epoch_losses]
     # The figures' channel (see cli.GradingContext.figures): raw numbers, drawn after grading.
     context.figures["loss"] = dict(step_losses=trained.step_losses, epoch_losses=train_losses,
-                                   target=SPEC["target_loss"])
+                                   target=SPEC.target_loss)
     loss = heldout_loss(submission, grading_data["val_actions"])
-    fraction = next((share for bound, share in SPEC["tiers"] if loss < bound), 0.0)
+    fraction = next((share for bound, share in SPEC.tiers if loss < bound), 0.0)
     credit.set(fraction)
     context.figures["loss"]["heldout_loss"] = loss
     maps = attention_maps(submission, grading_data["val_actions"][:1])

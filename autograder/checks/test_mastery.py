@@ -23,30 +23,30 @@ from .adapters import run_kv_cache_decode, run_kv_cache_hypotheses, run_kv_cache
 from .submission import describe
 
 SPEC = rubric.MASTERY
-RTOL, ATOL = SPEC["rtol"], SPEC["atol"]
+RTOL, ATOL = SPEC.tolerance.rtol, SPEC.tolerance.atol
 NOT_GRADED = "the optional mastery bonus; nothing is lost"
 
 
 def _prompt(length: int, batch: int, generator: torch.Generator) -> torch.Tensor:
     """Random prompts; row 1 repeats row 0 except the last token, so a prompt pass that is causal
     gives rows 0 and 1 the same outputs before the last position."""
-    prompt = torch.randint(SPEC["model"]["vocab_size"], (batch, length), generator=generator)
+    prompt = torch.randint(SPEC.model.vocab_size, (batch, length), generator=generator)
     if length > 1:
         prompt[1, :-1] = prompt[0, :-1]
     return prompt
 
 
 def _cases():
-    generator = torch.Generator().manual_seed(SPEC["seed"])
-    return [{"prompt": _prompt(length, SPEC["batch"], generator), "new_tokens": new}
-            for length, new in SPEC["cases"]]
+    generator = torch.Generator().manual_seed(SPEC.seed)
+    return [{"prompt": _prompt(length, SPEC.batch, generator), "new_tokens": new}
+            for length, new in SPEC.cases]
 
 
 def _decode(submission, cases, greedy="top_k"):
-    length, new = SPEC["probe"]
-    probe = {"prompt": _prompt(length, 2, torch.Generator().manual_seed(SPEC["seed"] + 1)),
+    length, new = SPEC.probe
+    probe = {"prompt": _prompt(length, 2, torch.Generator().manual_seed(SPEC.seed + 1)),
              "new_tokens": new}
-    return run_kv_cache_decode(submission, config=SPEC["model"], seed=SPEC["seed"], probe=probe,
+    return run_kv_cache_decode(submission, config=SPEC.model.kwargs(), seed=SPEC.seed, probe=probe,
                                cases=cases, greedy=greedy)
 
 
@@ -289,7 +289,7 @@ def test_kv_cache_matches_full_forward(submission):
         # after the concatenation and rotating new tokens at position 0 compute the same thing.
         later = max((case for case in failing if case.step), key=lambda case: case.length, default=None)
         if later is not None:
-            hypotheses = run_kv_cache_hypotheses(submission, config=SPEC["model"], seed=SPEC["seed"],
+            hypotheses = run_kv_cache_hypotheses(submission, config=SPEC.model.kwargs(), seed=SPEC.seed,
                                                  path=result.path, greedy="top_k", prompt=later.prompt,
                                                  new_tokens=later.new, tokens=later.result.tokens)
             later.diagnose_positions(hypotheses)
@@ -305,7 +305,7 @@ def test_kv_cache_matches_full_forward(submission):
     worst = max(case.max_error for case in compared)
     submission.note(f"{result.call} decodes like full forward passes{_greedy_note(result)} for "
                  f"prompts of {', '.join(str(c.length) for c in compared)} tokens (batch "
-                 f"{SPEC['batch']}, up to max_seq_len {SPEC['model']['max_seq_len']}): the same "
+                 f"{SPEC.batch}, up to max_seq_len {SPEC.model.max_seq_len}): the same "
                  f"tokens, logits within {worst:.2g} of theirs at every step (allowed {ATOL:g} + "
                  f"{RTOL:g} * |logit|).")
 
@@ -316,20 +316,20 @@ def test_kv_cache_speedup(submission, extra):
         crashed = _attempt_crashed(found.searched)
         pytest.skip(_not_found(found.searched) if crashed is None
                     else f"Not measured: {crashed.headline()}.")
-    speed = SPEC["speed"]
-    prompt = torch.randint(speed["model"]["vocab_size"], (1, speed["prompt"]),
-                           generator=torch.Generator().manual_seed(SPEC["seed"]))
-    seconds = run_kv_cache_speed(submission, config=speed["model"], seed=SPEC["seed"],
+    speed = SPEC.speed
+    prompt = torch.randint(speed.model.vocab_size, (1, speed.prompt),
+                           generator=torch.Generator().manual_seed(SPEC.seed))
+    seconds = run_kv_cache_speed(submission, config=speed.model.kwargs(), seed=SPEC.seed,
                                  path=found.path, greedy=None, prompt=prompt,
-                                 new_tokens=speed["new_tokens"])
+                                 new_tokens=speed.new_tokens)
     cached, full = seconds.cached_seconds, seconds.full_seconds
     ratio = full / cached if cached > 0 else float("inf")
     extra["kv_cache_speedup"] = round(ratio, 2)
-    model = speed["model"]
+    model = speed.model
     submission.note(f"Speed-up of {found.path} over full forward passes: {ratio:.1f}x "
-                 f"({speed['new_tokens']} new tokens after a {speed['prompt']}-token prompt, batch "
-                 f"1, a model of dim {model['dim']}, {model['num_layers']} layers, "
-                 f"{model['num_heads']} heads: {1000 * cached / speed['new_tokens']:.1f} ms per "
-                 f"token cached, {1000 * full / speed['new_tokens']:.1f} ms by full passes, CPU "
+                 f"({speed.new_tokens} new tokens after a {speed.prompt}-token prompt, batch "
+                 f"1, a model of dim {model.dim}, {model.num_layers} layers, "
+                 f"{model.num_heads} heads: {1000 * cached / speed.new_tokens:.1f} ms per "
+                 f"token cached, {1000 * full / speed.new_tokens:.1f} ms by full passes, CPU "
                  "time on one thread). For information only; whether the cache is correct is the "
                  "other mastery test.")

@@ -9,7 +9,7 @@ from ..worker.gradients import inner_product
 from . import compare, diagnoses
 from .adapters import run_rmsnorm
 
-TOLERANCE = rubric.TOLERANCES["rmsnorm"]
+TOLERANCE = rubric.TOLERANCES.rmsnorm
 
 # (input shape, eps, input magnitude): a small magnitude with a large eps tells eps inside the
 # square root from eps outside it, and the eps passed from one fixed in the code; mean(x^2) near
@@ -42,10 +42,10 @@ def test_forward_matches_reference(submission, reference, generator, shape, eps,
     x, scale, grad_out = _inputs(shape, magnitude, generator)
     got = run_rmsnorm(submission, dim=shape[-1], eps=eps, scale=scale, x=x, grad_out=grad_out)
     expected, _, _ = _expected(reference, x, scale, eps, grad_out)
-    if not compare.close(got.out, expected, **TOLERANCE):
+    if not compare.close(got.out, expected, TOLERANCE):
         # several variants can fit one case (no eps and eps fixed at 1e-8 on inputs of size 0.05):
         # the evidence names them all
-        found = list(diagnoses.matches(got.out, diagnoses.RMSNORM_VARIANTS, x, scale, eps, **TOLERANCE))
+        found = list(diagnoses.matches(got.out, diagnoses.RMSNORM_VARIANTS, x, scale, eps, tolerance=TOLERANCE))
         if len(found) > 1:
             explanation = dict(cause="one of (this case cannot tell them apart): "
                                + "; or ".join(map(str, found)))
@@ -54,7 +54,7 @@ def test_forward_matches_reference(submission, reference, generator, shape, eps,
                 found[0] if found else None,
                 otherwise="Expected x / sqrt(mean(x^2 over the last dim) + eps) * scale.")
         fail(compare.mismatch(f"RMSNorm(dim={shape[-1]}, eps={eps:g}) on input {tuple(shape)}",
-                              got.out, expected, **TOLERANCE, **explanation))
+                              got.out, expected, TOLERANCE, **explanation))
     submission.note(f"max abs error {compare.max_error(got.out, expected)[0]:.2g}")
 
 
@@ -72,8 +72,8 @@ def test_gradients_match_reference(submission, reference, generator):
             fail(Verdict(measured=f"gradient of RMSNorm w.r.t. its {name}", found="none reached it",
                          hint="Is the output computed from it with differentiable torch operations?",
                          kind="property"))
-        if not compare.close(actual, expected, **TOLERANCE):
-            fail(compare.mismatch(f"gradient of RMSNorm w.r.t. its {name}", actual, expected, **TOLERANCE))
+        if not compare.close(actual, expected, TOLERANCE):
+            fail(compare.mismatch(f"gradient of RMSNorm w.r.t. its {name}", actual, expected, TOLERANCE))
 
 
 def test_zero_input_is_finite(submission):

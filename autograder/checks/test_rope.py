@@ -36,7 +36,7 @@ from ..verdict import Verdict, fail
 from . import attribution, compare, diagnoses, oracle
 from .adapters import run_rope
 
-TOLERANCE = rubric.TOLERANCES["rope"]
+TOLERANCE = rubric.TOLERANCES.rope
 SEQ, CONTENT = 12, 4
 HEAD_DIM = CONTENT + SEQ
 QK_NORM = 4.0
@@ -113,7 +113,7 @@ def _readout(out: torch.Tensor):
 def _log_weights(out: torch.Tensor):
     """log A[i, j] (SEQ, SEQ) if the output reads as attention weights, else None."""
     weights, measured = _readout(out)
-    atol = TOLERANCE["atol"]
+    atol = TOLERANCE.atol
     if (measured["elsewhere"] > atol or not measured["smallest"] > 0
             or measured["negative"] < -atol or measured["sums"] > atol):
         return None
@@ -138,13 +138,13 @@ def _misfit(log_weights: torch.Tensor, variant, probe, num_heads: int) -> float:
         expected = _log_weights(output)
         if expected is not None:
             (scale,), residual = _fit(log_weights, expected)
-            if scale >= TOLERANCE["min_scale"]:
+            if scale >= TOLERANCE.min_scale:
                 best = min(best, residual)
     return best
 
 
 def _fits(log_weights: torch.Tensor, variant, probe, num_heads: int) -> bool:
-    return _misfit(log_weights, variant, probe, num_heads) <= TOLERANCE["log_weights"]
+    return _misfit(log_weights, variant, probe, num_heads) <= TOLERANCE.log_weights
 
 
 # Correct RoPE, inside a correct attention or one with a bug that test_attention.py grades.
@@ -172,7 +172,7 @@ def _unreadable(out, probe, num_heads: int = 1, setting: str = "", attributed=No
         found=(f"largest |output| in the other dims {measured['elsewhere']:.3g}, smallest weight "
                f"{measured['smallest']:.3g}, largest |row sum - 1| {measured['sums']:.3g}"),
         expected=(f"the attention weights (> 0 for the keys before each query, rows summing to 1) "
-                  f"and 0 in the other dims, within {TOLERANCE['atol']:g}, as when the values "
+                  f"and 0 in the other dims, within {TOLERANCE.atol:g}, as when the values "
                   "reach the output unrotated (RoPE rotates only the queries and keys)"),
         **diagnoses.explained(known), kind="property")
 
@@ -218,7 +218,7 @@ def _flat(submission, generator, spread: float) -> Verdict:
         measured="your attention weights with the same query and the same key at every position",
         found=(f"log-weights within {spread:.2g} of a per-row plus per-column constant (they do "
                "not change with the positions)"),
-        expected=(f"a spread above {TOLERANCE['min_spread']:g}: weights that change with i - j, "
+        expected=(f"a spread above {TOLERANCE.min_spread:g}: weights that change with i - j, "
                   "as they do when the query and the key of token t are both rotated by the "
                   f"angles {ANGLES}"),
         **diagnoses.explained(known, otherwise="Rotating only the queries, only the keys, or "
@@ -231,27 +231,26 @@ def test_rope_module_relative_property(submission, generator):
     q = torch.randn(batch, heads, 1, head_dim, generator=generator).expand(-1, -1, seq, -1)
     k = torch.randn(batch, heads, 1, head_dim, generator=generator).expand(-1, -1, seq, -1)
     got = run_rope(submission, dim=head_dim, max_seq_len=64, q=q.contiguous(), k=k.contiguous())
-    tolerance = dict(rtol=TOLERANCE["rtol"], atol=TOLERANCE["atol"])
     for name, rotated, original in (("q", got.q, q), ("k", got.k, k)):
         if rotated.shape != original.shape:
             fail(Verdict(measured=f"RotaryPositionalEmbedding's rotated {name}", kind="property",
                          found=f"shape {tuple(rotated.shape)}",
                          expected=f"shape {tuple(original.shape)}"))
-        if not compare.close(rotated.norm(dim=-1), original.norm(dim=-1), **tolerance):
+        if not compare.close(rotated.norm(dim=-1), original.norm(dim=-1), TOLERANCE):
             fail(compare.mismatch(f"norm of the rotated {name} (a rotation keeps norms)",
-                                  rotated.norm(dim=-1), original.norm(dim=-1), **tolerance))
-        if not compare.close(rotated[..., 0, :], original[..., 0, :], **tolerance):
+                                  rotated.norm(dim=-1), original.norm(dim=-1), TOLERANCE))
+        if not compare.close(rotated[..., 0, :], original[..., 0, :], TOLERANCE):
             fail(compare.mismatch(f"rotated {name} at position 0 (angle 0: unchanged)",
-                                  rotated[..., 0, :], original[..., 0, :], **tolerance))
+                                  rotated[..., 0, :], original[..., 0, :], TOLERANCE))
     scores = got.q @ got.k.transpose(-2, -1)  # [m, n]: depends on m - n only
-    if not compare.close(scores[..., 1:, 1:], scores[..., :-1, :-1], **tolerance):
+    if not compare.close(scores[..., 1:, 1:], scores[..., :-1, :-1], TOLERANCE):
         fail(compare.mismatch("scores <rot(q)_m+1, rot(k)_n+1> against <rot(q)_m, rot(k)_n>",
-                              scores[..., 1:, 1:], scores[..., :-1, :-1], **tolerance))
+                              scores[..., 1:, 1:], scores[..., :-1, :-1], TOLERANCE))
     expected = attribution.rotations(q)
-    if not any(compare.close(got.q, e, **tolerance) for e in expected):
+    if not any(compare.close(got.q, e, TOLERANCE) for e in expected):
         nearest = min(expected, key=lambda e: compare.max_error(got.q, e)[0])
         fail(compare.mismatch(f"rotated q against RoPE's angles {ANGLES} (either pairing)",
-                              got.q, nearest, **tolerance))
+                              got.q, nearest, TOLERANCE))
 
 
 def test_attention_scores_depend_on_relative_position(submission, generator):
@@ -260,16 +259,16 @@ def test_attention_scores_depend_on_relative_position(submission, generator):
     if log_weights is None:
         return
     _, spread = _fit(log_weights)
-    if spread <= TOLERANCE["min_spread"]:
+    if spread <= TOLERANCE.min_spread:
         fail(_flat(submission, generator, spread))
     _, residual = _fit(log_weights, *DISTANCES)
-    if residual > TOLERANCE["log_weights"]:
+    if residual > TOLERANCE.log_weights:
         known = _rope_bug(log_weights, probe, diagnoses.ROPE_VARIANTS)
         fail(Verdict(measured="log A[i, j] - log A[i, i] with the same query and the same key at "
                               "every position", kind="property",
                      found=f"depends on the absolute positions too (misfit {residual:.2g})",
                      expected=(f"a function of i - j only (misfit at most "
-                               f"{TOLERANCE['log_weights']:g}), as when the query and the key of "
+                               f"{TOLERANCE.log_weights:g}), as when the query and the key of "
                                f"token t are rotated by the same angles {ANGLES}"),
                      **diagnoses.explained(known)))
 
@@ -283,7 +282,7 @@ def test_rope_applied_to_queries_and_keys_not_values(submission, generator):
     if log_weights is None:
         return
     _, spread = _fit(log_weights)
-    if spread <= TOLERANCE["min_spread"]:
+    if spread <= TOLERANCE.min_spread:
         fail(_flat(submission, generator, spread))
 
 
@@ -292,8 +291,8 @@ def test_rope_angles_in_each_head(submission, generator):
     same, _ = _same_content_probe(submission, generator)
     if same is None:
         return
-    relative = _fit(same)[1] > TOLERANCE["min_spread"] and (
-        _fit(same, *DISTANCES)[1] <= TOLERANCE["log_weights"])
+    relative = _fit(same)[1] > TOLERANCE.min_spread and (
+        _fit(same, *DISTANCES)[1] <= TOLERANCE.log_weights)
     one_head_is_rope = False
     for num_heads in (1, 2):
         setting = "one head" if num_heads == 1 else f"two heads of size {HEAD_DIM}"
@@ -335,6 +334,6 @@ def test_rope_angles_in_each_head(submission, generator):
         fail(Verdict(measured=f"your attention weights with {setting} and a different query and "
                               "key at every position", found=misfit,
                      expected=(f"RoPE's with the angles {ANGLES} (rotate-half or interleaved "
-                               f"pairing), log-weight misfit at most {TOLERANCE['log_weights']:g}"),
+                               f"pairing), log-weight misfit at most {TOLERANCE.log_weights:g}"),
                      cause=explanation["cause"],
                      hint=" ".join(filter(None, (measured, explanation["hint"])))))

@@ -36,7 +36,7 @@ def model_api(submission) -> ModelAPI:
     grading; None (the template's API) when it could not be read, which costs no points: the
     failure is the attention's or the model's, graded elsewhere."""
     try:
-        return run_model_api(submission, vocab_size=VOCAB, seconds=SPEC["api_seconds"])
+        return run_model_api(submission, vocab_size=VOCAB, seconds=SPEC.api_seconds)
     except Failed as failure:
         submission.note(f"{failure.verdict.text()}. The training checks' stand-in model therefore "
                         "takes the template's API: forward(input_ids, targets=None) -> (logits, loss)")
@@ -333,7 +333,7 @@ def test_gradient_norm_clipped(submission, generator):
                               "gradients on the parameters", kind="not_graded",
                      hint="See the test 'train_epoch clears gradients before every step of the "
                           "optimizer it is given'."))
-    max_norm, tolerance = SPEC["max_norm"], SPEC["norm_tolerance"]
+    max_norm, tolerance = SPEC.max_norm, SPEC.norm_tolerance
     # Before clipping, each batch's gradient norm is ~12-16 (more when gradients accumulate),
     # so after clipping it must be max_norm at every step.
     unclipped = [_norm(step.fresh) if not step.stale else None for step in steps]
@@ -403,7 +403,7 @@ def test_returns_mean_batch_loss(submission, generator):
                      hint="Sum loss.item() over the batches and divide by their number."))
 
     def close(value):
-        return abs(got - value) <= SPEC["loss_rtol"] * abs(value)
+        return abs(got - value) <= SPEC.loss_rtol * abs(value)
 
     if close(expected):
         if probe.returned_type != "float":

@@ -3,6 +3,7 @@ container this grading runs in (memory.py)."""
 
 from dataclasses import dataclass
 
+from ..rubric_records import WorkerLimits
 from . import memory
 
 
@@ -20,11 +21,11 @@ class Limits:
     memory_source: str = ""  # how memory_bytes was sized, for the report
 
     @classmethod
-    def sized(cls, settings: dict) -> "Limits":
+    def sized(cls, settings: WorkerLimits) -> "Limits":
         """rubric.WORKER's limits, the memory limit sized to this container (memory.py)."""
-        fields = {name: value for name, value in settings.items() if name in cls.__dataclass_fields__}
+        fields = {name: value for name, value in vars(settings).items() if name in cls.__dataclass_fields__}
         fields["memory_bytes"], fields["memory_source"] = memory.worker_limit(
-            settings["memory_bytes"], settings["grader_memory_bytes"])
+            settings.memory_bytes, settings.grader_memory_bytes)
         return cls(**fields)
 
     def memory_text(self) -> str:
