@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import rubric
+from ..worker.protocol import Op
 
 SPEC = rubric.TRAINING
 VOCAB, SEQ, BATCH, BATCHES, STATE_DIM = 16, 12, 8, 4, 10
@@ -82,7 +83,7 @@ class Probe:
         self.actions = torch.randint(VOCAB, (BATCH * BATCHES, SEQ), generator=generator)
         states = torch.randn(BATCH * BATCHES, SEQ, STATE_DIM, generator=generator)
         self.api = model_api(submission)
-        got = submission.call("train_epoch_probe", "train_epoch", states=states, actions=self.actions,
+        got = submission.call(Op.TRAIN_EPOCH, "train_epoch", states=states, actions=self.actions,
                            batch_size=BATCH, vocab_size=VOCAB, seed=0, api=self.api, **SPY)
         self.returned, self.returned_type = got["returned"], got["returned_type"]
         events = got["events"]
