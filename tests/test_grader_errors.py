@@ -32,15 +32,22 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-def test_a_misspelt_keyword_is_reported_as_the_graders_error(tmp_path):
+def _grade_rmsnorm(tmp_path, script, submission):
+    """(the finished process, results.json, the rmsnorm tests' outputs) of grading `submission`
+    with `script` (python -c) standing in for run_autograder."""
     results_path = tmp_path / "results.json"
-    command = [sys.executable, "-c", MISSPELT_KEYWORD, "--submission", REFERENCE,
+    command = [sys.executable, "-c", script, "--submission", str(submission),
                "--results", str(results_path), "--only", "rmsnorm"]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=KIT,
                                env=dict(os.environ, PYTHONPATH=KIT))
     with open(results_path) as file:
         document = json.load(file)
     outputs = [t["output"] for t in document["tests"] if t["tags"] == ["rmsnorm"]]
+    return completed, document, outputs
+
+
+def test_a_misspelt_keyword_is_reported_as_the_graders_error(tmp_path):
+    completed, document, outputs = _grade_rmsnorm(tmp_path, MISSPELT_KEYWORD, REFERENCE)
     assert outputs and all("internal error" in o and "not your fault" in o for o in outputs), outputs
     assert not any("RMSNorm raised" in o or "TypeError" in o for o in outputs), outputs
     assert "INTERNAL ERROR of the grader in" in document["output"], document["output"]
@@ -77,18 +84,6 @@ sys.exit(cli.main(sys.argv[1:]))
 # A student's bug that torch reports at a line of the kit: a gain of shape (1,) (its own forward
 # broadcasts it), into which the rmsnorm op copies the grader's (dim,) gain.
 SCALAR_GAIN = ("self.scale = nn.Parameter(torch.ones(dim))", "self.scale = nn.Parameter(torch.ones(1))")
-
-
-def _grade_rmsnorm(tmp_path, script, submission):
-    results_path = tmp_path / "results.json"
-    command = [sys.executable, "-c", script, "--submission", str(submission),
-               "--results", str(results_path), "--only", "rmsnorm"]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=KIT,
-                               env=dict(os.environ, PYTHONPATH=KIT))
-    with open(results_path) as file:
-        document = json.load(file)
-    outputs = [t["output"] for t in document["tests"] if t["tags"] == ["rmsnorm"]]
-    return completed, document, outputs
 
 
 def test_an_exception_of_the_kits_own_op_code_is_the_graders_error(tmp_path):
