@@ -9,7 +9,6 @@ points only, with the diagnosis phrase in the mastery test's message. The altern
 correct caches (another API, another place for the cache) and must pass every mastery test.
 """
 
-from grading import REFERENCE
 from variants import ALTERNATIVES, ATTENTION_BODY, GENERATE, Variant, mutant, alternative
 
 # -- the base: the reference with a correct cache ----------------------------------------------

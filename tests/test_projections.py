@@ -1,11 +1,12 @@
-"""adapt.find_projections: the attention layouts whose weights the grader maps by shape and role,
-and the ones it must refuse (with a message naming the layers) rather than map wrongly."""
+"""find_projections (worker/adapt/projections.py): the attention layouts whose weights the
+grader maps by shape and role, and the ones it must refuse (with a message naming the layers)
+rather than map wrongly."""
 
 import pytest
 import torch
 from torch import nn
 
-from autograder.worker import adapt
+from autograder.worker.adapt.projections import UnmappedProjections, find_projections
 
 DIM = 8
 
@@ -59,7 +60,7 @@ UNMAPPED = {
 @pytest.mark.parametrize("name", MAPPED)
 def test_layout_is_mapped_by_role(name):
     attention, described = MAPPED[name]
-    projections = adapt.find_projections(attention, DIM)
+    projections = find_projections(attention, DIM)
     assert projections.describe() == described
     qkv_weight, out_weight = torch.randn(3 * DIM, DIM), torch.randn(DIM, DIM)
     projections.load(qkv_weight, out_weight)
@@ -72,8 +73,8 @@ def test_layout_is_mapped_by_role(name):
 @pytest.mark.parametrize("name", UNMAPPED)
 def test_layout_that_cannot_be_mapped_is_named(name):
     attention = UNMAPPED[name]
-    with pytest.raises(adapt.UnmappedProjections) as error:
-        adapt.find_projections(attention, DIM)
+    with pytest.raises(UnmappedProjections) as error:
+        find_projections(attention, DIM)
     for layer, parameter in attention.named_parameters():
         if parameter.dim() == 2:
             assert layer.rsplit(".weight", 1)[0] in str(error.value)

@@ -72,7 +72,7 @@ class Step:
         return _norm(self.grads)
 
 
-class Probe:
+class SpiedEpoch:
     """One call of train_epoch on the spies, and what can be read off its observations."""
 
     def __init__(self, submission, generator):
@@ -158,19 +158,19 @@ class Probe:
 
 
 def test_next_token_targets(submission, generator):
-    probe = Probe(submission, generator)
+    epoch = SpiedEpoch(submission, generator)
     seen = []
-    for number, (forward, grad) in enumerate(probe.require_trained(), start=1):
+    for number, (forward, grad) in enumerate(epoch.require_trained(), start=1):
         ids = forward.input_ids
-        found = probe.match(ids)
+        found = epoch.match(ids)
         if found is None:
             fail(Verdict(measured=f"the input ids the model read in training batch {number}",
                          found=f"a tensor of shape {tuple(ids.shape)} that is not a slice of the "
                                "batch's actions",
                          expected=f"actions[:, :-1] (shape ({BATCH}, {SEQ - 1}))", kind="property"))
         index, offset = found
-        actions = probe.actions.split(BATCH)[index]
-        mask, targets, _ = probe.loss_terms(forward, grad)
+        actions = epoch.actions.split(BATCH)[index]
+        mask, targets, _ = epoch.loss_terms(forward, grad)
         if not mask.any():
             fail(Verdict(measured=f"the positions in the loss of training batch {number}",
                          found="none: the loss did not depend on any position's logits",
@@ -185,7 +185,7 @@ def test_next_token_targets(submission, generator):
         if offset == 0 and wrong == 0 and torch.equal(mask, wanted):
             seen.append(index)
             continue
-        fail(_targets_verdict(probe, number, ids, actions, offset, mask, targets, expected, wanted,
+        fail(_targets_verdict(epoch, number, ids, actions, offset, mask, targets, expected, wanted,
                               wrong, left_out, ignored))
     if sorted(seen) != list(range(BATCHES)):
         fail(Verdict(measured="the batches train_epoch trained on",
@@ -193,7 +193,7 @@ def test_next_token_targets(submission, generator):
                      expected="every batch once, in one pass over the dataloader", kind="property"))
 
 
-def _targets_verdict(probe, number, ids, actions, offset, mask, targets, expected, wanted, wrong,
+def _targets_verdict(epoch, number, ids, actions, offset, mask, targets, expected, wanted, wrong,
                      left_out, ignored) -> Verdict:
     """Why the targets of training batch `number` are not its next actions, from what the model
     read (offset 0: actions[:, :-1]) and what each position was trained towards."""
@@ -211,13 +211,13 @@ def _targets_verdict(probe, number, ids, actions, offset, mask, targets, expecte
         return Verdict(measured=f"the input ids of training batch {number}", found="actions[:, 1:]",
                        expected="actions[:, :-1]", hint=SHIFT, kind="property")
     if torch.equal(targets[mask], _ahead(actions, 2, ids.shape[1])[mask]):
-        return _shifted_twice(measured, probe.api)
+        return _shifted_twice(measured, epoch.api)
     if (wrong == 0 and len(ignored) == 1 and not (mask & ~wanted).any()
             and torch.equal(left_out, wanted & expected.eq(ignored))):
         token = int(ignored)
         last = f" (the last id: this test's model has vocab_size {VOCAB})" if token == VOCAB - 1 else ""
         where = ("DecoderOnlyTransformer.forward's loss"
-                 if probe.api is not None and probe.api.ignore_index == token else "the loss")
+                 if epoch.api is not None and epoch.api.ignore_index == token else "the loss")
         return Verdict(measured=f"the positions in the loss of training batch {number}",
                        found=f"the {int(left_out.sum())} positions whose target is token {token}{last}, "
                              f"and only those, are left out of {where}",
@@ -288,18 +288,18 @@ def _optimizer_misuse(steps):
 
 
 def test_gradients_zeroed_each_step(submission, generator):
-    probe = Probe(submission, generator)
-    if not probe.backwards:
+    epoch = SpiedEpoch(submission, generator)
+    if not epoch.backwards:
         fail(Verdict(measured="gradient reaching the model during train_epoch", found="none",
                      kind="property", hint="No loss was backpropagated through the model's "
                                            "output: call loss.backward() on a loss computed from "
                                            "the model's output. " + ORDER))
     # Before the stale gradients: an optimizer that is not the one passed in may clear
     # gradients that are not the model's, and that is the cause to name.
-    misuse = _optimizer_misuse(probe.steps)
+    misuse = _optimizer_misuse(epoch.steps)
     if misuse is not None:
         fail(misuse)
-    stale = next((n for n, b in enumerate(probe.backwards, start=1) if b.stale), None)
+    stale = next((n for n, b in enumerate(epoch.backwards, start=1) if b.stale), None)
     if stale is not None:
         fail(Verdict(measured=f"the parameters' .grad when loss.backward() ran for batch {stale}",
                      found="it still held earlier gradients", expected="cleared gradients",
@@ -307,15 +307,15 @@ def test_gradients_zeroed_each_step(submission, generator):
                            "each loss.backward()",
                      hint="Call optimizer.zero_grad() every step, before loss.backward().",
                      kind="property"))
-    if not probe.steps:
+    if not epoch.steps:
         fail(Verdict(measured="calls of optimizer.step() on the optimizer passed to train_epoch",
                      found="none, so the model never changed", expected="one per batch",
                      hint=ORDER, kind="property"))
-    if len(probe.steps) != len(probe.trained):
+    if len(epoch.steps) != len(epoch.trained):
         fail(Verdict(measured="calls of optimizer.step()",
-                     found=f"{len(probe.steps)} for {len(probe.trained)} batches",
+                     found=f"{len(epoch.steps)} for {len(epoch.trained)} batches",
                      expected="one step per batch", kind="property"))
-    for number, step in enumerate(probe.steps, start=1):
+    for number, step in enumerate(epoch.steps, start=1):
         if not step.norm:
             cause = ("the gradients were cleared between loss.backward() and optimizer.step()"
                      if any(g is not None for g in step.fresh) else
@@ -326,8 +326,8 @@ def test_gradients_zeroed_each_step(submission, generator):
 
 
 def test_gradient_norm_clipped(submission, generator):
-    probe = Probe(submission, generator)
-    steps = [step for step in probe.steps if step.norm]
+    epoch = SpiedEpoch(submission, generator)
+    steps = [step for step in epoch.steps if step.norm]
     if not steps:
         fail(Verdict(measured="the clipping could not be checked: optimizer.step() never ran with "
                               "gradients on the parameters", kind="not_graded",
@@ -377,8 +377,8 @@ def test_gradient_norm_clipped(submission, generator):
 
 
 def test_train_mode(submission, generator):
-    probe = Probe(submission, generator)
-    forwards = [forward for forward, _ in probe.trained] or probe.forwards
+    epoch = SpiedEpoch(submission, generator)
+    forwards = [forward for forward, _ in epoch.trained] or epoch.forwards
     in_eval = sum(not forward.training for forward in forwards)
     if in_eval:
         fail(Verdict(measured="the model's mode while train_epoch trained it",
@@ -391,13 +391,13 @@ def test_train_mode(submission, generator):
 
 
 def test_returns_mean_batch_loss(submission, generator):
-    probe = Probe(submission, generator)
-    losses = probe.batch_losses()
+    epoch = SpiedEpoch(submission, generator)
+    losses = epoch.batch_losses()
     means = [mean for mean, _ in losses]
     expected = sum(means) / len(means)
-    got = probe.returned
+    got = epoch.returned
     if got is None:
-        returned = "nothing (None)" if probe.returned_type == "NoneType" else f"a {probe.returned_type}"
+        returned = "nothing (None)" if epoch.returned_type == "NoneType" else f"a {epoch.returned_type}"
         fail(Verdict(measured="train_epoch's return value", found=returned,
                      expected="the mean of the batch losses as a Python float", kind="property",
                      hint="Sum loss.item() over the batches and divide by their number."))
@@ -406,8 +406,8 @@ def test_returns_mean_batch_loss(submission, generator):
         return abs(got - value) <= SPEC.loss_rtol * abs(value)
 
     if close(expected):
-        if probe.returned_type != "float":
-            submission.note(f"train_epoch returned a {probe.returned_type}, accepted for its value; "
+        if epoch.returned_type != "float":
+            submission.note(f"train_epoch returned a {epoch.returned_type}, accepted for its value; "
                          "the template returns a Python float (use loss.item())")
         return
     own = [value for _, value in losses]

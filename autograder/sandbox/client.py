@@ -8,7 +8,7 @@ import time
 from ..worker.protocol import Op
 from . import wire
 from .budget import TimeBudget
-from .errors import StudentError, WorkerFailure, WorkerStartError
+from .errors import GraderError, StudentError, WorkerFailure, WorkerStartError
 from .isolation import worker_python
 from .limits import Limits
 from .process import WorkerProcess
@@ -93,6 +93,9 @@ class Worker:
             except WorkerFailure as failure:
                 self.load_reply = failure
                 raise
+        error = self.load_reply.get("error") if isinstance(self.load_reply, dict) else None
+        if isinstance(error, dict) and error.get("internal") is True:  # the kit's code failed
+            raise GraderError(error)
         return self.load_reply
 
     def _preflight(self) -> None:

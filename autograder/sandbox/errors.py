@@ -14,11 +14,12 @@ class WorkerFailure(Exception):
 
 
 class GraderError(Exception):
-    """The worker refused a request as malformed (no such op, arguments that do not fit it): a
-    bug of the grader's own checks, never the student's. Carries the worker's error record."""
+    """The worker reported a fault of the kit's own: a request it refused as malformed (no such
+    op, arguments that do not fit it) or an exception of the kit's worker code (worker/fault.py),
+    never the student's. Carries the worker's error record."""
 
     def __init__(self, error: dict):
-        super().__init__(f"the worker refused the grader's request: {error.get('message', '')}")
+        super().__init__(f"the grader's worker code failed: {error.get('message', '')}")
         self.error = error
 
 

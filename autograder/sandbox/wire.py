@@ -77,7 +77,7 @@ def exchange(process: WorkerProcess, request: dict, seconds: float, what: str):
 def reply(answer, limits: Limits) -> Reply:
     """The Reply of an op's answer ({"ok", "result" | "error", "notes", "memory"}), or raises:
     WorkerFailure "protocol" (the wrong shape) or "memory" (it succeeded but left the worker at
-    its memory limit), GraderError (the worker refused the grader's request), StudentError (the
+    its memory limit), GraderError (a fault of the kit's own), StudentError (the
     student's code raised)."""
     if not isinstance(answer, dict) or "ok" not in answer:
         raise WorkerFailure("protocol", "the worker sent a reply of the wrong shape")

@@ -399,7 +399,7 @@ def _submission_page(submission, folder: str, log_tail: str) -> str:
         parts.append(f"<h2>Failed ({len(failed)})</h2><ul>" + "".join(items) + "</ul>")
     named = _named_lines([results.plain_output(t) for t in failed], lines)
     if code:
-        parts.append(f'<p>Below: each test\'s output, then <a href="#code">the submitted code</a>'
+        parts.append('<p>Below: each test\'s output, then <a href="#code">the submitted code</a>'
                      + (" (lines named in failures: " + ", ".join(f'<a href="#L{n}">{n}</a>' for n in named) + ")"
                         if named else "") + ".</p>")
     parts.append("<details><summary>What the student reads at the top of the results</summary>"

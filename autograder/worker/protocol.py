@@ -38,7 +38,7 @@ class Op:
     TRAINED_ATTENTION = "trained_attention"
     MODEL_LOGITS = "model_logits"
     MODEL_API = "model_api"
-    TRAIN_EPOCH = "train_epoch_probe"
+    TRAIN_EPOCH = "train_epoch"
     CONVERGENCE_TRAIN = "convergence_train"
     CONVERGENCE_PREDICT = "convergence_predict"
     KV_CACHE_DECODE = "kv_cache_decode"

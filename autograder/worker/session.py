@@ -3,10 +3,10 @@
 This is the only place the student's code runs. Ops are registered by the modules in
 `worker/ops/`; each gets the imported submission and the request's arguments and returns a dict
 of plain data. Any exception becomes an error reply that names the line of backbone.py where it
-happened, so the grader can tell the student where to look; a request that does not fit an op
-(the grader's own bug) gets an error reply marked `internal`, which the grader never blames on
-the student. Code that asks for CUDA on a machine without it is retried with CUDA mapped to the
-CPU (devices.py).
+happened, so the grader can tell the student where to look; a request that does not fit an op,
+or an exception of the kit's own code (fault.py says which), is the grader's own bug and gets
+an error reply marked `internal`, which the grader never blames on the student. Code that asks
+for CUDA on a machine without it is retried with CUDA mapped to the CPU (devices.py).
 """
 
 import contextlib
@@ -19,7 +19,8 @@ import traceback
 
 import torch
 
-from . import adapt, devices, eager_dynamo, protocol, stubs
+from . import devices, eager_dynamo, fault, protocol, stubs
+from .adapt.script_code import script_code_tolerated
 from .protocol import Op
 
 OPS = {}
@@ -30,7 +31,8 @@ REQUIRED_NAMES = (
 
 
 def op(name):
-    """Register a function `f(session, **args) -> dict` as the handler of op `name`."""
+    """Register `run_<name>(session, **args) -> dict` as the handler of op `name` (a protocol.Op
+    value); its docstring says what the dict holds."""
     def register(function):
         OPS[name] = function
         return function
@@ -50,22 +52,25 @@ class Session:
 
     def require(self, name: str):
         if self.module is None:
-            raise RuntimeError("backbone.py has not been imported")
+            raise BadRequest("backbone.py has not been imported")
         if not hasattr(self.module, name):
             raise MissingName(name)
         return getattr(self.module, name)
 
 
 class MissingName(Exception):
+    does_not_fit = True  # fault.py: the submission lacks a name the template defines
+
     def __init__(self, name):
         super().__init__(f"backbone.py does not define `{name}`")
         self.name = name
 
 
 @op(Op.PREFLIGHT)
-def preflight(session: Session) -> dict:
+def run_preflight(session: Session) -> dict:
     """Proof, before the submission is imported, that this interpreter runs torch under the
-    worker's limits (the grader sends it first to every fresh worker; see sandbox/client.py)."""
+    worker's limits (the grader sends it first to every fresh worker; see sandbox/client.py).
+    Returns {"python": version, "torch": version, "cuda": torch's CUDA version or None}."""
     product = float(torch.ones(8) @ torch.ones(8))
     if product != 8.0:
         raise RuntimeError(f"torch computes ones(8) @ ones(8) = {product}")
@@ -74,17 +79,20 @@ def preflight(session: Session) -> dict:
 
 
 class BadRequest(Exception):
-    """A request that names no op or whose arguments do not fit the op's signature: a bug of
-    the grader that sent it, reported as such, never as the student's error."""
+    """A request that names no op, whose arguments do not fit the op's signature, or that the
+    worker cannot answer in its state (an op before the import, a prediction before training):
+    a bug of the grader that sent it, reported as such, never as the student's error."""
 
 
 @op(Op.LOAD)
-def load(session: Session) -> dict:
+def run_load(session: Session) -> dict:
+    """Import the submission (stubs.py for missing packages, script code tolerated). Returns
+    {"seconds": the import's wall-clock seconds, "names": {each required name: "missing" or
+    "class Name(signature)" / "function name(signature)" / "other name..."}}."""
     start = time.perf_counter()
     own_builtins = stubs.student_builtins(
         lambda statement, missing: session.note(stubs.describe(statement, missing)))
-    with adapt.script_code_tolerated(session, "backbone", REQUIRED_NAMES,
-                                     {"__builtins__": own_builtins}):
+    with script_code_tolerated(session, "backbone", REQUIRED_NAMES, {"__builtins__": own_builtins}):
         session.module = importlib.import_module("backbone")
     names = {}
     for name in REQUIRED_NAMES:
@@ -102,7 +110,9 @@ def load(session: Session) -> dict:
 
 
 def describe_error(error: BaseException) -> dict:
-    """Kind, message and the deepest backbone.py line involved, for the grader's message."""
+    """Kind, message and the deepest backbone.py line involved, for the grader's message;
+    with "internal": True and the kit's line in the message when the kit's own code raised it
+    (fault.is_internal)."""
     if isinstance(error, SyntaxError) and (error.filename or "").endswith("backbone.py"):
         return {"kind": "SyntaxError", "message": error.msg, "line": error.lineno,
                 "where": (error.text or "").strip()}
@@ -117,7 +127,11 @@ def describe_error(error: BaseException) -> dict:
         if limit != resource.RLIM_INFINITY:
             message += (f" [while it is graded, your code may use at most {limit // 2**20} MB "
                         "of memory, torch's own ~250 MB included]")
-    return {"kind": kind, "message": message, "line": line, "where": where}
+    described = {"kind": kind, "message": message, "line": line, "where": where}
+    if fault.is_internal(error):
+        described.update(internal=True, message=f"the grader's worker code raised {kind} at "
+                                                f"{fault.kit_location(error)}: {message}")
+    return described
 
 
 def _checked(request):

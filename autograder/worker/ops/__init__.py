@@ -1,6 +1,6 @@
 """The requests the worker answers, one module per component of the student's file.
 
-Each op builds the student's object the template's way (through worker/adapt.py), runs it on the
+Each op builds the student's object the template's way (through worker/adapt/), runs it on the
 inputs the grader sent, and returns raw tensors. Judging happens on the trusted side.
 """
 

@@ -2,26 +2,31 @@
 
 import torch
 
-from .. import adapt, known_good
+from .. import known_good
+from ..adapt.calls import call_attention
+from ..adapt.construction import build, set_dropout
+from ..adapt.projections import UnmappedProjections, load_projections
+from ..fault import is_internal
 from ..gradients import inner_product
 from ..protocol import Op
+from ..replies import detached_copy
 from ..session import op
 
 
-def _run(session, attention, x, mask, grad_out, per_position_grads, repeat) -> dict:
+def _forward_backward(session, attention, x, mask, grad_out, per_position_grads, repeat) -> dict:
     x = x.clone().requires_grad_(grad_out is not None)
-    out = adapt.call_attention(session, attention, x, mask)
-    result = {"out": adapt.plain(out)}
+    out = call_attention(session, attention, x, mask)
+    result = {"out": detached_copy(out)}
     if repeat:
-        result["again"] = adapt.plain(adapt.call_attention(session, attention, x, mask))
+        result["again"] = detached_copy(call_attention(session, attention, x, mask))
     if grad_out is not None and per_position_grads:
         rows = [torch.autograd.grad((out[:, t] * grad_out[:, t]).sum(), x, retain_graph=True,
                                     allow_unused=True)[0] for t in range(x.shape[1])]
-        result["rows"] = torch.stack([adapt.plain(r) if r is not None else torch.zeros_like(x)
+        result["rows"] = torch.stack([detached_copy(r) if r is not None else torch.zeros_like(x)
                                       for r in rows])
     elif grad_out is not None:
         (grad_x,) = torch.autograd.grad(inner_product(out, grad_out), x, allow_unused=True)
-        result["grad_x"] = adapt.plain(grad_x) if grad_x is not None else torch.zeros_like(x)
+        result["grad_x"] = detached_copy(grad_x) if grad_x is not None else torch.zeros_like(x)
     return result
 
 
@@ -40,6 +45,8 @@ def _with_template_rope(session, attention, num_heads, x, run) -> dict:
         result = run()
         why_not = "" if substitute.used else "its forward does not use self.rope"
     except Exception as error:  # noqa: BLE001 (the student's own RoPE is then graded as it is)
+        if is_internal(error):
+            raise
         result, why_not = None, (f"with the template's in its place, forward raised "
                                  f"{type(error).__name__}: {error}")
     finally:
@@ -55,9 +62,13 @@ def run_attention(session, dim: int, num_heads: int, qkv_weight: torch.Tensor,
                   grad_out=None, per_position_grads: bool = False, rope: str = "own",
                   dropout: float = 0.0, repeat: bool = False,
                   own_weights_fallback: bool = False) -> dict:
-    """Output for x; with grad_out, the gradient of <out, grad_out> w.r.t. x; with
-    per_position_grads, one such gradient per output position t (rows[t] = d<out[:, t],
-    grad_out[:, t]>/dx), the raw material of the future-gradient check.
+    """The student's CausalSelfAttention(dim, num_heads) with the grader's projection weights
+    (qkv_weight (3 dim, dim) = [W_q; W_k; W_v], out_weight (dim, dim)), run on x (batch, seq,
+    dim) with `mask` (seq, seq) or None. Returns {"out": (batch, seq, dim), "own_weights": bool,
+    and as asked: "again": a second forward's output; "grad_x": d<out, grad_out>/dx (x's
+    shape); "rows": (seq, batch, seq, dim), rows[t] = d<out[:, t], grad_out[:, t]>/dx, the raw
+    material of the future-gradient check; with rope="template" also "rope": "template" or
+    "own" (which RoPE the output used) and, when "own", "rope_not_substituted": why}.
 
     rope="template": the template's RotaryPositionalEmbedding stands in for the attention's
     `rope` where it can (see _with_template_rope), so the attention is graded apart from the
@@ -67,13 +78,13 @@ def run_attention(session, dim: int, num_heads: int, qkv_weight: torch.Tensor,
     module's own initial weights (seeded, so the same every run) and says so ("own_weights":
     True): enough for checks that do not compare numbers with the grader's."""
     torch.manual_seed(0)
-    attention = adapt.build(session, "CausalSelfAttention", dim, num_heads, dropout=dropout)
+    attention = build(session, "CausalSelfAttention", dim, num_heads, dropout=dropout)
     if not dropout:
-        adapt.set_dropout(attention, 0.0)
+        set_dropout(attention, 0.0)
     own_weights = False
     try:
-        adapt.load_projections(session, attention, qkv_weight, out_weight)
-    except adapt.UnmappedProjections as error:
+        load_projections(session, attention, qkv_weight, out_weight)
+    except UnmappedProjections as error:
         if not own_weights_fallback:
             raise
         session.note(f"{str(error)[0].upper()}{str(error)[1:]}. This check does not need the "
@@ -82,8 +93,9 @@ def run_attention(session, dim: int, num_heads: int, qkv_weight: torch.Tensor,
     attention.train(train)
 
     def run():
-        return {**_run(session, attention, x, mask, grad_out, per_position_grads, repeat),
-                "own_weights": own_weights}
+        result = _forward_backward(session, attention, x, mask, grad_out, per_position_grads,
+                                   repeat)
+        return {**result, "own_weights": own_weights}
 
     if rope == "template":
         return _with_template_rope(session, attention, num_heads, x, run)

@@ -11,17 +11,26 @@ import time
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from .. import adapt
+from ..adapt.calls import call_model
+from ..adapt.construction import build
+from ..adapt.train_epoch import call_train_epoch, returned_loss
 from ..protocol import Op
-from ..session import op
+from ..replies import detached_copy
+from ..session import BadRequest, op
 
 
 @op(Op.CONVERGENCE_TRAIN)
-def convergence_train(session, config: dict, seed: int, states: torch.Tensor,
-                      actions: torch.Tensor, batch_size: int, epochs: int,
-                      learning_rate: float) -> dict:
+def run_convergence_train(session, config: dict, seed: int, states: torch.Tensor,
+                          actions: torch.Tensor, batch_size: int, epochs: int,
+                          learning_rate: float) -> dict:
+    """Train the student's DecoderOnlyTransformer(**config), built with `seed`, with the
+    student's train_epoch for `epochs` epochs on (states, actions) (batch, seq) in shuffled
+    batches of batch_size, AdamW at learning_rate; the trained model stays in the worker for
+    run_convergence_predict and run_trained_attention. Returns {"epoch_losses": [float or None:
+    what train_epoch returned, per epoch], "epoch_cpu_seconds": [cumulative CPU seconds after
+    each epoch], "step_losses": [float: the loss of every forward that returned one]}."""
     torch.manual_seed(seed)
-    model = adapt.build(session, "DecoderOnlyTransformer", **config)
+    model = build(session, "DecoderOnlyTransformer", **config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     loader = DataLoader(TensorDataset(states, actions), batch_size=batch_size, shuffle=True,
                         drop_last=True, generator=torch.Generator().manual_seed(seed))
@@ -33,9 +42,9 @@ def convergence_train(session, config: dict, seed: int, states: torch.Tensor,
         recorder = model.register_forward_hook(lambda module, inputs, output: _record_loss(output, step_losses))
     start = time.process_time()
     for epoch in range(epochs):
-        loss = adapt.call_train_epoch(session, train_epoch, model, loader, optimizer,
-                                      torch.device("cpu"), epoch)
-        epoch_losses.append(loss)
+        returned = call_train_epoch(session, train_epoch, model, loader, optimizer,
+                                    torch.device("cpu"), epoch)
+        epoch_losses.append(returned_loss(session, returned))
         epoch_seconds.append(time.process_time() - start)
     if recorder is not None:
         recorder.remove()
@@ -54,12 +63,13 @@ def _record_loss(output, losses: list, limit: int = 10_000) -> None:
 
 
 @op(Op.CONVERGENCE_PREDICT)
-def convergence_predict(session, prefixes: torch.Tensor) -> dict:
-    """Logits (batch, vocab) at the last position of each (batch, t) prefix."""
+def run_convergence_predict(session, prefixes: torch.Tensor) -> dict:
+    """The trained model's logits at the last position of each prefix (batch, t) of token ids.
+    Returns {"logits": (batch, vocab)}. Needs run_convergence_train first (else BadRequest)."""
     model = session.state.get("trained_model")
     if model is None:
-        raise RuntimeError("no trained model: the training request did not complete")
+        raise BadRequest("no trained model: the training request did not complete")
     model.eval()
     with torch.no_grad():
-        logits = adapt.call_model(session, model, prefixes)
-    return {"logits": adapt.plain(logits[:, -1, :])}
+        logits = call_model(session, model, prefixes)
+    return {"logits": detached_copy(logits[:, -1, :])}

@@ -9,14 +9,18 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .. import adapt
+from ..adapt.calls import call_model, call_submission
+from ..adapt.projections import find_projections
+from ..fault import does_not_fit
 from ..protocol import Op
-from ..session import op
+from ..replies import detached_copy
+from ..session import BadRequest, op
 
 
 @op(Op.TRAINED_ATTENTION)
-def trained_attention(session, tokens: torch.Tensor) -> dict:
-    """Attention weights (layers, heads, seq, seq) of the trained model on `tokens` (1, seq).
+def run_trained_attention(session, tokens: torch.Tensor) -> dict:
+    """The trained model's attention weights on `tokens` (1, seq). Returns {"weights": (layers,
+    heads, seq, seq), "source": "softmax" or "recomputed"}. Needs run_convergence_train first.
 
     Taken from the student's own softmax when each attention layer computed exactly one of shape
     (1, heads, seq, seq), so a leaky or misplaced mask shows; otherwise (SDPA, a fused kernel)
@@ -24,37 +28,37 @@ def trained_attention(session, tokens: torch.Tensor) -> dict:
     """
     model = session.state.get("trained_model")
     if model is None:
-        raise RuntimeError("no trained model: the training request did not complete")
+        raise BadRequest("no trained model: the training request did not complete")
     layers = [m for m in model.modules() if isinstance(m, session.require("CausalSelfAttention"))]
     if not layers:
-        raise RuntimeError("the trained model has no CausalSelfAttention layers")
+        raise does_not_fit(RuntimeError("the trained model has no CausalSelfAttention layers"))
     inputs, softmaxes = [], []
     hooks = [layer.register_forward_pre_hook(lambda module, args: inputs.append(args[0] if args else None))
              for layer in layers]
     try:
         with torch.no_grad(), _recording_softmax(softmaxes):
-            adapt.call_model(session, model, tokens)
+            call_model(session, model, tokens)
     finally:
         for hook in hooks:
             hook.remove()
     seq = tokens.shape[1]
     maps = [w for w in softmaxes if w.dim() == 4 and w.shape[0] == 1 and w.shape[-2:] == (seq, seq)]
     if len(maps) == len(layers) and len({m.shape for m in maps}) == 1:
-        return {"weights": adapt.plain(torch.cat(maps).float()), "source": "softmax"}
+        return {"weights": detached_copy(torch.cat(maps).float()), "source": "softmax"}
     if len(inputs) != len(layers) or not all(isinstance(x, torch.Tensor) for x in inputs):
-        raise RuntimeError("could not capture the input of every attention layer")
+        raise does_not_fit(RuntimeError("could not capture the input of every attention layer"))
     with torch.no_grad():
         maps = [_recompute(layer, x) for layer, x in zip(layers, inputs)]
-    return {"weights": adapt.plain(torch.cat(maps).float()), "source": "recomputed"}
+    return {"weights": detached_copy(torch.cat(maps).float()), "source": "recomputed"}
 
 
 def _recompute(layer, x: torch.Tensor) -> torch.Tensor:
     batch, seq, dim = x.shape
     heads = layer.num_heads
-    q, k, _ = adapt.find_projections(layer, dim).qkv(x)
+    q, k, _ = find_projections(layer, dim).qkv(x)
     q = q.view(batch, seq, heads, dim // heads).transpose(1, 2)
     k = k.view(batch, seq, heads, dim // heads).transpose(1, 2)
-    q, k = layer.rope(q, k)
+    q, k = call_submission(layer.rope, q, k)
     scores = q @ k.transpose(-2, -1) / math.sqrt(dim // heads)
     future = torch.ones(seq, seq, dtype=torch.bool).triu(1)
     return torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)

@@ -14,15 +14,19 @@ import time
 
 import torch
 
-from .. import adapt
+from ..adapt.calls import call_model
+from ..adapt.construction import build, set_dropout
+from ..adapt.decoding import decode_paths
+from ..fault import is_internal
 from ..protocol import Op
+from ..replies import detached_copy
 from ..session import describe_error, op
 
 
 def build_model(session, config: dict, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model = adapt.build(session, "DecoderOnlyTransformer", **config)
-    adapt.set_dropout(model, 0.0)
+    model = build(session, "DecoderOnlyTransformer", **config)
+    set_dropout(model, 0.0)
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -83,7 +87,7 @@ class Recorder:
             self._after(output if isinstance(output, torch.nn.Module) else attention, self._attention)
         head = _vocabulary_head(model, vocab_size)
         if head is not None:
-            self._after(head, lambda out: self.head.append(adapt.plain(out).float()))
+            self._after(head, lambda out: self.head.append(detached_copy(out).float()))
         self._after(model, self._model)
 
     def _before(self, module, record):
@@ -100,12 +104,12 @@ class Recorder:
         if self.attention is None:
             output = output[0] if isinstance(output, (tuple, list)) and output else output
             if isinstance(output, torch.Tensor):
-                self.attention = adapt.plain(output).float()
+                self.attention = detached_copy(output).float()
 
     def _model(self, output):
         logits = _logits_of(output)
         if logits is not None:
-            self.model.append(adapt.plain(logits).float())
+            self.model.append(detached_copy(logits).float())
 
     def remove(self):
         for handle in self.handles:
@@ -130,20 +134,21 @@ def full_greedy(session, model, prompt: torch.Tensor, new_tokens: int, vocab_siz
         for step in range(new_tokens):
             recorder = Recorder(session, model, vocab_size) if step == 0 else None
             try:
-                logits = adapt.call_model(session, model, ids).float()
+                logits = call_model(session, model, ids).float()
             finally:
                 if recorder is not None:
                     recorder.remove()
                     attention = recorder.attention
             if step == 0:
-                first = adapt.plain(logits)
-            steps.append(adapt.plain(logits[:, -1]))
+                first = detached_copy(logits)
+            steps.append(detached_copy(logits[:, -1]))
             ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True).to(ids.dtype)], dim=1)
     return ids, torch.stack(steps, dim=1), first, attention
 
 
-def _run(session, model, path, prompt, new_tokens, greedy, seed, vocab_size):
-    """The path's decoding of the prompt, seeded, with what the recorder saw."""
+def _decode(session, model, path, prompt, new_tokens, greedy, seed, vocab_size):
+    """(the path's decoding of the prompt, seeded, or None; the recorder; the error the
+    student's code raised, described, or None). An error of the kit's own is raised."""
     recorder = Recorder(session, model, vocab_size)
     torch.manual_seed(seed)
     try:
@@ -151,19 +156,21 @@ def _run(session, model, path, prompt, new_tokens, greedy, seed, vocab_size):
             tokens = path.call(prompt, new_tokens, greedy)
         return tokens, recorder, None
     except BaseException as error:  # noqa: BLE001 (student code: any error is data here)
+        if is_internal(error):
+            raise
         return None, recorder, describe_error(error)
     finally:
         recorder.remove()
 
 
 def find_path(session, model, prompt: torch.Tensor, new_tokens: int, seed: int, vocab_size: int):
-    """(the first candidate of adapt.decode_paths that uses a cache, or None; what each
+    """(the first candidate of decode_paths that uses a cache, or None; what each
     candidate did on the probe: its positions per step in the first attention layer, or its
     error). A path uses a cache when every forward step after the first processes fewer
     positions than the sequence holds by then (decoding by full passes processes all of them)."""
     searched = []
-    for path in adapt.decode_paths(session, model):
-        tokens, recorder, error = _run(session, model, path, prompt, new_tokens, None, seed, vocab_size)
+    for path in decode_paths(session, model):
+        tokens, recorder, error = _decode(session, model, path, prompt, new_tokens, None, seed, vocab_size)
         lengths = recorder.attended or recorder.embedded
         cached = error is None and len(lengths) >= 2 and all(
             length < prompt.shape[1] + step for step, length in enumerate(lengths) if step)
@@ -174,14 +181,21 @@ def find_path(session, model, prompt: torch.Tensor, new_tokens: int, seed: int, 
 
 
 def _path_named(session, model, name: str):
-    return next(path for path in adapt.decode_paths(session, model) if path.name == name)
+    return next(path for path in decode_paths(session, model) if path.name == name)
 
 
 @op(Op.KV_CACHE_DECODE)
-def kv_cache_decode(session, config: dict, seed: int, probe: dict, cases: list, greedy: str) -> dict:
+def run_kv_cache_decode(session, config: dict, seed: int, probe: dict, cases: list,
+                        greedy: str) -> dict:
     """Find the cached path (probe: {"prompt", "new_tokens"}, decoded with its default sampling),
     then decode each case ({"prompt": (batch, seq) ids, "new_tokens"}) greedily through it and by
-    full forward passes."""
+    full forward passes. Returns {"found": False, "searched"} or {"found": True, "path": its
+    name, "call": the call as written, "greedy": whether it took the greedy keyword,
+    "searched": [{"path", "error", "lengths": positions per step, "cached"}], "cases": [per
+    case: "error", "tokens" (batch, seq + new), "logits_source", "prefill_logits" (batch, seq,
+    vocab), "step_logits" (batch, new, vocab), "embedded", "attended", "prefill_attention"
+    (batch, seq, dim), and the same by full passes: "full_tokens", "full_logits",
+    "full_prompt_logits", "full_prompt_attention"]}."""
     vocab = config["vocab_size"]
     model = build_model(session, config, seed)
     path, searched = find_path(session, model, probe["prompt"], probe["new_tokens"], seed, vocab)
@@ -193,12 +207,12 @@ def kv_cache_decode(session, config: dict, seed: int, probe: dict, cases: list, 
     results = []
     for case in cases:
         prompt, new_tokens = case["prompt"], case["new_tokens"]
-        tokens, recorder, error = _run(session, model, path, prompt, new_tokens, greedy, seed, vocab)
+        tokens, recorder, error = _decode(session, model, path, prompt, new_tokens, greedy, seed, vocab)
         source, prefill, steps = recorder.logits(new_tokens)
         full_tokens, full_steps, full_prompt, full_attention = full_greedy(session, model, prompt,
                                                                            new_tokens, vocab)
         results.append({
-            "error": error, "tokens": adapt.plain(tokens) if tokens is not None else None,
+            "error": error, "tokens": detached_copy(tokens) if tokens is not None else None,
             "logits_source": source, "prefill_logits": prefill, "step_logits": steps,
             "embedded": recorder.embedded, "attended": recorder.attended,
             "prefill_attention": recorder.attention,
@@ -240,13 +254,15 @@ def _new_positions_unrotated(module, prompt_length: int, calls: list) -> None:
 
 
 @op(Op.KV_CACHE_HYPOTHESES)
-def kv_cache_hypotheses(session, config: dict, seed: int, path: str, greedy: str,
-                        prompt: torch.Tensor, new_tokens: int, tokens: torch.Tensor) -> dict:
+def run_kv_cache_hypotheses(session, config: dict, seed: int, path: str, greedy: str,
+                            prompt: torch.Tensor, new_tokens: int, tokens: torch.Tensor) -> dict:
     """Raw material for naming a RoPE bug of the cached steps, on fresh copies of the model:
     "without_rope": the cached path and full passes with every RotaryPositionalEmbedding made
     the identity; "position_zero": full passes over `tokens` (the cached path's own output)
     with the positions after the prompt left unrotated, i.e. rotated at position 0, the logits
-    at each step (batch, new, vocab)."""
+    at each step (batch, new, vocab). Returns {"rope_modules": how many, and when any:
+    "without_rope": {"error", "tokens", "step_logits", "full_tokens", "full_logits"},
+    "position_zero": {"calls": rope calls, "logits"}}."""
     vocab = config["vocab_size"]
     model = build_model(session, config, seed)
     modules = _rope_modules(session, model)
@@ -255,28 +271,29 @@ def kv_cache_hypotheses(session, config: dict, seed: int, path: str, greedy: str
         return result
     for module in modules:
         _without_rotation(module)
-    decoded, recorder, error = _run(session, model, _path_named(session, model, path), prompt,
-                                    new_tokens, greedy, seed, vocab)
+    decoded, recorder, error = _decode(session, model, _path_named(session, model, path), prompt,
+                                       new_tokens, greedy, seed, vocab)
     _, _, steps = recorder.logits(new_tokens)
     full_tokens, full_steps, _, _ = full_greedy(session, model, prompt, new_tokens, vocab)
-    result["without_rope"] = {"error": error, "tokens": adapt.plain(decoded) if decoded is not None else None,
+    result["without_rope"] = {"error": error, "tokens": detached_copy(decoded) if decoded is not None else None,
                               "step_logits": steps, "full_tokens": full_tokens, "full_logits": full_steps}
     model = build_model(session, config, seed)
     calls = []
     for module in _rope_modules(session, model):
         _new_positions_unrotated(module, prompt.shape[1], calls)
     with torch.no_grad():
-        logits = adapt.call_model(session, model, tokens[:, :-1]).float()
+        logits = call_model(session, model, tokens[:, :-1]).float()
     result["position_zero"] = {"calls": len(calls),
-                               "logits": adapt.plain(logits[:, prompt.shape[1] - 1:])}
+                               "logits": detached_copy(logits[:, prompt.shape[1] - 1:])}
     return result
 
 
 @op(Op.KV_CACHE_SPEED)
-def kv_cache_speed(session, config: dict, seed: int, path: str, greedy: str, prompt: torch.Tensor,
-                   new_tokens: int) -> dict:
+def run_kv_cache_speed(session, config: dict, seed: int, path: str, greedy: str,
+                       prompt: torch.Tensor, new_tokens: int) -> dict:
     """CPU seconds (this process, one thread) to decode new_tokens after the prompt through the
-    cached path and by full forward passes, each after a 2-token warm-up."""
+    cached path and by full forward passes, each after a 2-token warm-up. Returns
+    {"cached_seconds", "full_seconds"}."""
     vocab = config["vocab_size"]
     model = build_model(session, config, seed)
     cached = _path_named(session, model, path)

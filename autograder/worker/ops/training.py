@@ -24,13 +24,17 @@ import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.data import DataLoader, TensorDataset
 
-from .. import adapt, known_good
+from .. import known_good
+from ..adapt import model_api
+from ..adapt.train_epoch import call_train_epoch, loss_number
+from ..fault import does_not_fit
 from ..protocol import Op
+from ..replies import detached_copy
 from ..session import op
 
 
 def _grads(parameters) -> list:
-    return [adapt.plain(p.grad) if p.grad is not None else None for p in parameters]
+    return [detached_copy(p.grad) if p.grad is not None else None for p in parameters]
 
 
 def _norm(parameters):
@@ -45,7 +49,7 @@ class SpyModel(torch.nn.Module):
     and each optimizer step (record_step) into `events`."""
 
     def __init__(self, vocab_size: int, dim: int, grad_scale: float, generator: torch.Generator,
-                 api: adapt.ModelAPI):
+                 api: model_api.ModelAPI):
         super().__init__()
         self.api = api
         self.vocab_size = vocab_size
@@ -69,14 +73,14 @@ class SpyModel(torch.nn.Module):
         if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point():
             what = (f"a float tensor of shape {tuple(input_ids.shape)}"
                     if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__)
-            raise TypeError(f"the model was given {what} as input_ids: it reads token ids (the "
-                            "batch's actions), not the states")
+            raise does_not_fit(TypeError(f"the model was given {what} as input_ids: it reads token "
+                                         "ids (the batch's actions), not the states"))
         if input_ids.dim() != 2:
-            raise ValueError(f"the model expects input_ids of shape (batch, seq), got "
-                             f"{tuple(input_ids.shape)}")
+            raise does_not_fit(ValueError(f"the model expects input_ids of shape (batch, seq), got "
+                                          f"{tuple(input_ids.shape)}"))
         if targets is not None and targets.numel() != input_ids.numel():
-            raise ValueError(f"targets of shape {tuple(targets.shape)} do not match input_ids of "
-                             f"shape {tuple(input_ids.shape)}")
+            raise does_not_fit(ValueError(f"targets of shape {tuple(targets.shape)} do not match "
+                                          f"input_ids of shape {tuple(input_ids.shape)}"))
         scale = self.grad_scale
         logits = F.embedding(input_ids, self.embedding * scale) @ (self.head * scale).T + self.bias
         loss = None
@@ -88,9 +92,9 @@ class SpyModel(torch.nn.Module):
             loss = F.cross_entropy(scored.reshape(-1, self.vocab_size), wanted.reshape(-1),
                                    ignore_index=ignore)
         self.events.append({
-            "kind": "forward", "training": self.training, "input_ids": adapt.plain(input_ids),
-            "targets": adapt.plain(targets) if targets is not None else None,
-            "logits": adapt.plain(logits).float(),
+            "kind": "forward", "training": self.training, "input_ids": detached_copy(input_ids),
+            "targets": detached_copy(targets) if targets is not None else None,
+            "logits": detached_copy(logits).float(),
         })
         if logits.requires_grad:
             logits.register_hook(functools.partial(self._backward, self._forwards))
@@ -102,14 +106,14 @@ class SpyModel(torch.nn.Module):
         # .grad here is left over from an earlier backward.
         stale = any(p.grad is not None and bool(p.grad.ne(0).any()) for p in self.parameters())
         self.events.append({"kind": "backward", "forward": forward,
-                            "grad_logits": adapt.plain(grad).float(), "stale": stale,
+                            "grad_logits": detached_copy(grad).float(), "stale": stale,
                             "fresh": [None] * len(list(self.parameters()))})
 
     def _fresh_gradient(self, index: int, grad: torch.Tensor) -> None:
         backward = next((e for e in reversed(self.events) if e["kind"] == "backward"), None)
         if backward is not None:
             fresh = backward["fresh"]
-            fresh[index] = adapt.plain(grad) if fresh[index] is None else fresh[index] + grad.detach()
+            fresh[index] = detached_copy(grad) if fresh[index] is None else fresh[index] + grad.detach()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.events.append({"kind": "zero_grad", "grad_norm": _norm(self.parameters())})
@@ -151,36 +155,46 @@ class _AttentionForAnyBlock(known_good.CausalAttention):
 
 
 @op(Op.MODEL_API)
-def model_api(session, vocab_size: int) -> dict:
-    """The student's model API (adapt.model_api) as plain data for train_epoch_probe, read off
-    their DecoderOnlyTransformer and TransformerBlock built with the grader's attention and
-    RMSNorm and the template's FeedForward, so that their attention and RMSNorm never run."""
+def run_model_api(session, vocab_size: int) -> dict:
+    """The student's model API (adapt/model_api.py), read off their DecoderOnlyTransformer and
+    TransformerBlock built with the grader's attention and RMSNorm and the template's
+    FeedForward, so that their attention and RMSNorm never run. Returns ModelAPI.as_reply():
+    {"plain": the Layout of forward(input_ids) (0 logits only, n an n-tuple, -1 a dict),
+    "trained": the same with targets, "loss_at": the loss's index in that tuple or None,
+    "targets": the targets parameter's name, "shifts": bool, "ignore_index": int or None},
+    which run_train_epoch takes back as `api`."""
     with known_good.substituted(session, CausalSelfAttention=_AttentionForAnyBlock,
                                 RMSNorm=known_good.rms_norm,
                                 FeedForward=known_good.template().FeedForward):
-        return vars(adapt.model_api(session, vocab_size))
+        return model_api.read(session, vocab_size).as_reply()
 
 
 @op(Op.TRAIN_EPOCH)
-def train_epoch_probe(session, states: torch.Tensor, actions: torch.Tensor, batch_size: int,
-                      vocab_size: int, dim: int, grad_scale: float, learning_rate: float,
-                      seed: int, epoch: int = 0, api: dict = None) -> dict:
-    """One call of train_epoch on the spies over an unshuffled DataLoader of (states, actions);
-    the model is passed in eval mode, as it is after evaluate(). `api`: the model API the spy
-    takes on (what the op model_api returned), the template's when None."""
+def run_train_epoch(session, states: torch.Tensor, actions: torch.Tensor, batch_size: int,
+                    vocab_size: int, dim: int, grad_scale: float, learning_rate: float,
+                    seed: int, epoch: int = 0, api: dict = None) -> dict:
+    """One call of the student's train_epoch on the spies over an unshuffled DataLoader of
+    (states, actions); the model is passed in eval mode, as it is after evaluate(). `api`: the
+    model API the spy takes on (what run_model_api returned), the template's when None.
+    Returns {"events": [in order: {"kind": "forward", "training", "input_ids", "targets",
+    "logits" (batch, seq, vocab)}, {"kind": "backward", "forward": its index, "grad_logits",
+    "stale", "fresh": [per parameter]}, {"kind": "step", "grads", "given", "optimizer",
+    "holds_model"}, {"kind": "zero_grad", "grad_norm"}, ..., {"kind": "end", "grad_norm"}],
+    "returned": train_epoch's return value as a float or None, "returned_type": its type's
+    name}."""
     train_epoch = session.require("train_epoch")
     model = SpyModel(vocab_size, dim, grad_scale, torch.Generator().manual_seed(seed),
-                     adapt.ModelAPI(**(api or {})))
+                     model_api.ModelAPI.from_reply(api))
     model.eval()
     optimizer = SpyOptimizer(model, learning_rate)
     loader = DataLoader(TensorDataset(states, actions), batch_size=batch_size, shuffle=False)
     hook = register_optimizer_step_pre_hook(
         lambda stepped, _args, _kwargs: model.record_step(stepped, optimizer))
     try:
-        value = adapt.run_train_epoch(session, train_epoch, model, loader, optimizer,
-                                      torch.device("cpu"), epoch)
+        value = call_train_epoch(session, train_epoch, model, loader, optimizer,
+                                 torch.device("cpu"), epoch)
     finally:
         hook.remove()
     model.events.append({"kind": "end", "grad_norm": _norm(model.parameters())})
-    return {"events": model.events, "returned": adapt.loss_number(value),
+    return {"events": model.events, "returned": loss_number(value),
             "returned_type": type(value).__name__}
