@@ -43,6 +43,21 @@ def _gradient(variant, grad_out):
     return gradient
 
 
+SEQUENCES_MIXED = Diagnosis(
+    "the sequences of a batch are mixed: each sequence run on its own gives the reference's "
+    "output, and batched together they do not",
+    "look for an operation across the batch dimension (dim 0), or a view or transpose that mixes "
+    "it with the sequence or the heads (the layout is (batch, seq, dim))")
+
+
+def _right_alone(submission, x, mask, expected, **request) -> bool:
+    """Whether each sequence of x, run in a batch of its own, gives its rows of one of the
+    `expected` outputs (one per RoPE pairing)."""
+    alone = torch.cat([attribution.attention(submission, x=row, mask=mask, **request).run.out
+                       for row in x.split(1)])
+    return any(compare.close(alone, e, TOLERANCE) for e in expected)
+
+
 def _check(submission, measured, inputs, mask=None, gradient=False):
     """Pass if the student's output (or with `gradient`, its input gradient) is the reference's,
     or the reference's with another category's bug; else fail. `measured` names it."""
@@ -73,9 +88,13 @@ def _check(submission, measured, inputs, mask=None, gradient=False):
         if leak:
             return _check(submission, measured, inputs, attribution.with_mask_if_not_causal(
                 submission, leak, SEQ), gradient)
+    diagnosis = attributed.diagnosis
+    if diagnosis is None and not gradient and _right_alone(
+            submission, x, attribution.model_mask(SEQ) if passed else None, expected, dim=DIM,
+            num_heads=HEADS, qkv_weight=qkv_weight, out_weight=out_weight, rope="template"):
+        diagnosis = SEQUENCES_MIXED
     nearest = min(expected, key=lambda e: compare.max_error(actual, e)[0])
-    fail(compare.mismatch(what, actual, nearest, TOLERANCE,
-                          **explained(attributed.diagnosis, otherwise=HINT)))
+    fail(compare.mismatch(what, actual, nearest, TOLERANCE, **explained(diagnosis, otherwise=HINT)))
 
 
 def test_output_matches_reference(submission, generator):
