@@ -6,6 +6,7 @@ our stdin/stdout with the frames of protocol.py; everything the student's code p
 stderr, which the grader captures and truncates.
 """
 
+import gc
 import os
 import sys
 
@@ -22,6 +23,7 @@ def _redirect_student_output():
 
 
 if __name__ == "__main__":
+    gc.disable()  # while torch loads; serve() freezes what it loaded and turns the collector on
     sandbox = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sys.path[:0] = [os.path.join(sandbox, "submission"), sandbox]
     frames_in, frames_out = _redirect_student_output()

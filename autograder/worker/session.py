@@ -10,6 +10,7 @@ for CUDA on a machine without it is retried with CUDA mapped to the CPU (devices
 """
 
 import contextlib
+import gc
 import importlib
 import inspect
 import resource
@@ -207,6 +208,12 @@ def serve(frames_in, frames_out) -> None:
     torch.set_num_threads(1)
     eager_dynamo.install()
     importlib.import_module("worker.ops")
+    # What is loaded by now lives as long as the worker: loaded with the collector off (see
+    # __main__.py) and frozen out of its reach, so no full collection walks torch's ~1M objects
+    # (0.1 CPU-s per worker start measured, bench/SPEED.md). The submission's objects are collected
+    # as usual.
+    gc.freeze()
+    gc.enable()
     session = Session()
     while True:
         try:
