@@ -19,8 +19,12 @@ GENERATE_DATA = os.path.join(isolation.KIT_ROOT, "student", "generate_data.py")
 TEMPLATE = os.path.join(isolation.KIT_ROOT, "student", "backbone.py")
 # glibc keeps freed blocks below its (self-raising) mmap threshold in the heap, which then only
 # grows: with tensors above 4 MB mapped and unmapped instead, the reference's peak data size in
-# the worker drops from ~390 to ~300 MB at no measurable cost in time (see rubric.WORKER).
-MALLOC_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": str(4 * 2**20)}
+# the worker drops from ~390 to ~300 MB at no measurable cost in time (bench/CALIBRATION.md#worker).
+# A fixed mmap threshold also fixes the trim threshold at 128 kB: each training step's freed
+# activations were handed back to the kernel and faulted in again by the next step. Keeping up to
+# 32 MB of free heap halves the reference's page faults (130k to 70k), ~0.4 CPU-s per grading,
+# for 10 MB more data size after a request and the same peak (bench/SPEED.md).
+MALLOC_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": str(4 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(32 * 2**20)}
 
 
 class _OutputTail(threading.Thread):
