@@ -6,7 +6,8 @@ from autograder import results, rubric
 from grading import REFERENCE, TEMPLATE, by_category, grade, lost
 from variants import ALTERNATIVES, API_VARIANTS, ENVIRONMENT_VARIANTS, MUTANTS
 
-# One mutant per kind of check: numerics, causality (perturbation and gradients), spies.
+# One mutant per kind of check: numerics, causality (perturbation and gradients), spies; the
+# first in the default run (the reference's two runs are compared there too), all with -m slow.
 DETERMINISM_SAMPLE = ("rmsnorm_eps_outside_sqrt", "causal_mask_after_softmax",
                       "training_clip_after_step")
 
@@ -107,7 +108,8 @@ def test_correct_alternative_scores_100(variant, tmp_path):
             f"no test states the adaptation ({variant.note!r})")
 
 
-@pytest.mark.parametrize("name", DETERMINISM_SAMPLE)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=() if index == 0 else pytest.mark.slow)
+                                  for index, name in enumerate(DETERMINISM_SAMPLE)])
 def test_mutant_grades_are_the_same_on_two_runs(name, tmp_path):
     variant = next(v for v in MUTANTS if v.name == name)
     first = _grade(variant, tmp_path / "first", _only(variant))

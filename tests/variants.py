@@ -535,8 +535,7 @@ ALTERNATIVES = [
     alternative("mask_own_torch_where",
                 [(OWN_MASK, "        mask = torch.ones(seq_len, seq_len, dtype=torch.bool, "
                             "device=x.device).tril()\n"),
-                 (FILL, "        scores = torch.where(mask, scores, torch.full_like(scores, float(\"-inf\")))\n")],
-                core=True),
+                 (FILL, "        scores = torch.where(mask, scores, torch.full_like(scores, float(\"-inf\")))\n")]),
     alternative("attention_sdpa",
                 [(SCORES + OWN_MASK + FILL + SOFTMAX + "\n" + COMBINE,
                   "        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)\n")]),
