@@ -31,3 +31,11 @@ def test_without_failed_tests_the_message_states_only_what_was_measured():
         assert "Likely cause" not in message and "Measured: " in message
         assert "none of them points at a cause" in message
     assert "No test of your model or train_epoch was graded" in heldout_verdict(*STALLED, {}).text()
+
+
+def test_a_hidden_test_that_supports_the_cause_is_counted_not_named():
+    hidden = [rule for rule in rubric.RULES if rule.category == "causal_mask" and rule.visibility != "visible"]
+    message = heldout_verdict(*LEAK, _graded([rule.test for rule in hidden])).text()
+    assert "Likely cause: the model sees future tokens" in message
+    assert f"{len(hidden)} tests shown after the due date" in message
+    assert not any(rule.name in message for rule in hidden), message

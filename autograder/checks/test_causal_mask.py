@@ -11,7 +11,7 @@ import torch
 
 from .. import rubric
 from ..verdict import Failed, Verdict, fail
-from . import attribution, compare
+from . import attribution, compare, diagnoses
 from .adapters import attempt_attention, run_model_logits, run_rmsnorm
 
 ATOL = rubric.TOLERANCES.causal.atol
@@ -30,7 +30,9 @@ NOT_FINITE = {  # by whether forward got the model's mask: (cause, hint)
            "forward got the model's causal mask (torch.tril(torch.ones(T, T)), 1 = may attend, "
            "0 = masked): the passed mask may be read as 1 = blocked, or the diagonal masked too."),
 }
-UNKNOWN_LEAK = "The causal mask is missing or applied after the softmax."
+UNKNOWN_LEAK = ("Where to look: a causal mask that is missing, applied after the softmax or read "
+                "the wrong way round, or an operation that mixes positions (a softmax over the "
+                "queries rather than the keys).")
 
 
 def _weights(generator, dim=DIM):
@@ -167,12 +169,15 @@ def _attention(submission, **request):
 
 
 def _known_bug(got, x, qkv_weight, out_weight):
-    """The Diagnosis of the known mask bug the attention output matches, or None; None when the
-    module ran with its own weights (the grader's could not be mapped onto its layers), which no
-    variant reproduces."""
+    """The Diagnosis of the known bug the attention output matches: a mask bug, else an
+    attention bug that leaks the future with the mask right (a softmax over the queries), or
+    None; None when the module ran with its own weights (the grader's could not be mapped onto
+    its layers), which no variant reproduces."""
     if got.own_weights:
         return None
-    return attribution.causal_mask_bug(got.out, x, qkv_weight, out_weight, HEADS)
+    return (attribution.causal_mask_bug(got.out, x, qkv_weight, out_weight, HEADS)
+            or attribution.known_bug(got.out, diagnoses.ATTENTION_VARIANTS, x, qkv_weight,
+                                     out_weight, HEADS))
 
 
 def _attention_causality(submission, generator, seq_len, train, pass_mask=False):
@@ -247,7 +252,8 @@ def _model_causality(submission, generator, seq_len, train, substitute_norm):
                          hint="The model passes its causal mask (torch.tril(torch.ones(T, T)), 1 = "
                               "may attend, 0 = masked) to every attention layer, and your attention "
                               "lets an earlier position see a later token with it: the mask may be "
-                              "missing, applied after the softmax, or read the wrong way round.")
+                              "missing, applied after the softmax, or read the wrong way round, or "
+                              "the softmax taken over the queries rather than the keys.")
 
 
 def test_attention_ignores_future_tokens(submission, generator):
@@ -295,9 +301,8 @@ def test_attention_future_gradients_are_zero(submission, generator):
         elif not leaky[:, 0].any():
             cause, hint = ONLY_FIRST, ONLY_FIRST_HINT
         else:
-            cause, hint = "", ("The causal mask is missing or applied after the softmax (weights "
-                               "zeroed after the softmax still pass gradient to later keys through "
-                               "its normalisation).")
+            cause, hint = "", (UNKNOWN_LEAK + " Weights zeroed after the softmax still pass "
+                               "gradient to later keys through its normalisation.")
         failures[mode] = Verdict(
             measured=f"the gradient of the output at position {t} with respect to input token {s}",
             found=f"{float(size[t, s]):.2g} (max |.|)",

@@ -45,10 +45,15 @@ NEXT_TOKEN_TEST = "test_training.py::test_next_token_targets"
 
 def _failed(graded: dict, categories, only=None, but=None) -> str:
     """The titles of the tests of these categories that failed earlier in this run, quoted (the
-    first two, and how many more), or ''."""
-    titles = [f"'{rule.name}'" for rule in rubric.RULES
+    first two, and how many more), or ''. This test's output is visible before the due date, so
+    a failed test that is not is counted but not named."""
+    failed = [rule for rule in rubric.RULES
               if rule.category in categories and graded.get(rule.test) is False
               and rule.test != but and only in (None, rule.test)]
+    titles = [f"'{rule.name}'" for rule in failed if rule.visibility == "visible"]
+    hidden = len(failed) - len(titles)
+    if hidden:
+        titles.append(f"{hidden} test{'s' * (hidden > 1)} shown after the due date")
     more = f" and {len(titles) - 2} more" if len(titles) > 2 else ""
     return "; ".join(titles[:2]) + more
 
