@@ -65,7 +65,9 @@ def test_gradients_match_reference(submission, reference, generator):
     if not got.scale_is_parameter or got.scale_shape != [shape[-1]]:
         fail(Verdict(measured="RMSNorm.scale", kind="property",
                      found=f"shape {tuple(got.scale_shape)}, parameter: {got.scale_is_parameter}",
-                     expected=f"an nn.Parameter of shape ({shape[-1]},) registered on the module"))
+                     expected=f"an nn.Parameter of shape ({shape[-1]},) registered on the module",
+                     hint="RMSNorm.scale must be an nn.Parameter, so that the optimizer trains it: "
+                          "self.scale = nn.Parameter(torch.ones(dim))."))
     _, grad_x, grad_scale = _expected(reference, x, scale, eps, grad_out)
     for name, actual, expected in (("input", got.grad_x, grad_x), ("scale", got.grad_scale, grad_scale)):
         if actual is None:
