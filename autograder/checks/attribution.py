@@ -29,10 +29,11 @@ from typing import Optional
 import torch
 
 from .. import rubric
-from ..verdict import Verdict, fail
+from ..verdict import fail
 from . import diagnoses, oracle
 from .adapters import ATTENTION, AttentionRun, attempt_attention, run_attention
 from .diagnoses import Diagnosis
+from .submission import raised
 
 TOLERANCE = rubric.TOLERANCES.attention
 OTHER_CATEGORIES = {"rope": diagnoses.ROPE_VARIANTS, "causal_mask": diagnoses.CAUSAL_MASK_VARIANTS}
@@ -180,7 +181,7 @@ def attention(submission, *, x, mask=None, **request) -> Measurement:
                             f"torch.tril(torch.ones({seq_len}, {seq_len}))")
             return Measurement(retried, mask_passed=True)
     if error:
-        fail(Verdict(measured=f"{ATTENTION} raised {error}", kind="raised"))
+        fail(raised(ATTENTION, error))
     return Measurement(run)
 
 

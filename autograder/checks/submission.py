@@ -17,6 +17,11 @@ def _failure(measured: str, failure: WorkerFailure):
     fail(Verdict(measured=measured, kind=_FAILURE_KINDS.get(failure.kind, "crashed")))
 
 
+def raised(what: str, error: str) -> Verdict:
+    """The Verdict on the student's `what` raising (`error` as describe() gives it)."""
+    return Verdict(measured=f"{what} raised {error}", kind="raised")
+
+
 def describe(error: dict) -> str:
     """'RMSNorm.forward raised NotImplementedError: ... (backbone.py line 41: ...)'."""
     kind, message = error.get("kind", "Error"), error.get("message", "")
@@ -70,7 +75,7 @@ class Submission:
         """Send op to the worker; `what` names the student's code it runs, for messages."""
         result, error = self.attempt(op, what, **args)
         if error:
-            fail(Verdict(measured=f"{what} raised {error}", kind="raised"))
+            fail(raised(what, error))
         return result
 
     def _require_worker(self) -> None:

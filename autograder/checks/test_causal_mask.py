@@ -12,7 +12,8 @@ import torch
 from .. import rubric
 from ..verdict import Failed, Verdict, fail
 from . import attribution, compare, diagnoses
-from .adapters import attempt_attention, run_model_logits, run_rmsnorm
+from .adapters import ATTENTION, attempt_attention, run_model_logits, run_rmsnorm
+from .submission import raised
 
 ATOL = rubric.TOLERANCES.causal.atol
 DIM, HEADS, SEQ = 32, 4, 8
@@ -164,7 +165,7 @@ def _attention(submission, **request):
                            "passed (the template's contract: the class is causal on its own)."
                            if runs else ""), kind="raised"))
     if error:
-        fail(Verdict(measured=f"CausalSelfAttention raised {error}", kind="raised"))
+        fail(raised(ATTENTION, error))
     return result
 
 
@@ -266,31 +267,34 @@ def test_attention_ignores_future_tokens(submission, generator):
         fail(_by_mode(failures))
 
 
+def _future_gradients(rows) -> torch.Tensor:
+    """[t, s]: the largest |gradient| of the output at position t with respect to input token
+    s > t (0 for s <= t), from rows[t], the gradient of <out[:, t], grad_out[:, t]> w.r.t. x
+    (batch, seq, dim)."""
+    seq_len = rows.shape[0]
+    future = torch.ones(seq_len, seq_len, dtype=torch.bool).triu(1)
+    return rows.abs().amax(dim=(1, 3)).masked_fill(~future, 0.0)
+
+
 def test_attention_future_gradients_are_zero(submission, generator):
     qkv_weight, out_weight = _weights(generator)
     x = torch.randn(2, SEQ, DIM, generator=generator)
     grad_out = torch.randn(2, SEQ, DIM, generator=generator)
-    future = torch.ones(SEQ, SEQ, dtype=torch.bool).triu(1)  # [t, s]: s > t
     failures = {}
     for mode, train in MODES.items():
-        got = _attention(submission, dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight,
-                         out_weight=out_weight, x=x, train=train, grad_out=grad_out,
-                         per_position_grads=True, own_weights_fallback=True)
+        request = dict(dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight, out_weight=out_weight,
+                       train=train, per_position_grads=True, own_weights_fallback=True)
+        got = _attention(submission, x=x, grad_out=grad_out, **request)
         problem = _not_finite(got.out, "the attention output", False)
         if problem is not None:
             failures[mode] = problem
             continue
-        # rows[t]: gradient of <out[:, t], grad_out[:, t]> w.r.t. x, shape (batch, seq, dim)
-        size = got.rows.abs().amax(dim=(1, 3)).masked_fill(~future, 0.0)  # [t, s]
+        size = _future_gradients(got.rows)
         leaky = torch.nonzero(~(size <= ATOL))  # NaN counts as leaking
         if not len(leaky):
             continue
-        alone = [_attention(submission, dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight,
-                            out_weight=out_weight, x=x[i:i + 1], train=train,
-                            grad_out=grad_out[i:i + 1], per_position_grads=True,
-                            own_weights_fallback=True).rows for i in range(len(x))]
-        if all(torch.all(rows.abs().amax(dim=(1, 3)).masked_fill(~future, 0.0) <= ATOL)
-               for rows in alone):
+        if all(torch.all(_future_gradients(_attention(submission, x=row, grad_out=row_grad, **request).rows)
+                         <= ATOL) for row, row_grad in zip(x.split(1), grad_out.split(1))):
             submission.note(BATCH_MIXING.format(what="attention"))
             continue
         t = int(leaky[0, 0])
