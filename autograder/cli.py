@@ -102,7 +102,7 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
                                           time.monotonic() - start)
     finally:
         if worker is not None:
-            worker.stop()
+            worker.close()
             printed = worker.captured_output().strip("\n")
             if printed.strip():
                 print("---- what your code printed ----\n" + printed)

@@ -8,8 +8,10 @@ on it. One module per idea:
     errors.py       StudentError, WorkerFailure, GraderError, WorkerStartError
     process.py      one worker process: its sandbox folder, start, stop (every process of it
                     killed), why it ended, its output cut to a limit
-    isolation.py    the worker user, namespaces (bubblewrap, unshare), its command line, its
-                    resource limits
+    identity.py     the worker's uid and gid, drawn for each grading; its processes killed
+                    and its files removed, no other grading's
+    isolation.py    namespaces (bubblewrap, unshare), the worker's command line, its resource
+                    limits
     filesystem.py   the worker's view of the filesystem under bubblewrap
     protections.py  the isolation active here, in words, for the report
     limits.py       Limits, rubric.WORKER as a record, memory sized to the container (memory.py)

@@ -6,7 +6,7 @@ worker that imports the submission again)."""
 import time
 
 from ..worker.protocol import Op
-from . import wire
+from . import identity, wire
 from .budget import TimeBudget
 from .errors import GraderError, StudentError, WorkerFailure, WorkerStartError
 from .isolation import worker_python
@@ -54,6 +54,16 @@ class Worker:
         if self.process is not None:
             self.logs.append(self.process.stop())
             self.process = None
+
+    def close(self) -> None:
+        """The grading is over: stop the worker and remove every file its ids left in the
+        world-writable folders (/tmp, /dev/shm...), which would otherwise outlive the grading
+        where the worker shares them (no namespaces). Within a grading they may carry state from
+        one worker to the next, as its own memory would."""
+        self.stop()
+        drawn = identity.current()
+        if drawn:
+            identity.remove_files(drawn)
 
     def captured_output(self) -> str:
         """What every worker of this grading printed, each cut to limits.output_chars."""

@@ -1,33 +1,26 @@
-"""How the worker is fenced in on this machine: the unprivileged user it runs as (when the grader
-is root), the namespaces it gets (bubblewrap's, with a filesystem of its own: filesystem.py;
+"""How the worker is fenced in on this machine: the unprivileged identity it runs as (when the
+grader is root: a uid and gid of its own for each grading, identity.py), the namespaces it gets (bubblewrap's, with a filesystem of its own: filesystem.py;
 else unshare's, with the kit hidden; else none), the command line that sets both up, and the
 resource limits it starts under."""
 
 import functools
 import os
-import pwd
 import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 
-from . import filesystem
+from . import filesystem, identity
 from .limits import Limits
 
 KIT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-WORKER_USER = "scratch1-worker"
 
 
 def worker_user():
-    """(uid, gid) of the unprivileged worker user when we are root and it exists, else None."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        entry = pwd.getpwnam(WORKER_USER)
-    except KeyError:
-        return None
-    return entry.pw_uid, entry.pw_gid
+    """(uid, gid) this grading's worker runs as when we are root (identity.py), else None."""
+    drawn = identity.current()
+    return (drawn.uid, drawn.gid) if drawn else None
 
 
 # New network (empty: no interface but a down loopback), PID (the worker is its init: when it
@@ -54,7 +47,7 @@ def hidden_paths() -> list:
 
 
 def _privilege_drop() -> list:
-    """setpriv down to the worker user (as root) or to a root without capabilities (in our own
+    """setpriv down to this grading's worker ids (as root) or to a root without capabilities (in our own
     user namespace), so the worker can neither undo the hiding mounts nor gain privileges."""
     command = ["setpriv", "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all"]
     user = worker_user()
@@ -113,8 +106,14 @@ def namespaces() -> str:
     of its own, see filesystem.py, plus network, PID and mount namespaces), "unshare" (network,
     PID and mount namespaces, the kit hidden, the rest of the filesystem as its permissions
     say), or "" where the platform refuses both (Docker without CAP_SYS_ADMIN, as Gradescope
-    may be; no unprivileged user namespaces)."""
-    if filesystem.available() and shutil.which("setpriv") and _probe("bwrap"):
+    may be; no unprivileged user namespaces). SCRATCH1_NAMESPACES=unshare or =none caps it (the
+    kit's tests simulate such a platform with it)."""
+    cap = os.environ.get("SCRATCH1_NAMESPACES", "bwrap")
+    if cap not in ("bwrap", "unshare", "none"):
+        raise ValueError(f"SCRATCH1_NAMESPACES must be bwrap, unshare or none (got {cap!r})")
+    if cap == "none":
+        return ""
+    if cap == "bwrap" and filesystem.available() and shutil.which("setpriv") and _probe("bwrap"):
         return "bwrap"
     if shutil.which("unshare") and shutil.which("setpriv") and shutil.which("mount") and _probe("unshare"):
         return "unshare"
@@ -131,7 +130,8 @@ def worker_command(sandbox: str) -> list:
 
 def limit_resources(limits: Limits) -> None:
     """Runs in the child between fork and exec, still as the grader's user; the limits
-    survive the exec of unshare/setpriv and bind the worker user afterwards."""
+    survive the exec of unshare/setpriv and bind the worker's ids afterwards (RLIMIT_NPROC
+    counts the processes of its uid, this grading's alone)."""
     resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_bytes, limits.memory_bytes))
     resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))

@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import threading
 
-from . import isolation, memory
+from . import identity, isolation, memory
 from .errors import WorkerFailure
 from .limits import Limits
 
@@ -80,21 +80,6 @@ def _children(pid: int) -> list:
     return found
 
 
-def _kill_every_process_of(uid: int, gid: int) -> None:
-    """kill(-1) as the worker user: one system call that reaches all its processes, even ones a
-    fork bomb is creating, and works when the user is at its process limit (no exec needed)."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            os.kill(-1, signal.SIGKILL)
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
-
-
 def _sandbox_folder(submission_file: str) -> str:
     """A fresh folder holding the worker package, the submission with the kit's
     generate_data.py, and `work`, the only folder the worker may write."""
@@ -107,13 +92,17 @@ def _sandbox_folder(submission_file: str) -> str:
     shutil.copy(GENERATE_DATA, os.path.join(sandbox, "submission", "generate_data.py"))
     # the template's provided code, for worker/known_good.py (public: students have it)
     shutil.copy(TEMPLATE, os.path.join(sandbox, "worker", "template_backbone.py"))
-    user = isolation.worker_user()
     for directory, _dirs, files in os.walk(sandbox):
         os.chmod(directory, 0o755)
         for name in files:
             os.chmod(os.path.join(directory, name), 0o644)
+    user = isolation.worker_user()
     if user:
+        # Its own group alone may enter: no other grading's worker reads this submission.
+        os.chown(sandbox, 0, user[1])
+        os.chmod(sandbox, 0o750)
         os.chown(os.path.join(sandbox, "work"), *user)
+        os.chmod(os.path.join(sandbox, "work"), 0o700)
     return sandbox
 
 
@@ -131,6 +120,8 @@ class WorkerProcess:
         work = os.path.join(self.sandbox, "work")
         environment = {
             "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "TMPDIR": work,
+            # its uid has no passwd entry, where getpass.getuser() would raise
+            "USER": "scratch1-worker", "LOGNAME": "scratch1-worker",
             "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", **MALLOC_ENVIRONMENT,
         }
@@ -187,11 +178,11 @@ class WorkerProcess:
     @staticmethod
     def _kill_stragglers() -> None:
         """Children that left the process group (setsid). In a PID namespace the kernel has
-        killed them already; without one, as root, every process of the worker user goes
-        (which assumes one grading at a time, as on Gradescope)."""
-        user = isolation.worker_user()
-        if user and not isolation.namespaces():
-            _kill_every_process_of(*user)
+        killed them already; without one, as root, every process of this grading's worker uid
+        goes (no other grading's: identity.py)."""
+        drawn = identity.current()
+        if drawn and not isolation.namespaces():
+            identity.kill_processes(drawn)
 
     def ended(self) -> WorkerFailure:
         """Why the worker closed its pipes, as the failure to raise; it is stopped."""

@@ -3,7 +3,7 @@
 import os
 import stat
 
-from .isolation import KIT_ROOT, WORKER_USER, namespaces, worker_user
+from .isolation import KIT_ROOT, namespaces, worker_user
 from .limits import Limits
 
 # What the worker must never read: the reference solution and a hidden check.
@@ -12,8 +12,8 @@ SECRETS = (os.path.join(KIT_ROOT, "reference", "backbone.py"),
 
 
 def readable_by_others(path: str) -> bool:
-    """Whether a user outside the file's owner and group can read `path` (the worker user's
-    view of a root-owned kit)."""
+    """Whether a user outside the file's owner and group can read `path` (the view of the
+    worker's ids, which own nothing and belong to no group, of a root-owned kit)."""
     parts = os.path.abspath(path).split(os.sep)
     try:
         for depth in range(2, len(parts)):
@@ -40,18 +40,19 @@ def describe(limits: Limits) -> list:
         "results.json written only by the grader, after every worker process is gone",
     ]
     if user:
-        active.append(f"runs as the unprivileged user {WORKER_USER}, "
-                      f"limited to {limits.processes} processes")
+        active.append("runs under an unprivileged uid and gid of its own, drawn for this grading "
+                      f"(no other grading shares them), limited to {limits.processes} processes")
     else:
-        active.append(f"NOT dropped to an unprivileged user ({WORKER_USER} unavailable or not "
-                      "root): the worker can write what this user can write")
+        active.append("NOT dropped to an unprivileged user (the grader is not root, or found no free "
+                      "ids): the worker "
+                      "can write what this user can write")
     if spaces:
         active.append("network blocked, forked children contained and /proc private "
                       f"(network, PID and mount namespaces{', by bubblewrap' if spaces == 'bwrap' else ''}"
                       + ("" if user else ", in a user namespace") + ")")
     elif user:
         active.append("network NOT blocked (namespaces refused by the platform); forked "
-                      f"children killed with every process of {WORKER_USER}")
+                      "children killed with every process of this grading's worker uid")
     else:
         active.append("network NOT blocked and forked children only killed by process group "
                       "(no namespaces available without root here)")
@@ -65,7 +66,7 @@ def describe(limits: Limits) -> list:
                       "rest of the filesystem (/tmp, /home...) readable where its permissions "
                       "allow (bubblewrap unavailable or refused here)")
     elif user and not any(readable_by_others(path) for path in SECRETS):
-        active.append(f"the kit (reference, grader, hidden tests) unreadable to {WORKER_USER}")
+        active.append("the kit (reference, grader, hidden tests) unreadable to the worker's uid")
     else:
         active.append("the kit's reference and hidden tests are READABLE by the worker")
     return active

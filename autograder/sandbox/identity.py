@@ -1,0 +1,138 @@
+"""The worker's identity: a uid and gid of its own, drawn for each grading, and what becomes
+of that identity's processes and files when the grading ends.
+
+A shared worker user (one uid for every grading on a machine, or on a host: a container's uid 999
+is the host's uid 999) makes gradings interfere: RLIMIT_NPROC counts every process and thread of
+the uid on the whole kernel, and killing "every process of the worker user" kills other gradings'
+workers. So each grading draws its ids at random from IDS, a range no passwd file, systemd
+(dynamic users below 65536, containers' ranges up to 0x6FFFFFFF) or subuid allocation uses, and
+checked to be unused (no passwd or group entry, no process). setpriv takes numeric ids without a
+passwd entry. Two gradings on one machine, or in two containers on one host, then never share a
+uid: the process limit, the kill-all and the clean-up of the worker's files are this grading's
+alone.
+"""
+
+import functools
+import grp
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import stat
+from dataclasses import dataclass
+
+# Below 2**31: some tools still read uids as signed 32-bit numbers.
+IDS = range(0x70000000, 0x7FFFFFFF)
+# Where a process without a folder of its own can leave files: the world-writable folders (and,
+# below them, any world-writable folder or one of its own).
+WRITABLE_ROOTS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/dev/mqueue")
+
+
+@dataclass(frozen=True)
+class Identity:
+    uid: int
+    gid: int
+
+
+def _mapped_ranges() -> list:
+    """The uids this process can switch to: all of them, unless it runs in a user namespace
+    (a container with user-namespace remapping maps fewer, often 65536)."""
+    try:
+        with open("/proc/self/uid_map") as file:
+            rows = [tuple(int(n) for n in line.split()) for line in file if line.strip()]
+    except (OSError, ValueError):
+        return [IDS]
+    return [range(inside, inside + count) for inside, _outside, count in rows]
+
+
+def _candidates() -> range:
+    """IDS where this process can use them, else the highest mapped block above the system's
+    ids (a remapped container)."""
+    mapped = _mapped_ranges()
+    for block in mapped:
+        if block.start <= IDS.start and block.stop >= IDS.stop:
+            return IDS
+    best = max(mapped, key=lambda block: block.stop, default=range(0))
+    return range(max(best.start, 10000), min(best.stop, 2**31 - 1) - 2)  # not 65534 nobody's top
+
+
+def _in_use(number: int) -> bool:
+    """A passwd or group entry, or a process, already has this id."""
+    for lookup in (pwd.getpwuid, grp.getgrgid):
+        try:
+            lookup(number)
+            return True
+        except KeyError:
+            pass
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == number:
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+@functools.lru_cache(maxsize=1)
+def current():
+    """This grading's worker Identity (drawn once per grader process), or None when the grader
+    is not root and cannot switch ids."""
+    if os.geteuid() != 0:
+        return None
+    ids = _candidates()
+    if len(ids) <= 0:
+        return None
+    for _ in range(20):
+        number = ids[secrets.randbelow(len(ids))]
+        if not _in_use(number):
+            return Identity(number, number)
+    return None
+
+
+def kill_processes(identity: Identity) -> None:
+    """kill(-1) as the identity: one system call that reaches all its processes, even ones a
+    fork bomb is creating, and works when it is at its process limit (no exec needed). The
+    identity is this grading's alone, so no other grading's worker is touched."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setgid(identity.gid)
+            os.setuid(identity.uid)
+            os.kill(-1, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def remove_files(identity: Identity, roots=WRITABLE_ROOTS) -> list:
+    """Remove what the identity left in the world-writable folders (a file, or a folder with all
+    it holds) and return the paths removed. Only folders it could write into are searched: the
+    world-writable ones and, removed whole, its own. Call it once its processes are gone."""
+    removed = []
+    pending = [root for root in roots if os.path.isdir(root) and not os.path.islink(root)]
+    while pending:
+        folder = pending.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if info.st_uid == identity.uid:
+                if stat.S_ISDIR(info.st_mode):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    try:
+                        os.unlink(entry.path)
+                    except OSError:
+                        continue
+                removed.append(entry.path)
+            elif stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_IWOTH:
+                pending.append(entry.path)
+    return removed
