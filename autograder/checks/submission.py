@@ -9,12 +9,12 @@ backbone.py; when backbone.py could not be imported at all, every test points at
 from ..sandbox.errors import StudentError, WorkerFailure
 from ..verdict import Failed, Verdict, fail
 
-# WorkerFailure.kind -> Verdict.kind
-_FAILURE_KINDS = {"timeout": "timeout", "budget": "timeout", "memory": "memory"}
+# WorkerFailure.kind -> Verdict.kind (any other: "crashed")
+FAILURE_KINDS = {"timeout": "timeout", "budget": "timeout", "hung": "timeout", "memory": "memory"}
 
 
 def _failure(measured: str, failure: WorkerFailure):
-    fail(Verdict(measured=measured, kind=_FAILURE_KINDS.get(failure.kind, "crashed")))
+    fail(Verdict(measured=measured, kind=FAILURE_KINDS.get(failure.kind, "crashed")))
 
 
 def raised(what: str, error: str) -> Verdict:

@@ -7,6 +7,11 @@
   `timeout` for all of its requests, counted from its first request. begin_check is the only
   way that limit reaches the worker.
 
+A hang costs its own code, not the rest of the grading: a request that timed out is charged to
+the student's code it ran (worker/protocol.student_code), and every later request that runs all
+of that code is refused at once with the same cause, so one endless loop costs one timeout and
+the checks of other code (train_epoch on the kit's spy model, RMSNorm...) still run.
+
 A request waits for the least of what is left of the three; the import of the submission after
 a (re)start has a limit of its own instead of the check's.
 """
@@ -26,16 +31,31 @@ class TimeBudget:
         self.check_start = None
         self.timeouts = 0  # requests that ran out of time, and the seconds they cost
         self.timed_out_seconds = 0.0
+        self.hangs = []  # (the student's code a timed-out request ran, its check, why)
 
     def begin_check(self, name: str, seconds: float) -> None:
         """Check `name` starts, with `seconds` for all its requests, or goes on (same name)."""
         if name != self.check:
             self.check, self.check_seconds, self.check_start = name, seconds, None
 
-    def record_timeout(self, seconds: float) -> None:
-        """A request timed out after waiting `seconds`."""
+    def record_timeout(self, seconds: float, code: frozenset = frozenset(), cause: str = "") -> None:
+        """A request of the running check timed out after waiting `seconds`, running the
+        student's `code` (names; empty: none of it in particular), with `cause` as its message."""
         self.timeouts += 1
         self.timed_out_seconds += seconds
+        if code:
+            self.hangs.append((code, self.check, cause))
+
+    def refuse_hung_code(self, code: frozenset) -> None:
+        """Raises WorkerFailure("hung") when a request running the student's `code` would run
+        all the code of a request that already timed out."""
+        for hung, check, cause in self.hangs:
+            if hung <= code:
+                names = " and ".join(sorted(hung))
+                raise WorkerFailure(
+                    "hung", f"not run: it runs your {names}, which already ran out of time in "
+                    f"the check {check.split('::')[-1]} ({cause}); fix the endless or far too "
+                    "slow code first")
 
     def refuse_when_out_of_time(self) -> None:
         """Raises WorkerFailure("budget") once timeouts have cost the allowance, or the

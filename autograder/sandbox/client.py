@@ -5,7 +5,7 @@ worker that imports the submission again)."""
 
 import time
 
-from ..worker.protocol import Op
+from ..worker.protocol import Op, student_code
 from . import identity, wire
 from .budget import TimeBudget
 from .errors import GraderError, StudentError, WorkerFailure, WorkerStartError
@@ -71,14 +71,16 @@ class Worker:
         return "\n".join(self.logs + current)
 
     def _exchange(self, request: dict, seconds: float, what: str):
-        """wire.exchange; on a WorkerFailure the worker is stopped, a timeout counted."""
+        """wire.exchange; on a WorkerFailure the worker is stopped, a timeout counted and
+        charged to the student's code the request runs."""
         started = time.monotonic()
         try:
             return wire.exchange(self.process, request, seconds, what)
         except WorkerFailure as failure:
             self.stop()
             if failure.kind == "timeout":
-                self.budget.record_timeout(time.monotonic() - started)
+                self.budget.record_timeout(time.monotonic() - started,
+                                           student_code(request["op"], request["args"]), str(failure))
             raise
 
     def ensure_loaded(self) -> dict:
@@ -142,6 +144,8 @@ class Worker:
         StudentError, GraderError, WorkerFailure (wire.reply) or WorkerStartError."""
         if self.start_error is not None:
             raise self.start_error
+        self.budget.refuse_when_out_of_time()
+        self.budget.refuse_hung_code(student_code(op, args))
         if self.process is None and not isinstance(self.load_reply, WorkerFailure):
             self.budget.refuse_restart()
         loaded = self.ensure_loaded()

@@ -5,8 +5,9 @@
 
 class WorkerFailure(Exception):
     """The worker did not answer; `kind` says how: "timeout", "crash", "memory", "protocol" (a
-    malformed frame), or "budget" (the time was used up before the request was sent). The worker
-    is stopped; the next request starts a fresh one."""
+    malformed frame), "budget" (the time was used up before the request was sent) or "hung" (not
+    sent: it runs code that already timed out, budget.py). The worker is stopped; the next
+    request starts a fresh one."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)

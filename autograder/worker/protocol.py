@@ -45,6 +45,42 @@ class Op:
     KV_CACHE_HYPOTHESES = "kv_cache_hypotheses"
     KV_CACHE_SPEED = "kv_cache_speed"
 
+
+# The student's code each op runs, by the template's names: the grader charges a request that
+# timed out to that code, and fails at once every later request whose op runs all of it
+# (sandbox/budget.py), while requests that run other code (train_epoch on the kit's spy model,
+# RMSNorm alone, attention with the template's RoPE...) still run. The model ops build the
+# student's whole DecoderOnlyTransformer; model_api swaps in the kit's attention, RMSNorm and
+# FeedForward; the kv_cache ops also run its cached decoding path ("generate").
+MODEL_CODE = frozenset({"RMSNorm", "RotaryPositionalEmbedding", "CausalSelfAttention", "FeedForward",
+                        "TransformerBlock", "DecoderOnlyTransformer"})
+_STUDENT_CODE = {
+    Op.RMSNORM: frozenset({"RMSNorm"}),
+    Op.ROPE: frozenset({"RotaryPositionalEmbedding"}),
+    Op.ATTENTION: frozenset({"CausalSelfAttention", "RotaryPositionalEmbedding"}),
+    Op.MODEL_LOGITS: MODEL_CODE,
+    Op.MODEL_API: frozenset({"TransformerBlock", "DecoderOnlyTransformer"}),
+    Op.TRAIN_EPOCH: frozenset({"train_epoch"}),
+    Op.CONVERGENCE_TRAIN: MODEL_CODE | {"train_epoch"},
+    Op.CONVERGENCE_PREDICT: MODEL_CODE,
+    Op.TRAINED_ATTENTION: MODEL_CODE,
+    Op.KV_CACHE_DECODE: MODEL_CODE | {"generate"},
+    Op.KV_CACHE_HYPOTHESES: MODEL_CODE | {"generate"},
+    Op.KV_CACHE_SPEED: MODEL_CODE | {"generate"},
+}
+
+
+def student_code(op: str, args: dict) -> frozenset:
+    """The names of the student's code a request runs (empty for preflight; the import, `load`,
+    is remembered on its own). The template's RoPE standing in (attention, rope="template")
+    takes the student's out, as torch.nn.RMSNorm does (model_logits, substitute_norm)."""
+    code = _STUDENT_CODE.get(op, frozenset())
+    if op == Op.ATTENTION and args.get("rope") == "template":
+        code -= {"RotaryPositionalEmbedding"}
+    if op == Op.MODEL_LOGITS and args.get("substitute_norm"):
+        code -= {"RMSNorm"}
+    return code
+
 MAX_FRAME_BYTES = 256 * 1024 * 1024
 _HEADER = struct.Struct(">Q")
 
