@@ -119,3 +119,37 @@ def test_without_arguments_outside_gradescope_it_explains_and_changes_nothing(tm
     assert "--submission PATH --results FILE" in completed.stderr
     assert "nothing was changed" in completed.stderr
     assert sorted(str(path) for path in tmp_path.rglob("*")) == before
+
+
+def test_a_restarted_worker_that_fails_once_to_start_is_started_again(tmp_path):
+    """As on a machine busy with other gradings: the worker's second start (a restart after the
+    submission's os._exit) fails; the grader starts it once more instead of calling the whole
+    grading its own fault. Without namespaces, so that the worker reaches the launcher."""
+    public = tempfile.mkdtemp(prefix="scratch1-public-")
+    try:
+        os.chmod(public, 0o1777)  # the launcher counts the starts there, as the worker's uid
+        launcher = os.path.join(public, "python3")
+        with open(launcher, "w") as file:  # run by the kernel (exec by a shell may be refused)
+            file.write(f"#!{sys.executable}\nimport os, runpy, sys\n"
+                       f"starts = len(os.listdir({public!r})) - 1\n"
+                       f"open(os.path.join({public!r}, f'start-{{starts}}'), 'w').close()\n"
+                       "if starts == 1:\n    sys.exit(3)\n"
+                       "sys.dont_write_bytecode, sys.argv = True, sys.argv[-1:]\n"
+                       "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+        os.chmod(launcher, 0o755)
+        submission = tmp_path / "backbone.py"
+        with open(os.path.join(KIT, "reference", "backbone.py")) as file:
+            submission.write_text(file.read() + "\n\nimport os as _os\n"
+                                  "RMSNorm.forward = lambda self, x: _os._exit(0)\n")
+        results_path = tmp_path / "results.json"
+        completed = subprocess.run([RUN_AUTOGRADER, "--submission", str(submission), "--results",
+                                    str(results_path), "--only", "rmsnorm"], capture_output=True,
+                                   text=True, timeout=300,
+                                   env=_environment(SCRATCH1_WORKER_PYTHON=launcher, SCRATCH1_NAMESPACES="none"))
+    finally:
+        shutil.rmtree(public)
+    document = json.loads(results_path.read_text())
+    assert completed.returncode == 0 and "internal error" not in json.dumps(document), completed.stderr[-3000:]
+    assert "a restarted worker failed its preflight, started again" in completed.stdout + completed.stderr
+    rmsnorm = [t for t in document["tests"] if t["tags"] == ["rmsnorm"]]
+    assert rmsnorm and all("the worker process ended with status 0" in t["output"] for t in rmsnorm), rmsnorm

@@ -3,6 +3,7 @@ run (preflight), imports the submission, sends requests under the time budget, a
 after a timeout, a crash, a malformed reply or used-up memory (the next request gets a fresh
 worker that imports the submission again)."""
 
+import sys
 import time
 
 from ..worker.protocol import Op, student_code
@@ -78,7 +79,7 @@ class Worker:
             return wire.exchange(self.process, request, seconds, what)
         except WorkerFailure as failure:
             self.stop()
-            if failure.kind == "timeout":
+            if failure.kind == "timeout" and request["op"] != Op.PREFLIGHT:  # not the student's time
                 self.budget.record_timeout(time.monotonic() - started,
                                            student_code(request["op"], request["args"]), str(failure))
             raise
@@ -97,8 +98,7 @@ class Worker:
             self.budget.refuse_when_out_of_time()
             if self.load_reply is not None:
                 self.restarts += 1
-            self.process = WorkerProcess(self.submission_file, self.limits)
-            self._preflight()
+            self._start()
             try:
                 self.load_reply = self._exchange({"op": Op.LOAD, "args": {}},
                                                  *self.budget.import_limit(self.import_timeout))
@@ -109,6 +109,22 @@ class Worker:
         if isinstance(error, dict) and error.get("internal") is True:  # the kit's code failed
             raise GraderError(error)
         return self.load_reply
+
+    def _start(self) -> None:
+        """A fresh worker that passed its preflight. A restart whose preflight fails, after a
+        first start that passed, is tried once more before the grader is blamed: on a machine
+        busy with other gradings a start can be starved or cut off once."""
+        try:
+            self.process = WorkerProcess(self.submission_file, self.limits)
+            self._preflight()
+        except WorkerStartError as error:
+            if self.ready is None:
+                raise
+            print(f"a restarted worker failed its preflight, started again: {error}", file=sys.stderr)
+            self.start_error = None
+            self.stop()
+            self.process = WorkerProcess(self.submission_file, self.limits)
+            self._preflight()
 
     def _preflight(self) -> None:
         """Before the submission is imported, the fresh worker must answer `preflight`: proof
