@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from autograder.sandbox import identity
+from autograder.sandbox import identity, protections
 
 ROOT = os.geteuid() == 0
 KIT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,3 +62,19 @@ def test_cleanup_reaches_only_its_own_processes_and_files():
             process.kill()
             process.wait()
         shutil.rmtree(shared)
+
+
+def test_a_batch_without_namespaces_warns_when_the_worker_can_read_the_kit(tmp_path):
+    (tmp_path / "in").mkdir()
+    shutil.copy(os.path.join(KIT, "student", "backbone.py"), tmp_path / "in" / "template.py")
+    environment = dict(os.environ, SCRATCH1_NAMESPACES="none",
+                       PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    completed = subprocess.run([os.path.join(KIT, "run_autograder"), "--batch", str(tmp_path / "in"),
+                                "--out", str(tmp_path / "out"), "--only", "interface"],
+                               capture_output=True, text=True, timeout=300, env=environment)
+    reference = os.path.join(KIT, "reference", "backbone.py")
+    readable = protections.readable_by_others(reference) if ROOT else os.access(reference, os.R_OK)
+    warned = "WARNING: the worker can read the reference solution" in completed.stderr
+    assert warned == readable, completed.stderr[-3000:]
+    if readable:  # before the grading starts and again after the score table
+        assert completed.stderr.count(f"    {os.path.realpath(KIT)}\n") == 2, completed.stderr[-3000:]

@@ -2,6 +2,7 @@
 
 import os
 import stat
+import subprocess
 
 from .isolation import KIT_ROOT, namespaces, worker_user
 from .limits import Limits
@@ -22,6 +23,42 @@ def readable_by_others(path: str) -> bool:
         return bool(os.stat(path).st_mode & stat.S_IROTH)
     except OSError:
         return False
+
+
+def _checkouts() -> list:
+    """This kit and the other checkouts of it a TA's machine is likely to hold: its git
+    worktrees and the folders beside it that hold a reference solution."""
+    found = [KIT_ROOT]
+    try:
+        listing = subprocess.run(["git", "-C", KIT_ROOT, "worktree", "list", "--porcelain"],
+                                 capture_output=True, text=True, timeout=10).stdout
+        found += [line.split(" ", 1)[1] for line in listing.splitlines() if line.startswith("worktree ")]
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    parent = os.path.dirname(KIT_ROOT)
+    try:
+        found += [os.path.join(parent, name) for name in sorted(os.listdir(parent))]
+    except OSError:
+        pass
+    return [path for path in dict.fromkeys(os.path.realpath(p) for p in found)
+            if os.path.isfile(os.path.join(path, "reference", "backbone.py"))]
+
+
+def readable_checkouts() -> list:
+    """The checkouts of the kit (this one, its worktrees, its neighbours) whose reference
+    solution the worker could read: none under bubblewrap (it sees no folder of ours); without
+    it, those its file permissions leave open to the worker's ids (unshare hides this kit only)."""
+    spaces = namespaces()
+    if spaces == "bwrap":
+        return []
+    exposed = []
+    for path in _checkouts():
+        if spaces and path == os.path.realpath(KIT_ROOT):
+            continue
+        secret = os.path.join(path, "reference", "backbone.py")
+        if readable_by_others(secret) if worker_user() else os.access(secret, os.R_OK):
+            exposed.append(path)
+    return exposed
 
 
 def describe(limits: Limits) -> list:

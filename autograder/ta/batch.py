@@ -38,6 +38,7 @@ import time
 from dataclasses import dataclass
 
 from .. import kit_version, results, rubric
+from ..sandbox import protections
 from . import html_report
 
 KIT = kit_version.KIT
@@ -285,6 +286,9 @@ def run(folder: str, out: str, jobs: int, regrade: bool = False, only=None, engi
         return 2
     for sub in ("results", "logs"):
         os.makedirs(os.path.join(out, sub), exist_ok=True)
+    exposed = _exposed_kits_warning()
+    if exposed:
+        print(exposed, file=sys.stderr)
     submissions = find(folder, out)
     kit = kit_version.fingerprint()
     kits = {s.name: graded_with(s, out, only) for s in submissions}
@@ -318,4 +322,19 @@ def run(folder: str, out: str, jobs: int, regrade: bool = False, only=None, engi
     failed = [s.name for s in submissions if s.error]
     print(f"summary: {os.path.join(out, 'summary.csv')}\nreport:  {index}"
           + (f"\nnot graded ({len(failed)}): {', '.join(failed)}" if failed else ""), file=sys.stderr)
+    if exposed:
+        print(exposed, file=sys.stderr)
     return 1 if failed else 0
+
+
+def _exposed_kits_warning() -> str:
+    """A loud warning, when the worker could read a reference solution on this machine, else ''."""
+    exposed = protections.readable_checkouts()
+    if not exposed:
+        return ""
+    lines = "\n".join(f"    {path}" for path in exposed)
+    return ("!" * 78 + "\nWARNING: the worker can read the reference solution of these checkouts of the kit "
+            "(no bubblewrap here), so a submission could copy it and score 100:\n" + lines +
+            "\nFix: install bubblewrap, or make them unreadable to other users (as root, e.g. "
+            "`chmod -R o-rwx CHECKOUT/reference CHECKOUT/autograder CHECKOUT/tests CHECKOUT/.git`: "
+            "the worker runs under ids of its own, which own nothing).\n" + "!" * 78)
