@@ -3,11 +3,12 @@ run (preflight), imports the submission, sends requests under the time budget, a
 after a timeout, a crash, a malformed reply or used-up memory (the next request gets a fresh
 worker that imports the submission again)."""
 
+import os
 import sys
 import time
 
 from ..worker.protocol import Op, student_code
-from . import identity, wire
+from . import cgroup, identity, wire
 from .budget import TimeBudget
 from .errors import GraderError, StudentError, WorkerFailure, WorkerStartError
 from .isolation import worker_python
@@ -38,6 +39,7 @@ class Worker:
         self.load_reply = None  # the import's reply, or the WorkerFailure it ended in
         self.logs = []  # what each stopped worker printed
         self.restarts = 0
+        self.cgroup = None  # the grading's worker cgroup, made at the first start where possible
 
     def begin_check(self, name: str, seconds: float) -> None:
         """A check (one rubric rule: the cases of a parametrized test run one after the other)
@@ -57,14 +59,11 @@ class Worker:
             self.process = None
 
     def close(self) -> None:
-        """The grading is over: stop the worker and remove every file its ids left in the
-        world-writable folders (/tmp, /dev/shm...), which would otherwise outlive the grading
-        where the worker shares them (no namespaces). Within a grading they may carry state from
-        one worker to the next, as its own memory would."""
+        """The grading is over: stop the worker and remove its cgroup."""
         self.stop()
-        drawn = identity.current()
-        if drawn:
-            identity.remove_files(drawn)
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
 
     def captured_output(self) -> str:
         """What every worker of this grading printed, each cut to limits.output_chars."""
@@ -114,8 +113,11 @@ class Worker:
         """A fresh worker that passed its preflight. A restart whose preflight fails, after a
         first start that passed, is tried once more before the grader is blamed: on a machine
         busy with other gradings a start can be starved or cut off once."""
+        if self.cgroup is None and identity.current():
+            self.cgroup = cgroup.WorkerCgroup.create(f"scratch1-worker-{os.getpid()}",
+                                                     self.limits.memory_bytes, self.limits.processes)
         try:
-            self.process = WorkerProcess(self.submission_file, self.limits)
+            self.process = WorkerProcess(self.submission_file, self.limits, self.cgroup)
             self._preflight()
         except WorkerStartError as error:
             if self.ready is None:
@@ -123,7 +125,7 @@ class Worker:
             print(f"a restarted worker failed its preflight, started again: {error}", file=sys.stderr)
             self.start_error = None
             self.stop()
-            self.process = WorkerProcess(self.submission_file, self.limits)
+            self.process = WorkerProcess(self.submission_file, self.limits, self.cgroup)
             self._preflight()
 
     def _preflight(self) -> None:

@@ -20,7 +20,7 @@ class Cgroup:
     version: int
 
 
-def _mounts() -> list:
+def mounts() -> list:
     """(mount root within the hierarchy, mount point, fs type, super options) per cgroup mount."""
     found = []
     try:
@@ -35,7 +35,7 @@ def _mounts() -> list:
     return found
 
 
-def _controllers(mount_point: str) -> list:
+def controllers(mount_point: str) -> list:
     try:
         with open(os.path.join(mount_point, "cgroup.controllers")) as file:
             return file.read().split()
@@ -56,12 +56,12 @@ def memory_cgroup(pid="self"):
             paths[2] = path
         elif "memory" in controllers.split(","):
             paths[1] = path
-    for mount_root, mount_point, kind, options in _mounts():
+    for mount_root, mount_point, kind, options in mounts():
         version = 2 if kind == "cgroup2" else 1
         if version == 1 and "memory" not in options:
             continue
         path = paths.get(version)
-        if path is None or (version == 2 and "memory" not in _controllers(mount_point)):
+        if path is None or (version == 2 and "memory" not in controllers(mount_point)):
             continue  # a hybrid system's v2 hierarchy without the memory controller
         relative = os.path.relpath(path, mount_root) if path.startswith(mount_root) else "."
         directory = os.path.normpath(os.path.join(mount_point, relative))

@@ -106,14 +106,23 @@ def _sandbox_folder(submission_file: str) -> str:
     return sandbox
 
 
+def _in_the_child(limits: Limits, cgroup) -> None:
+    """Between fork and exec, as root: the worker's resource limits, and its cgroup."""
+    isolation.limit_resources(limits)
+    if cgroup is not None:
+        cgroup.join()
+
+
 class WorkerProcess:
     """`python -I -B worker/__main__.py`, started at construction in a fresh sandbox folder with
     a scrubbed environment; requests go to `stdin`, replies come from `stdout` (file
     descriptors, stdin non-blocking), what it prints on stderr is kept, cut to
-    limits.output_chars. `out_of_memory`: the submission ran out of memory in this process."""
+    limits.output_chars. `out_of_memory`: the submission ran out of memory in this process.
+    `cgroup`: the grading's worker cgroup it starts in (cgroup.py), if any."""
 
-    def __init__(self, submission_file: str, limits: Limits):
+    def __init__(self, submission_file: str, limits: Limits, cgroup=None):
         self.limits = limits
+        self.cgroup = cgroup
         self.out_of_memory = False
         self.output_text = None  # what it printed, once stopped
         self.sandbox = _sandbox_folder(submission_file)
@@ -128,12 +137,13 @@ class WorkerProcess:
         for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
             if name in os.environ:
                 environment[name] = os.environ[name]
-        self.oom_kills = memory.oom_kills()  # the cgroup's OOM-kill count when it started
+        self.oom_kills = memory.oom_kills()  # the cgroups' OOM-kill counts when it started
+        self.own_oom_kills = cgroup.oom_kills() if cgroup else None
         self.popen = subprocess.Popen(
             isolation.worker_command(self.sandbox),
             cwd=work, env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, start_new_session=True,
-            preexec_fn=functools.partial(isolation.limit_resources, limits),
+            preexec_fn=functools.partial(_in_the_child, limits, cgroup),
         )
         self.stdin = self.popen.stdin.fileno()
         self.stdout = self.popen.stdout.fileno()
@@ -179,10 +189,15 @@ class WorkerProcess:
     def _kill_stragglers() -> None:
         """Children that left the process group (setsid). In a PID namespace the kernel has
         killed them already; without one, as root, every process of this grading's worker uid
-        goes (no other grading's: identity.py)."""
+        goes (no other grading's: identity.py). Without bubblewrap's private /tmp, every file
+        its uid left in the world-writable folders (/tmp, /dev/shm...) goes too: the next worker
+        starts from nothing, as under bubblewrap, and memory-backed files stop counting against
+        the memory of the next."""
         drawn = identity.current()
         if drawn and not isolation.namespaces():
             identity.kill_processes(drawn)
+        if drawn and isolation.namespaces() != "bwrap":
+            identity.remove_files(drawn)
 
     def ended(self) -> WorkerFailure:
         """Why the worker closed its pipes, as the failure to raise; it is stopped."""
@@ -193,6 +208,12 @@ class WorkerProcess:
             return WorkerFailure("crash", "the worker process closed its connection to the grader")
         self.stop()
         kills = memory.oom_kills()
+        own = self.cgroup.oom_kills() if self.cgroup else None
+        if own is not None and self.own_oom_kills is not None and own > self.own_oom_kills:
+            return WorkerFailure("memory", "your code ran out of memory: the kernel's out-of-memory "
+                                           "killer stopped the worker when its memory, files it "
+                                           "wrote to memory-backed folders (/dev/shm) included, "
+                                           f"was used up ({self.limits.memory_text()})")
         if kills is not None and self.oom_kills is not None and kills > self.oom_kills:
             # the kernel's own record: a SIGKILL (seen as such, or as the exit status unshare
             # or setpriv turn it into) while the container's memory was used up

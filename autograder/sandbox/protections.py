@@ -4,6 +4,7 @@ import os
 import stat
 import subprocess
 
+from . import cgroup
 from .isolation import KIT_ROOT, namespaces, worker_user
 from .limits import Limits
 
@@ -83,6 +84,17 @@ def describe(limits: Limits) -> list:
         active.append("NOT dropped to an unprivileged user (the grader is not root, or found no free "
                       "ids): the worker "
                       "can write what this user can write")
+    version = cgroup.supported() if user else 0
+    if version:
+        active.append(f"a cgroup v{version} of its own: its memory limit counts the files it writes "
+                      "to memory-backed folders (/dev/shm, a tmpfs /tmp), its process limit its "
+                      "threads")
+    elif spaces == "bwrap":
+        active.append("/dev/shm not writable; its private /tmp is memory-backed and NOT counted in "
+                      "its memory limit (no cgroup of its own here)")
+    elif user:
+        active.append("files it writes to /dev/shm NOT counted in its memory limit (no cgroup of "
+                      "its own here), only removed when each worker stops")
     if spaces:
         active.append("network blocked, forked children contained and /proc private "
                       f"(network, PID and mount namespaces{', by bubblewrap' if spaces == 'bwrap' else ''}"
