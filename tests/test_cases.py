@@ -5,10 +5,13 @@ reference (exact (old, new) replacements, as in variants.py; each case was the r
 one small change), `must_lose`
 the categories that must lose points, `must_keep_full` those that must keep every point, and
 `messages`, phrases that must appear in the output of the tests named there ("*" for any test),
-so a right score with a wrong explanation still fails. Each case stands for a kind of fault;
+so a right score with a wrong explanation still fails, and `concurrent_copies`, how many copies
+are graded at the same time, each held to the same expectations (one grading's processes must
+never count against another's). Each case stands for a kind of fault;
 its other members are mutants and alternatives in variants.py.
 """
 
+import concurrent.futures
 import json
 import os
 
@@ -19,7 +22,7 @@ from variants import Variant
 
 CASES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cases")
 # Cases graded in the default run (CI); the rest run with -m slow.
-CORE = {"rope_schedule", "pandas_import", "optimizer_ignored"}
+CORE = {"rope_schedule", "pandas_import", "optimizer_ignored", "threads_at_import"}
 
 
 def _cases():
@@ -46,7 +49,16 @@ def test_case_loses_only_its_own_categories_and_says_why(name, tmp_path):
     expect = _expect(name)
     if expect.get("box"):
         pytest.skip("graded inside Gradescope's default box: tests/test_box.py")
-    document = grade(case_file(name, tmp_path), tmp_path)
+    folders = [tmp_path / f"copy{n}" for n in range(expect.get("concurrent_copies", 1))]
+    for folder in folders:
+        folder.mkdir()
+    with concurrent.futures.ThreadPoolExecutor(len(folders)) as pool:
+        documents = list(pool.map(lambda folder: grade(case_file(name, folder), folder), folders))
+    for document in documents:
+        _check(name, expect, document)
+
+
+def _check(name: str, expect: dict, document: dict) -> None:
     totals = by_category(document)
     kept = [c for c in expect["must_lose"] if totals[c][0] >= totals[c][1]]
     lost = {c: totals[c] for c in expect["must_keep_full"] if totals[c][0] < totals[c][1]}

@@ -1,6 +1,7 @@
 """Each grading's worker has ids of its own (autograder/sandbox/identity.py): drawn unused,
 never another grading's, and the clean-up after a grading reaches its processes and files only."""
 
+import json
 import os
 import pwd
 import shutil
@@ -78,3 +79,66 @@ def test_a_batch_without_namespaces_warns_when_the_worker_can_read_the_kit(tmp_p
     assert warned == readable, completed.stderr[-3000:]
     if readable:  # before the grading starts and again after the score table
         assert completed.stderr.count(f"    {os.path.realpath(KIT)}\n") == 2, completed.stderr[-3000:]
+
+
+def _graded(path) -> dict:
+    with open(path) as file:
+        return json.load(file)
+
+
+def _environment(**extra) -> dict:
+    return dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"], **extra)
+
+
+@pytest.mark.skipif(not ROOT, reason="without root every worker runs as this user")
+def test_the_kill_all_of_one_grading_never_reaches_another(tmp_path):
+    """Without namespaces, each stop of a worker kills every process of its uid. Grading A's
+    worker waits in its import until grading B is over (B's worker stopped, its uid's processes
+    killed): A must not notice."""
+    shared = tempfile.mkdtemp(prefix="scratch1-shared-")
+    os.chmod(shared, 0o1777)
+    with open(os.path.join(KIT, "reference", "backbone.py")) as file:
+        reference = file.read()
+    started, done = os.path.join(shared, "a-started"), os.path.join(shared, "b-done")
+    (tmp_path / "a.py").write_text(
+        reference + f"\n\nimport os as _os, time as _time\nopen({started!r}, 'w').close()\n"
+        f"for _ in range(250):\n    if _os.path.exists({done!r}):\n        break\n    _time.sleep(0.1)\n")
+    environment = _environment(SCRATCH1_NAMESPACES="none")
+
+    def command(name, category):
+        submission = tmp_path / "a.py" if name == "a" else os.path.join(KIT, "reference", "backbone.py")
+        return [os.path.join(KIT, "run_autograder"), "--submission", str(submission),
+                "--results", str(tmp_path / f"{name}.json"), "--only", category]
+
+    try:
+        a = subprocess.Popen(command("a", "rmsnorm"), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=environment)
+        deadline = time.monotonic() + 120
+        while not os.path.exists(started) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert os.path.exists(started), "grading A's worker never imported the submission"
+        subprocess.run(command("b", "interface"), capture_output=True, timeout=300, env=environment)
+        b_overlapped = a.poll() is None  # A was still being graded after B's last kill-all
+        open(done, "w").close()
+        assert a.wait(timeout=300) == 0
+    finally:
+        shutil.rmtree(shared)
+    assert b_overlapped
+    assert _graded(tmp_path / "b.json")["score"] == 5
+    a_document = _graded(tmp_path / "a.json")
+    assert [t["score"] for t in a_document["tests"]] == [t["max_score"] for t in a_document["tests"]], a_document
+
+
+@pytest.mark.slow  # ~80 s on 2 cores: 4 full gradings at once; the default run grades 2 copies (test_cases.py)
+def test_a_batch_of_identical_thread_using_copies_scores_them_all_alike(tmp_path):
+    from test_cases import case_file
+    (tmp_path / "in").mkdir()
+    for n in range(4):
+        (tmp_path / f"copy{n}").mkdir()
+        shutil.copy(case_file("threads_at_import", tmp_path / f"copy{n}"), tmp_path / "in" / f"copy{n}.py")
+    completed = subprocess.run([os.path.join(KIT, "run_autograder"), "--batch", str(tmp_path / "in"),
+                                "--out", str(tmp_path / "out"), "--jobs", "4"], capture_output=True,
+                               text=True, timeout=900, env=_environment())
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    scores = [_graded(tmp_path / "out" / "results" / f"copy{n}.json")["score"] for n in range(4)]
+    assert scores == [100.0] * 4, scores
