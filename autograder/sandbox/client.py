@@ -6,7 +6,7 @@ worker that imports the submission again)."""
 import time
 
 from ..worker.protocol import Op
-from . import wire
+from . import confinement, wire
 from .budget import TimeBudget
 from .errors import GraderError, StudentError, WorkerFailure, WorkerStartError
 from .isolation import worker_python
@@ -34,6 +34,7 @@ class Worker:
         self.process = None  # the running WorkerProcess, if any
         self.start_error = None  # a WorkerStartError once a worker failed its preflight
         self.ready = None  # the first preflight's reply: python, torch, its build (for the TA)
+        self.confinement = None  # what of the worker's own confinement held (confinement.Judged)
         self.load_reply = None  # the import's reply, or the WorkerFailure it ended in
         self.logs = []  # what each stopped worker printed
         self.restarts = 0
@@ -105,8 +106,10 @@ class Worker:
         it raises WorkerStartError, remembered so that every later check reports the same cause."""
         python = worker_python()
         try:
-            reply = self._exchange({"op": Op.PREFLIGHT, "args": {}}, self.start_timeout,
-                                   f"the worker's start time limit of {self.start_timeout:g} s")
+            with confinement.planted_file() as planted:  # issue 22: its confinement, checked
+                reply = self._exchange({"op": Op.PREFLIGHT, "args": {"planted": planted.path}},
+                                       self.start_timeout,
+                                       f"the worker's start time limit of {self.start_timeout:g} s")
         except WorkerFailure as failure:
             what = {"timeout": f"did not become ready within {self.start_timeout:g} s",
                     "protocol": "sent a malformed reply to the preflight"}.get(
@@ -126,6 +129,7 @@ class Worker:
             raise self.start_error
         if self.ready is None:
             self.ready = reply.get("result") or {}
+            self.confinement = confinement.judge(self.ready.get("confinement"), planted)
 
     def call(self, op: str, **args) -> wire.Reply:
         """Run `op` in the worker within the running check's time (begin_check first). Raises
