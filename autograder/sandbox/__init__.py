@@ -11,6 +11,8 @@ on it. One module per idea:
     isolation.py    the worker user, namespaces (bubblewrap, unshare), its command line, its
                     resource limits
     filesystem.py   the worker's view of the filesystem under bubblewrap
+    confinement.py  the worker's own confinement (worker/confine/): a file planted for its
+                    preflight to read, and the grader's judgement of what held
     protections.py  the isolation active here, in words, for the report
     limits.py       Limits, rubric.WORKER as a record, memory sized to the container (memory.py)
     memory.py       the container's memory and the kernel's OOM kills, from its cgroup
