@@ -92,8 +92,9 @@ gradescope_mode() {
     fi
     install_requirements python3 "${pip_options[@]}"
 
-    # 2. bubblewrap.
+    # 2. bubblewrap, and libseccomp (the worker's network filter where namespaces are refused).
     ensure_bubblewrap
+    ensure_libseccomp
 
     # 3. Lock-down. The grader copies the worker code and the submission into a fresh
     #    per-run sandbox, so nothing under source/ needs to be readable by the worker.
@@ -156,6 +157,17 @@ ensure_bubblewrap() {
         fi
     else
         say "note: bubblewrap (bwrap) is not installed; as root, 'apt-get install bubblewrap' hides the rest of the filesystem from the worker"
+    fi
+}
+
+# libseccomp (libseccomp2, which apt itself needs, so nearly always there): pyseccomp loads it for
+# the worker's network filter where the platform refuses namespaces (autograder/worker/confine/).
+ensure_libseccomp() {
+    if ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2'; then
+        say "libseccomp present"
+    elif ! { run apt-get update -qq &&
+             run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libseccomp2; }; then
+        say "warning: libseccomp2 could not be installed: without namespaces the worker's network stays open"
     fi
 }
 

@@ -189,7 +189,7 @@ def _summary(found: intake.Intake, worker, entries: list, internal_errors: list)
 def _environment(worker, limits) -> dict:
     """For the TA, in results.json's extra_data: every isolation protection active (checked on
     this machine) and what the worker's preflight reported (its Python and torch)."""
-    environment = {"isolation": protections.describe(limits)}
+    environment = {"isolation": protections.describe(limits, worker.confinement if worker else None)}
     if worker is not None and worker.ready:
         environment["worker"] = {"python": worker.ready.get("python"), "torch": worker.ready.get("torch"),
                                  "grader_python": platform.python_version()}

@@ -35,7 +35,8 @@ def grade_reference(workdir: str) -> tuple:
     """(results document or None, the grader's output, seconds) for the reference."""
     results_path = os.path.join(workdir, "results.json")
     start = time.monotonic()
-    completed = subprocess.run([os.path.join(KIT, "run_autograder"), "--submission", REFERENCE,
+    # through bash, not the script's exec bit: Gradescope may unpack the zip without file modes
+    completed = subprocess.run(["bash", os.path.join(KIT, "run_autograder"), "--submission", REFERENCE,
                                 "--results", results_path], capture_output=True, text=True,
                                cwd=workdir, timeout=1800)
     seconds = time.monotonic() - start

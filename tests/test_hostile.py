@@ -14,6 +14,7 @@ import pathlib
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,15 +26,26 @@ import pytest
 from autograder import results, rubric
 from autograder.sandbox import isolation, protections
 from autograder.sandbox.limits import Limits
+from autograder.worker.confine import view
 from grading import KIT, REFERENCE, TEMPLATE, by_category
 from variants import VARIANTS
 
 HOSTILE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hostile")
 ISOLATED = isolation.worker_user() is not None  # root with the worker user: NPROC, files, user
 CONTAINED = bool(isolation.namespaces()) or ISOLATED  # no process outlives the worker
-# Under bubblewrap the worker sees no folder of ours: attacks on `shared` fail at the first write.
-PRIVATE_FILESYSTEM = isolation.namespaces() == "bwrap"
-HIDDEN = bool(isolation.namespaces()) or (ISOLATED and not any(
+
+
+def _landlock() -> bool:
+    try:
+        return view.abi() > 0
+    except OSError:
+        return False
+
+
+# Under bubblewrap, or Landlock where namespaces are refused (worker/confine/view.py), the worker
+# sees no folder of ours: attacks on `shared` fail at the first write.
+PRIVATE_FILESYSTEM = isolation.namespaces() == "bwrap" or _landlock()
+HIDDEN = bool(isolation.namespaces()) or PRIVATE_FILESYSTEM or (ISOLATED and not any(
     protections.readable_by_others(path) for path in protections.SECRETS))
 # What any grading must stay under here; Gradescope's 0.5 vCPU is ~2x slower on CPU-bound work,
 # and the worst case there is bounded by rubric.WORKER.total_seconds (see rubric.py).
@@ -411,14 +423,27 @@ def planted():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.mark.skipif(isolation.namespaces() != "bwrap", reason="only bubblewrap limits the worker's view "
-                    "of the filesystem; here files outside the kit are readable as their permissions allow")
+@pytest.mark.skipif(not PRIVATE_FILESYSTEM, reason="neither bubblewrap nor Landlock limits the worker's "
+                    "view of the filesystem here; files outside the kit are readable as their permissions allow")
 def test_files_planted_outside_the_kit_cannot_be_read(tmp_path, planted):
     secret, paths = planted
     graded = grade(tmp_path, source(_read(REFERENCE), "read_planted.py", planted=paths), only=("rmsnorm",))
     full_marks(graded, "rmsnorm")  # nothing was read, so nothing was raised
     assert secret not in graded.stdout and secret not in graded.text()
     assert all(f"could not read {path}" in graded.stdout for path in paths), graded.stdout[-2000:]
+    assert graded.seconds < QUICK
+
+
+def test_network_is_out_of_reach(tmp_path):
+    """Sockets of every network family and a connection to a port open on this machine, at
+    import and in forward: all refused (namespaces, or the worker's seccomp filter where they
+    are refused), so RMSNorm keeps its points."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        graded = grade(tmp_path, source(_read(REFERENCE), "network.py", port=listener.getsockname()[1]),
+                       only=("rmsnorm",))
+    assert "NETWORK-OPEN" not in graded.stdout, graded.stdout[-2000:]
+    assert "NETWORK-REFUSED import AF_INET" in graded.stdout and "NETWORK-REFUSED forward" in graded.stdout
+    full_marks(graded, "rmsnorm")
     assert graded.seconds < QUICK
 
 

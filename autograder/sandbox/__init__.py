@@ -13,6 +13,8 @@ on it. One module per idea:
     isolation.py    namespaces (bubblewrap, unshare), the worker's command line, its resource
                     limits
     filesystem.py   the worker's view of the filesystem under bubblewrap
+    confinement.py  the worker's own confinement (worker/confine/): a file planted for its
+                    preflight to read, and the grader's judgement of what held
     protections.py  the isolation active here, in words, for the report
     limits.py       Limits, rubric.WORKER as a record, memory sized to the container (memory.py)
     memory.py       the container's memory and the kernel's OOM kills, from its cgroup

@@ -8,7 +8,7 @@ import sys
 import time
 
 from ..worker.protocol import Op, student_code
-from . import cgroup, identity, wire
+from . import cgroup, confinement, identity, wire
 from .budget import TimeBudget
 from .errors import GraderError, StudentError, WorkerFailure, WorkerStartError
 from .isolation import worker_python
@@ -36,6 +36,7 @@ class Worker:
         self.process = None  # the running WorkerProcess, if any
         self.start_error = None  # a WorkerStartError once a worker failed its preflight
         self.ready = None  # the first preflight's reply: python, torch, its build (for the TA)
+        self.confinement = None  # what of the worker's own confinement held (confinement.Judged)
         self.load_reply = None  # the import's reply, or the WorkerFailure it ended in
         self.logs = []  # what each stopped worker printed
         self.restarts = 0
@@ -135,8 +136,10 @@ class Worker:
         it raises WorkerStartError, remembered so that every later check reports the same cause."""
         python = worker_python()
         try:
-            reply = self._exchange({"op": Op.PREFLIGHT, "args": {}}, self.start_timeout,
-                                   f"the worker's start time limit of {self.start_timeout:g} s")
+            with confinement.planted_file() as planted:  # issue 22: its confinement, checked
+                reply = self._exchange({"op": Op.PREFLIGHT, "args": {"planted": planted.path}},
+                                       self.start_timeout,
+                                       f"the worker's start time limit of {self.start_timeout:g} s")
         except WorkerFailure as failure:
             what = {"timeout": f"did not become ready within {self.start_timeout:g} s",
                     "protocol": "sent a malformed reply to the preflight"}.get(
@@ -156,6 +159,7 @@ class Worker:
             raise self.start_error
         if self.ready is None:
             self.ready = reply.get("result") or {}
+            self.confinement = confinement.judge(self.ready.get("confinement"), planted)
 
     def call(self, op: str, **args) -> wire.Reply:
         """Run `op` in the worker within the running check's time (begin_check first). Raises

@@ -13,26 +13,13 @@ isolation.py keeps the unshare path and, below it, permissions alone.
 
 import os
 import shutil
-import sys
 
-# The system's programs and shared libraries (merged-/usr systems have symlinks for the others).
-SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-# What the dynamic loader and libc read: the library cache, time zone, user and group names.
-SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
-                "/etc/passwd", "/etc/group", "/etc/nsswitch.conf")
+# One list for both views: what bubblewrap binds is what Landlock lets the worker read.
+from ..worker.confine.view import SYSTEM, SYSTEM_FILES, interpreter_paths
 
 
 def available() -> bool:
     return shutil.which("bwrap") is not None
-
-
-def interpreter_paths() -> list:
-    """Folders of the running interpreter: its prefixes (a venv and the Python it was made
-    from), the folder of its executable as given and as resolved, and its package folders."""
-    paths = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix,
-             os.path.dirname(sys.executable), os.path.dirname(os.path.realpath(sys.executable))}
-    paths.update(path for path in sys.path if path.endswith(("site-packages", "dist-packages")))
-    return sorted(path for path in paths if path and os.path.isdir(path))
 
 
 def _inside(path: str, folders) -> bool:

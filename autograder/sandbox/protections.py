@@ -5,6 +5,7 @@ import stat
 import subprocess
 
 from . import cgroup
+from .confinement import Judged, network_sentence, view_sentence
 from .isolation import KIT_ROOT, namespaces, worker_user
 from .limits import Limits
 
@@ -62,8 +63,10 @@ def readable_checkouts() -> list:
     return exposed
 
 
-def describe(limits: Limits) -> list:
-    """What isolation is active here, one sentence each, for the run's report."""
+def describe(limits: Limits, judged: Judged = None) -> list:
+    """What isolation is active here, one sentence each, for the run's report; `judged` is what
+    the worker's own confinement was found to hold in its preflight (confinement.py), None
+    when no worker started."""
     user, spaces = worker_user(), namespaces()
     active = [
         "separate worker process with a scrubbed environment and an empty working directory",
@@ -99,23 +102,29 @@ def describe(limits: Limits) -> list:
         active.append("network blocked, forked children contained and /proc private "
                       f"(network, PID and mount namespaces{', by bubblewrap' if spaces == 'bwrap' else ''}"
                       + ("" if user else ", in a user namespace") + ")")
-    elif user:
-        active.append("network NOT blocked (namespaces refused by the platform); forked "
-                      "children killed with every process of this grading's worker uid")
     else:
-        active.append("network NOT blocked and forked children only killed by process group "
-                      "(no namespaces available without root here)")
+        active.append("forked children killed with every process of this grading's worker uid "
+                      "(namespaces refused by the platform)" if user else "forked children only "
+                      "killed by process group (no namespaces available without root here)")
+    if judged is not None and (judged.network_blocked or not spaces):
+        active.append(network_sentence(judged))
+    elif not spaces:
+        active.append("network NOT blocked (namespaces refused by the platform)")
+    landlock = judged is not None and judged.view_restricted and not judged.landlock_problem
     if spaces == "bwrap":
         active.append("the kit (reference, grader, hidden tests) hidden from the worker, and the "
                       "rest of the filesystem too: it sees only the interpreter and its libraries "
                       "(read-only), its sandbox folder and a private /tmp (checked: a "
-                      "world-readable file planted in /tmp is out of its reach)")
-    elif spaces:
-        active.append("the kit (reference, grader, hidden tests) hidden from the worker; the "
-                      "rest of the filesystem (/tmp, /home...) readable where its permissions "
-                      "allow (bubblewrap unavailable or refused here)")
+                      "world-readable file planted in /tmp is out of its reach)"
+                      + (f"; Landlock (ABI {judged.landlock_abi}) too" if landlock else ""))
+    elif spaces or landlock:
+        active.append("the kit (reference, grader, hidden tests) hidden from the worker"
+                      + (" (an empty mount over each of its folders)" if spaces else " (outside its Landlock view)"))
     elif user and not any(readable_by_others(path) for path in SECRETS):
         active.append("the kit (reference, grader, hidden tests) unreadable to the worker's uid")
     else:
         active.append("the kit's reference and hidden tests are READABLE by the worker")
+    if spaces != "bwrap":
+        active.append(view_sentence(judged) if judged is not None else
+                      "the rest of the filesystem (/tmp, /home...) readable where its permissions allow")
     return active

@@ -26,6 +26,10 @@ if __name__ == "__main__":
     gc.disable()  # while torch loads; serve() freezes what it loaded and turns the collector on
     sandbox = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sys.path[:0] = [os.path.join(sandbox, "submission"), sandbox]
+    # Issue 22, network and view without namespaces: the worker confines itself while it is
+    # still one thread running only the kit's code (worker/confine/).
+    from worker import confine
+    confine.install(sandbox)
     frames_in, frames_out = _redirect_student_output()
     from worker.session import serve
 

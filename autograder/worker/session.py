@@ -22,6 +22,7 @@ import torch
 
 from . import devices, eager_dynamo, fault, protocol, stubs
 from .adapt.script_code import script_code_tolerated
+from .confine import probe
 from .protocol import Op
 
 OPS = {}
@@ -68,15 +69,17 @@ class MissingName(Exception):
 
 
 @op(Op.PREFLIGHT)
-def run_preflight(session: Session) -> dict:
+def run_preflight(session: Session, planted: str = "") -> dict:
     """Proof, before the submission is imported, that this interpreter runs torch under the
-    worker's limits (the grader sends it first to every fresh worker; see sandbox/client.py).
-    Returns {"python": version, "torch": version, "cuda": torch's CUDA version or None}."""
+    worker's limits (the grader sends it first to every fresh worker; see sandbox/client.py),
+    and what of its confinement held, with an attempt to read `planted`, a file the grader put
+    out of its reach. Returns {"python": version, "torch": version, "cuda": torch's CUDA
+    version or None, "confinement": confine.probe.report(planted)}."""
     product = float(torch.ones(8) @ torch.ones(8))
     if product != 8.0:
         raise RuntimeError(f"torch computes ones(8) @ ones(8) = {product}")
     return {"python": sys.version.split()[0], "torch": str(torch.__version__),
-            "cuda": torch.version.cuda}
+            "cuda": torch.version.cuda, "confinement": probe.report(planted)}
 
 
 class BadRequest(Exception):
