@@ -95,6 +95,7 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
                     f"{len({name for name, _ in plugin.internal_errors})} check(s) failed inside "
                     "the grader; see the run's log")
         document.setdefault("extra_data", {}).update(_environment(worker, limits))
+        _claimed_faults(document, context.submission)
     except Exception as error:
         print(traceback.format_exc(), file=sys.stderr)
         document = results.internal_error(f"the grader crashed ({type(error).__name__}: {error}); "
@@ -112,8 +113,7 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
     for name, details in plugin.internal_errors:
         print(f"---- internal error of the grader in '{name}' ----\n{details}")
     document.setdefault("extra_data", {})["kit"] = kit_version.fingerprint()
-    results.write(document, results_path)
-    return document
+    return results.write(document, results_path)
 
 
 def _with_figures(tests: list, data: dict, figures_dir) -> list:
@@ -184,6 +184,20 @@ def _summary(found: intake.Intake, worker, entries: list, internal_errors: list)
         lines.append(f"Your code ran with Python {worker.ready.get('python')} and torch "
                      f"{worker.ready.get('torch')}, in a separate process with time and memory limits.")
     return "\n".join(lines)
+
+
+def _claimed_faults(document: dict, submission: Submission) -> None:
+    """The kit faults the worker claimed (errors it flagged "internal"), for the TA: in
+    extra_data and the run's log. Each failed its check in the submission's name
+    (checks/submission.py); a real one is a kit bug the self-test catches on the reference."""
+    if submission.claimed_count:
+        document.setdefault("extra_data", {})["claimed_kit_faults"] = {
+            "count": submission.claimed_count, "first": submission.claimed_faults}
+        print(f"---- the worker reported {submission.claimed_count} fault(s) of the kit's own "
+              "worker code; counted as the submission's failures (the submission's code can "
+              "forge such reports), first ones: ----")
+        for claim in submission.claimed_faults[:5]:
+            print(f"{claim['op']}: {claim['error'].get('kind')}: {claim['error'].get('message', '')[:500]}")
 
 
 def _environment(worker, limits) -> dict:

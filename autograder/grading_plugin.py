@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from . import results, rubric
+from .checks.submission import FAILURE_KINDS
 from .verdict import Failed, Verdict, from_message
 from .sandbox.errors import StudentError, WorkerFailure, WorkerStartError
 
@@ -128,8 +129,7 @@ class ResultsPlugin:
         if isinstance(error, StudentError):
             return Verdict(measured=f"the submission's code raised {error}", kind="raised")
         if isinstance(error, WorkerFailure):
-            kind = {"timeout": "timeout", "memory": "memory", "budget": "timeout"}.get(error.kind, "crashed")
-            return Verdict(measured=str(error), kind=kind)
+            return Verdict(measured=str(error), kind=FAILURE_KINDS.get(error.kind, "crashed"))
         if isinstance(error, WorkerStartError):  # the whole run becomes an internal error (cli.grade)
             return Verdict(measured=f"not graded: {results.INTERNAL_ERROR} ({error})", kind="internal")
         if excinfo.typename == "Failed" and "Timeout" in str(error):
