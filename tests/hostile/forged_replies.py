@@ -1,7 +1,7 @@
 # Hostile: rewrite the worker's replies on their way to the grader. The student's code runs in
 # the worker's process, so it can reach the worker's own modules through sys.modules and replace
-# the function that writes each reply frame. HOSTILE["forge"] names what it forges; HOSTILE["op"]
-# the op whose replies it changes (the import's reply is the op "load").
+# the function that writes each reply frame. HOSTILE["forges"] maps an op (the import's reply is
+# the op "load") to what its replies get (see _forge).
 import sys as _sys
 
 import torch as _torch
@@ -47,8 +47,8 @@ def _forged_out(out, forge):
 
 
 def _forge(reply):
-    forge = HOSTILE["forge"]
-    if not isinstance(reply, dict) or _last["op"] != HOSTILE.get("op", "rmsnorm"):
+    forge = HOSTILE["forges"].get(_last["op"])
+    if forge is None or not isinstance(reply, dict):
         return reply
     if forge == "internal" and not reply.get("ok"):  # "a fault of the kit's, not mine"
         reply["error"]["internal"] = True
@@ -56,10 +56,11 @@ def _forge(reply):
         reply["notes"] = list(reply.get("notes", [])) + [12345, ["a", "list"], {"a": "dict"}]
     elif forge == "shared_notes":
         reply["notes"] = [_nested_and_shared(60)] * 20
-    elif forge == "huge_error":
-        reply = {"ok": False, "notes": ["n" * 10**5] * 50, "memory": None,
-                 "error": {"kind": "K" * 10**5, "message": "E" * 10**7, "line": 10**30,
-                           "where": "W" * 10**6}}
+    elif forge in ("huge_error", "huge_error_frame"):  # the frame: above the structure limit
+        size = 10**7 if forge == "huge_error_frame" else 10**5
+        reply = {"ok": False, "notes": ["n" * 1000] * 50, "memory": None,
+                 "error": {"kind": "K" * 10**4, "message": "\x00" * size, "line": 10**30,
+                           "where": "W" * 10**4}}
     elif forge == "wrong_keys" and reply.get("ok"):
         reply["result"]["bogus"] = 1
         reply["result"].pop("grad_x", None)
@@ -72,7 +73,7 @@ def _forge(reply):
 
 def _write_frame(stream, message):
     _honest_write(stream, _forge(message))
-    if HOSTILE["forge"] == "extra_frame" and _last["op"] == HOSTILE.get("op", "rmsnorm"):
+    if HOSTILE["forges"].get(_last["op"]) == "extra_frame":
         _honest_write(stream, {"ok": True, "result": {}, "notes": [], "memory": None})
 
 
