@@ -62,12 +62,14 @@ class Worker:
         return "\n".join(self.logs + current)
 
     def _exchange(self, request: dict, seconds: float, what: str):
-        """wire.exchange; on a WorkerFailure the worker is stopped, a timeout counted."""
+        """wire.exchange; on a WorkerFailure the worker is stopped (but after a malformed
+        reply, a whole frame read), a timeout counted."""
         started = time.monotonic()
         try:
             return wire.exchange(self.process, request, seconds, what)
         except WorkerFailure as failure:
-            self.stop()
+            if failure.kind != "malformed":
+                self.stop()
             if failure.kind == "timeout":
                 self.budget.record_timeout(time.monotonic() - started)
             raise
@@ -106,6 +108,7 @@ class Worker:
             reply = self._exchange({"op": Op.PREFLIGHT, "args": {}}, self.start_timeout,
                                    f"the worker's start time limit of {self.start_timeout:g} s")
         except WorkerFailure as failure:
+            self.stop()
             what = {"timeout": f"did not become ready within {self.start_timeout:g} s",
                     "protocol": "sent a malformed reply to the preflight",
                     "malformed": "sent a malformed reply to the preflight"}.get(

@@ -13,8 +13,8 @@ class WorkerFailure(Exception):
     """The worker did not answer, or not acceptably; `kind` says how: "timeout", "crash",
     "memory", "protocol" (a malformed frame), "malformed" (a reply that does not fit its op's
     schema: sandbox/validation.py), or "budget" (the time was used up before the request was
-    sent). The submission's failure; the worker is stopped and the next request starts a fresh
-    one."""
+    sent). The submission's failure; the worker is stopped (but after "malformed": one whole
+    frame was read) and the next request starts a fresh one."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)

@@ -83,12 +83,14 @@ def exchange(process: WorkerProcess, request: dict, seconds: float, what: str) -
     """Send `request` and return its reply, decoded and validated (validation.reply), the two
     within `seconds` of wall-clock time; `what` names that limit in the timeout's message.
     Raises WorkerFailure: "timeout"; "protocol" (a frame that is not one: truncated, above
-    limits.reply_bytes, not plain data), "malformed" (a reply that does not fit the op's schema,
-    or a frame nobody asked for); or why the worker ended (process.ended) when it closed its
-    pipes. The caller stops the worker after any of them."""
+    limits.reply_bytes, not plain data; or a frame nobody asked for); "malformed" (one whole
+    frame, alone, that does not fit the op's schema); or why the worker ended (process.ended)
+    when it closed its pipes. The caller stops the worker after any of them but "malformed",
+    after which the two ends still agree on where the next frame starts."""
     deadline = time.monotonic() + seconds
     if _pending(process):
-        raise malformed("it sent a frame before the grader's request (an extra reply)")
+        raise WorkerFailure("protocol", f"{MALFORMED}: it sent a frame before the grader's "
+                                        "request (an extra reply)")
     _write(process, protocol.encode(request), deadline, what)
     header = _read(process, protocol.HEADER_BYTES, deadline, what)
     try:
@@ -101,7 +103,7 @@ def exchange(process: WorkerProcess, request: dict, seconds: float, what: str) -
     except MalformedReply as error:
         raise malformed(str(error))
     if _pending(process):
-        raise malformed("it sent more than one reply to one request")
+        raise WorkerFailure("protocol", f"{MALFORMED}: it sent more than one reply to one request")
     return answer
 
 
