@@ -25,6 +25,7 @@ import argparse
 import os
 import platform
 import sys
+import threading
 import time
 import traceback
 
@@ -71,6 +72,9 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
                         rubric.WORKER.start_timeout)
     context = GradingContext(found, worker)
     plugin = grading_plugin.ResultsPlugin(context, categories)
+    watchdog = threading.Timer(WRITE_BY_SECONDS, _out_of_time, (results_path, start, worker))
+    watchdog.daemon = True
+    watchdog.start()
     try:
         exit_code = pytest.main(
             [CHECKS, "-q", "-p", "no:cacheprovider", "--rootdir", CHECKS, "-c", os.devnull,
@@ -102,6 +106,7 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
                                           "the traceback is in the run's log",
                                           time.monotonic() - start)
     finally:
+        watchdog.cancel()
         if worker is not None:
             worker.stop()
             printed = worker.captured_output().strip("\n")
@@ -114,6 +119,26 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
         print(f"---- internal error of the grader in '{name}' ----\n{details}")
     document.setdefault("extra_data", {})["kit"] = kit_version.fingerprint()
     return results.write(document, results_path)
+
+
+# Gradescope stops a run at 10 minutes and then records 0 with no feedback. The worker's own
+# time is bounded well below (rubric.WORKER.total_seconds) and so is the grader's reading of each
+# reply (worker/protocol.py), so a grading still running here is stuck in the grader itself.
+WRITE_BY_SECONDS = 540.0
+
+
+def _out_of_time(results_path: str, start: float, worker) -> None:
+    """The watchdog's last resort (another thread): write an internal-error results.json, stop
+    the worker and end the process (status 1) while Gradescope still reads what it wrote."""
+    try:
+        cause = (f"the grading did not finish within {WRITE_BY_SECONDS:g} s (Gradescope stops at "
+                 "600 s), so it was stopped; the run's log shows where the grader was")
+        print(f"INTERNAL ERROR of the grader: {cause}", file=sys.stderr)
+        results.write(results.internal_error(cause, time.monotonic() - start), results_path)
+        if worker is not None:
+            worker.stop()
+    finally:
+        os._exit(1)
 
 
 def _with_figures(tests: list, data: dict, figures_dir) -> list:

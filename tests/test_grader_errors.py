@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import types
 
 import pytest
@@ -182,3 +183,23 @@ def test_a_class_that_does_not_take_the_templates_arguments_is_the_students():
 def test_a_missing_name_is_the_students():
     error = _error(_session(""), _rmsnorm_request())
     assert error["kind"] == "MissingName" and "internal" not in error, error
+
+
+# The grader stuck in a check of its own (a hang injected into Submission.call), with the
+# watchdog's deadline scaled down from 540 s to 5 s.
+STUCK_GRADER = """
+import sys, time
+from autograder import cli
+from autograder.checks.submission import Submission
+cli.WRITE_BY_SECONDS = 5.0
+Submission.call = lambda self, *args, **kwargs: time.sleep(10**6)
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_stuck_grader_still_writes_results_before_gradescope_stops_it(tmp_path):
+    start = time.monotonic()
+    completed, document, outputs = _grade_rmsnorm(tmp_path, STUCK_GRADER, REFERENCE)
+    assert completed.returncode == 1 and outputs == [], completed.stderr[-2000:]
+    assert "did not finish within 5 s" in document["extra_data"]["internal_error"], document
+    assert time.monotonic() - start < 60
