@@ -25,6 +25,7 @@ import argparse
 import os
 import platform
 import sys
+import threading
 import time
 import traceback
 
@@ -71,6 +72,9 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
                         rubric.WORKER.start_timeout)
     context = GradingContext(found, worker)
     plugin = grading_plugin.ResultsPlugin(context, categories)
+    watchdog = threading.Timer(WRITE_BY_SECONDS, _out_of_time, (results_path, start, worker))
+    watchdog.daemon = True
+    watchdog.start()
     try:
         exit_code = pytest.main(
             [CHECKS, "-q", "-p", "no:cacheprovider", "--rootdir", CHECKS, "-c", os.devnull,
@@ -95,12 +99,14 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
                     f"{len({name for name, _ in plugin.internal_errors})} check(s) failed inside "
                     "the grader; see the run's log")
         document.setdefault("extra_data", {}).update(_environment(worker, limits))
+        _claimed_faults(document, context.submission)
     except Exception as error:
         print(traceback.format_exc(), file=sys.stderr)
         document = results.internal_error(f"the grader crashed ({type(error).__name__}: {error}); "
                                           "the traceback is in the run's log",
                                           time.monotonic() - start)
     finally:
+        watchdog.cancel()
         if worker is not None:
             worker.close()
             printed = worker.captured_output().strip("\n")
@@ -112,8 +118,27 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
     for name, details in plugin.internal_errors:
         print(f"---- internal error of the grader in '{name}' ----\n{details}")
     document.setdefault("extra_data", {})["kit"] = kit_version.fingerprint()
-    results.write(document, results_path)
-    return document
+    return results.write(document, results_path)
+
+
+# Gradescope stops a run at 10 minutes and then records 0 with no feedback. The worker's own
+# time is bounded well below (rubric.WORKER.total_seconds) and so is the grader's reading of each
+# reply (worker/protocol.py), so a grading still running here is stuck in the grader itself.
+WRITE_BY_SECONDS = 540.0
+
+
+def _out_of_time(results_path: str, start: float, worker) -> None:
+    """The watchdog's last resort (another thread): write an internal-error results.json, stop
+    the worker and end the process (status 1) while Gradescope still reads what it wrote."""
+    try:
+        cause = (f"the grading did not finish within {WRITE_BY_SECONDS:g} s (Gradescope stops at "
+                 "600 s), so it was stopped; the run's log shows where the grader was")
+        print(f"INTERNAL ERROR of the grader: {cause}", file=sys.stderr)
+        results.write(results.internal_error(cause, time.monotonic() - start), results_path)
+        if worker is not None:
+            worker.stop()
+    finally:
+        os._exit(1)
 
 
 def _with_figures(tests: list, data: dict, figures_dir) -> list:
@@ -184,6 +209,20 @@ def _summary(found: intake.Intake, worker, entries: list, internal_errors: list)
         lines.append(f"Your code ran with Python {worker.ready.get('python')} and torch "
                      f"{worker.ready.get('torch')}, in a separate process with time and memory limits.")
     return "\n".join(lines)
+
+
+def _claimed_faults(document: dict, submission: Submission) -> None:
+    """The kit faults the worker claimed (errors it flagged "internal"), for the TA: in
+    extra_data and the run's log. Each failed its check in the submission's name
+    (checks/submission.py); a real one is a kit bug the self-test catches on the reference."""
+    if submission.claimed_count:
+        document.setdefault("extra_data", {})["claimed_kit_faults"] = {
+            "count": submission.claimed_count, "first": submission.claimed_faults}
+        print(f"---- the worker reported {submission.claimed_count} fault(s) of the kit's own "
+              "worker code; counted as the submission's failures (the submission's code can "
+              "forge such reports), first ones: ----")
+        for claim in submission.claimed_faults[:5]:
+            print(f"{claim['op']}: {claim['error'].get('kind')}: {claim['error'].get('message', '')[:500]}")
 
 
 def _environment(worker, limits) -> dict:

@@ -1,7 +1,8 @@
 """results.json: Gradescope's schema, built, checked and written only by the trusted grader.
 
 The write is atomic (a temporary file renamed over the target), so a reader never sees half a
-file. `internal_error` is the document of a grading the grader itself could not do (its worker
+file, and bounded: whatever a submission makes its replies say, the file written is at most
+MAX_RESULTS_BYTES, every string in it cut (bounded()). `internal_error` is the document of a grading the grader itself could not do (its worker
 could not start, a crash of the grader): it lists no test, so nothing is charged to the student,
 and says why in `extra_data.internal_error`, which batch grading and the exit code go by.
 """
@@ -17,6 +18,10 @@ from . import rubric
 STATUSES = ("passed", "failed")
 VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
 MAX_OUTPUT_CHARS = 8_000  # per test; Gradescope cuts whole outputs at 100,000 characters
+MAX_RESULTS_BYTES = 1_000_000  # the whole results.json as written
+EXTRA_CHARS = MAX_OUTPUT_CHARS  # a string in extra_data (the report keeps a test's text there)
+EXTRA_ITEMS = 200  # a list's or dict's items in extra_data
+EXTRA_DEPTH = 8  # nesting in extra_data
 # Output formats. Every output is plain text ("test_output_format": "text") except the test that
 # carries the figures: the convergence test gets "output_format": "html", its text in a <pre>
 # and the loss curve and attention maps as <img> with base64 data: URIs (Gradescope renders a
@@ -28,8 +33,23 @@ FIGURES_TEST = "test_convergence.py::test_heldout_loss"
 FIGURE_CHARS = 60_000
 
 
+CUT = "\n[... output cut by the grader]"
+
+
+def _encoded(text: str) -> int:
+    """The characters `text` takes in the JSON file (escapes included, without quotes)."""
+    return len(json.dumps(text)) - 2
+
+
 def clip(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 40] + "\n[... output cut by the grader]"
+    """`text`, cut so that it takes at most `limit` characters in results.json (a control or
+    non-ASCII character takes up to 6 there)."""
+    if len(text) <= limit and _encoded(text) <= limit:
+        return text
+    cut = text[: limit - len(CUT)]
+    while _encoded(cut) > limit - len(CUT):
+        cut = cut[: len(cut) * (limit - len(CUT)) // _encoded(cut) - 1]
+    return cut + CUT
 
 
 def test_entry(rule: rubric.Rule, number: str, fraction: float, output: str,
@@ -159,7 +179,54 @@ def extra_value(results: dict, key: str, default=None):
                  if key in (test.get("extra_data") or {})), default)
 
 
-def write(results: dict, path: str) -> None:
+def _clipped(value, chars: int, items: int, depth: int = 0):
+    """A copy of `value` (JSON data) with every string cut to `chars` (clip), every list and
+    dict to `items` items, nesting to EXTRA_DEPTH; anything else by its type's name."""
+    if isinstance(value, str):
+        return clip(value, chars)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if depth >= EXTRA_DEPTH or not isinstance(value, (dict, list, tuple)):
+        return f"[{type(value).__name__} cut by the grader]"
+    if isinstance(value, dict):
+        return {clip(str(key), 200): _clipped(item, chars, items, depth + 1)
+                for key, item in list(value.items())[:items]}
+    kept = [_clipped(item, chars, items, depth + 1) for item in value[:items]]
+    return kept + ([f"[... {len(value) - items} more cut by the grader]"] if len(value) > items else [])
+
+
+def _size(results: dict) -> int:
+    return len(json.dumps(results, indent=2))
+
+
+def bounded(results: dict) -> dict:
+    """`results` within MAX_RESULTS_BYTES as write() writes it: every output and extra_data
+    string cut (clip); if that is still too large, each test's extra_data is cut harder, then
+    dropped (the top level keeps its own, cut). Gradescope cuts a test's output at 100,000
+    characters: an html output (the figures) may use them."""
+    results = dict(results, output=clip(str(results.get("output", "")), 20_000))
+    tests = [dict(test, name=clip(str(test.get("name", "")), 500),
+                  output=clip(str(test.get("output", "")),
+                              100_000 if test.get("output_format") == "html" else MAX_OUTPUT_CHARS))
+             for test in results.get("tests", [])]
+    results["tests"] = tests
+    for chars, items in ((EXTRA_CHARS, EXTRA_ITEMS), (300, 10), (None, 10)):
+        for test in tests:
+            if "extra_data" in test:
+                if chars is None:
+                    del test["extra_data"]
+                else:
+                    test["extra_data"] = _clipped(test["extra_data"], chars, items)
+        if "extra_data" in results:
+            results["extra_data"] = _clipped(results["extra_data"], chars or 300, items)
+        if _size(results) <= MAX_RESULTS_BYTES:
+            break
+    return results
+
+
+def write(results: dict, path: str) -> dict:
+    """Write `results` to `path`, bounded (bounded()); returns what it wrote."""
+    results = bounded(results)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=".results-", suffix=".json")
@@ -167,3 +234,4 @@ def write(results: dict, path: str) -> None:
         json.dump(results, file, indent=2)
     os.chmod(temporary, 0o644)
     os.replace(temporary, path)
+    return results

@@ -59,6 +59,10 @@ def main() -> int:
               f"({seconds:.0f} s). The grader's output:\n{output[-4000:]}", file=sys.stderr)
         return 1
     cause = document.get("extra_data", {}).get("internal_error")
+    # What proves the kit's own worker code: on the reference, no fault of it may even be claimed.
+    claimed = document.get("extra_data", {}).get("claimed_kit_faults")
+    if claimed:
+        cause = f"the worker reported faults of the kit's own worker code: {claimed}"
     failed = [test for test in document["tests"] if test["status"] != "passed"]
     if cause or failed or document["score"] != 100:
         lines = [f"self-test: FAILED: the reference solution scored {document['score']:g} / 100 "

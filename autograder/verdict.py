@@ -34,6 +34,7 @@ KINDS = {
     "timeout": "the submission's code did not finish in time",
     "memory": "the submission's code ran out of memory",
     "crashed": "the worker running the submission's code died",
+    "malformed": "the submission's process sent a reply the grader cannot accept",
     "missing": "something the template defines is missing",
     "not_graded": "not graded because an earlier problem prevents it",
     "internal": "an internal error of the grader (not the student's fault)",

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import pytest
 
 from autograder import results, rubric
+from autograder.checks.submission import CLAIMED_FAULT
+from autograder.sandbox.wire import MALFORMED
 from autograder.sandbox import isolation, protections
 from autograder.sandbox.limits import Limits
 from autograder.worker.confine import view
@@ -484,4 +486,76 @@ def test_detecting_the_grader_gains_nothing(tmp_path):
     assert "USING THE REFERENCE" not in graded.stdout  # ... but the reference is out of reach
     assert "FOUND" not in graded.stdout  # ... and so is any expected answer
     assert graded.document["score"] == 5  # the template's: interface only
+    assert graded.seconds < QUICK
+
+
+# -- forged replies: the submission's process rewrites what the worker sends back ------------
+# (tests/hostile/forged_replies.py). The grader reads only what fits the op's schema
+# (sandbox/validation.py), charges the rest to the submission, and decides whose fault a failure
+# is itself: a fault of the kit's worker code that the worker claims is not taken on trust.
+
+def forged(base: str, **forges) -> str:
+    return source(base, "forged_replies.py", forges=forges)
+
+
+def test_forged_replies_are_the_submissions_failures(tmp_path):
+    # Before: the template's failing rmsnorm checks all said "the grader hit an internal error ...
+    # not your fault" (exit 1), and notes sharing one nested list kept the grader busy for
+    # minutes per reply (no results.json after 300 s).
+    graded = grade(tmp_path, forged(_read(TEMPLATE), rmsnorm="internal", rope="shared_notes"),
+                   only=("rmsnorm", "rope"))
+    zero(graded, "rmsnorm", "rope")
+    rmsnorm = [t["output"] for t in graded.document["tests"] if t["tags"] == ["rmsnorm"]]
+    assert all(CLAIMED_FAULT in output for output in rmsnorm), rmsnorm
+    assert f"{MALFORMED}: notes[0]: list, expected a str" in graded.outputs("rope")
+    extra = graded.document["extra_data"]
+    assert "internal_error" not in extra and extra["claimed_kit_faults"]["count"] >= 1, extra
+    assert graded.seconds < QUICK
+
+
+def test_a_non_string_note_in_the_import_reply_fails_the_import(tmp_path):
+    # Before: the grader crashed on it ("NOT GRADED", exit 1) once a check reported the note.
+    graded = grade(tmp_path, forged(_read(REFERENCE), load="note_objects"), only=("interface",))
+    found, compiles, imports, names = graded.document["tests"]
+    assert found["status"] == compiles["status"] == "passed"
+    assert f"{MALFORMED}: notes[0]: int, expected a str" in imports["output"], imports["output"]
+    assert MALFORMED in names["output"], names["output"]
+    assert graded.seconds < QUICK
+
+
+FORGED_RMSNORM = [
+    # (what the rmsnorm replies get, what the rmsnorm tests say: None when they must pass)
+    ("extra_frame", r"sent more than one reply to one request|sent a frame before the grader's request"),
+    ("wrong_keys", r"result: missing \['grad_x'\]; unknown keys 'bogus'"),
+    ("meta", r"result.out: a tensor on device meta"),
+    ("sparse", r"result.out: a torch.sparse_coo tensor"),
+    ("complex", r"result.out: a tensor of dtype torch.complex64"),
+    ("quantized", r"result.out: a quantized tensor"),
+    ("expanded", r"result.out: a tensor whose elements overlap"),
+    ("shared_storage", r"result.grad_x: the same object as another field"),
+    ("huge", r"shape \(3, 1048576\); expected shape"),  # accepted: the check reads its shape
+    ("noncontiguous", None),  # the same values, transposed in memory: copied, graded as they are
+    ("shared_notes", r"notes\[0\]: list, expected a str"),
+    ("huge_error_frame", r"a structure of \d+ kB \(all but the tensors' data\), above the"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("forge, message", FORGED_RMSNORM, ids=[f for f, _ in FORGED_RMSNORM])
+def test_each_kind_of_forged_reply_fails_only_with_a_message(tmp_path, forge, message):
+    graded = grade(tmp_path, forged(_read(REFERENCE), rmsnorm=forge), only=("rmsnorm",))
+    if message is None:
+        full_marks(graded, "rmsnorm")
+    else:  # a check that reads none of the forged fields may pass
+        score, maximum = graded.category("rmsnorm")
+        assert score < maximum and re.search(message, graded.outputs("rmsnorm")), graded.outputs("rmsnorm")
+    assert graded.seconds < QUICK
+
+
+@pytest.mark.slow
+def test_a_huge_error_text_leaves_results_small(tmp_path):
+    # Before: 10 MB of error text gave a 33 MB results.json (81.6 MB over every category).
+    graded = grade(tmp_path, forged(_read(REFERENCE), rmsnorm="huge_error"), only=("rmsnorm",))
+    zero(graded, "rmsnorm")
+    assert len(json.dumps(graded.document, indent=2)) < 50_000
     assert graded.seconds < QUICK

@@ -69,6 +69,22 @@ def test_write_is_atomic_json(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["results.json"]
 
 
+def test_written_results_are_bounded_whatever_the_texts(tmp_path):
+    # Error text a submission controls reaches verdicts (extra_data) and outputs: 8 MB of it per
+    # test, control characters included (6 characters each in JSON), must still give a file
+    # under the bound, schema-valid, its outputs cut where they say so.
+    document = _graded()
+    for test in document["tests"]:
+        test["output"] = "\x00" * 10**5
+        test["extra_data"]["verdicts"] = [{"measured": "E" * 10**6, "found": "\x01" * 10**5}] * 8
+    document["extra_data"] = {"claimed_kit_faults": {"first": [{"error": {"message": "M" * 10**6}}] * 20}}
+    path = tmp_path / "results.json"
+    written = results.write(document, str(path))
+    assert path.stat().st_size <= results.MAX_RESULTS_BYTES
+    assert json.loads(path.read_text()) == written and results.problems(written) == []
+    assert all(test["output"].endswith(results.CUT) for test in written["tests"])
+
+
 def test_visibility_policy_keeps_every_category_partly_visible():
     hidden = [rule for rule in rubric.RULES if rule.visibility != "visible"]
     assert hidden and all(rule.visibility == "after_due_date" for rule in hidden)

@@ -4,13 +4,24 @@ Tests never touch student code. They call methods here, which send one request t
 (autograder/worker/ops) and return its raw tensors. When the student's code raised, hung or
 crashed, the method fails the test with a Verdict that names the error and the line of
 backbone.py; when backbone.py could not be imported at all, every test points at that one error.
+
+Whose fault a failure is, is decided here, on the grader's side. Everything the worker returns
+once the submission is imported comes from the submission's process, whose code can reach the
+worker's own modules: a reply the grader cannot accept (sandbox/validation.py) and an error the
+worker flags "internal" (a fault of the kit's own worker code, worker/fault.py) both fail the
+check in the submission's name, with a message that says what was claimed. A claimed kit fault
+is kept in `claimed_faults` for the TA (results.json's extra_data, the run's log); the install's
+self-test, which grades the reference in the real sandbox, is what proves the kit's own worker
+code. Only what the grader detects itself is its own error (sandbox/errors.py).
 """
 
 from ..sandbox.errors import StudentError, WorkerFailure
 from ..verdict import Failed, Verdict, fail
 
 # WorkerFailure.kind -> Verdict.kind (any other: "crashed")
-FAILURE_KINDS = {"timeout": "timeout", "budget": "timeout", "hung": "timeout", "memory": "memory"}
+FAILURE_KINDS = {"timeout": "timeout", "budget": "timeout", "hung": "timeout", "memory": "memory",
+                 "malformed": "malformed", "protocol": "malformed"}
+MAX_CLAIMED_FAULTS = 20  # kept for the TA; more are counted
 
 
 def _failure(measured: str, failure: WorkerFailure):
@@ -22,9 +33,19 @@ def raised(what: str, error: str) -> Verdict:
     return Verdict(measured=f"{what} raised {error}", kind="raised")
 
 
+CLAIMED_FAULT = ("an error that your code's process reported as a fault of the grader's own worker "
+                 "code")
+
+
 def describe(error: dict) -> str:
-    """'RMSNorm.forward raised NotImplementedError: ... (backbone.py line 41: ...)'."""
+    """'RMSNorm.forward raised NotImplementedError: ... (backbone.py line 41: ...)'; for an
+    error the worker flags "internal", what it claimed, as a claim (see the module's docstring)."""
     kind, message = error.get("kind", "Error"), error.get("message", "")
+    if error.get("internal"):
+        return (f"{CLAIMED_FAULT} ({kind}: {message}). The grader cannot tell such a report from "
+                "code that changes the grader's worker, so it counts as your code's failure; if "
+                "your code does not touch the grader's worker, tell the course staff, who see "
+                "this report")
     location = ""
     if error.get("line"):
         location = f" (backbone.py line {error['line']}"
@@ -41,6 +62,8 @@ class Submission:
         self.unavailable = unavailable  # why there is nothing to grade, if so
         self.notes = []
         self._once = {}  # op -> (result or None, Verdict or None, notes) of call_once
+        self.claimed_faults = []  # {"op", "error"} of each error the worker flagged "internal"
+        self.claimed_count = 0
 
     # -- bookkeeping for the report plugin --------------------------------------------------
 
@@ -58,6 +81,14 @@ class Submission:
         if text not in self.notes:
             self.notes.append(text)
 
+    def _claimed(self, op: str, error: dict) -> None:
+        """Keep a kit fault the worker claimed (error["internal"]) for the TA."""
+        claim = {"op": op, "error": error}
+        if error.get("internal") and claim not in self.claimed_faults:
+            self.claimed_count += 1
+            if len(self.claimed_faults) < MAX_CLAIMED_FAULTS:
+                self.claimed_faults.append(claim)
+
     # -- requests -----------------------------------------------------------------------------
 
     def load(self) -> dict:
@@ -67,7 +98,9 @@ class Submission:
             reply = self.worker.ensure_loaded()
         except WorkerFailure as failure:
             _failure(f"importing backbone.py did not finish: {failure}", failure)
-        for text in reply.get("notes", []):
+        if not reply["ok"]:
+            self._claimed("load", reply["error"])
+        for text in reply["notes"]:
             self.note(text)
         return reply
 
@@ -96,6 +129,7 @@ class Submission:
                 fail(Verdict(measured="not graded: backbone.py could not be imported "
                                       f"({describe(error.error)}); see the test 'backbone.py imports'",
                              kind="not_graded"))
+            self._claimed(op, error.error)
             return None, describe(error.error)
         except WorkerFailure as failure:
             if self.worker.load_reply is failure:

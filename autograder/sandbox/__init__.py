@@ -5,6 +5,8 @@ on it. One module per idea:
                     restarts
     budget.py       the time budget: the whole grading, the timeouts' allowance, each check
     wire.py         one framed request and reply under a deadline; a reply as Reply or an error
+    validation.py   a decoded reply checked against its op's schema (worker/protocol.py), rebuilt
+                    from fresh objects, or refused as malformed
     errors.py       StudentError, WorkerFailure, GraderError, WorkerStartError
     process.py      one worker process: its sandbox folder, start, stop (every process of it
                     killed), why it ended, its output cut to a limit

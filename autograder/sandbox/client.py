@@ -1,13 +1,14 @@
 """The grader's handle on the worker: starts it when a request needs it, proves a fresh one can
 run (preflight), imports the submission, sends requests under the time budget, and restarts it
 after a timeout, a crash, a malformed reply or used-up memory (the next request gets a fresh
-worker that imports the submission again)."""
+worker that imports the submission again). Every reply it hands on was validated against its
+op's schema (wire.exchange)."""
 
 import os
 import sys
 import time
 
-from ..worker.protocol import Op, student_code
+from ..worker.protocol import REQUESTS, Op, student_code
 from . import cgroup, confinement, identity, wire
 from .budget import TimeBudget
 from .errors import GraderError, StudentError, WorkerFailure, WorkerStartError
@@ -72,13 +73,15 @@ class Worker:
         return "\n".join(self.logs + current)
 
     def _exchange(self, request: dict, seconds: float, what: str):
-        """wire.exchange; on a WorkerFailure the worker is stopped, a timeout counted and
-        charged to the student's code the request runs."""
+        """wire.exchange; on a WorkerFailure the worker is stopped (but after a malformed
+        reply, a whole frame read), a timeout counted and charged to the student's code the
+        request runs."""
         started = time.monotonic()
         try:
             return wire.exchange(self.process, request, seconds, what)
         except WorkerFailure as failure:
-            self.stop()
+            if failure.kind != "malformed":
+                self.stop()
             if failure.kind == "timeout" and request["op"] != Op.PREFLIGHT:  # not the student's time
                 self.budget.record_timeout(time.monotonic() - started,
                                            student_code(request["op"], request["args"]), str(failure))
@@ -105,9 +108,6 @@ class Worker:
             except WorkerFailure as failure:
                 self.load_reply = failure
                 raise
-        error = self.load_reply.get("error") if isinstance(self.load_reply, dict) else None
-        if isinstance(error, dict) and error.get("internal") is True:  # the kit's code failed
-            raise GraderError(error)
         return self.load_reply
 
     def _start(self) -> None:
@@ -141,8 +141,10 @@ class Worker:
                                        self.start_timeout,
                                        f"the worker's start time limit of {self.start_timeout:g} s")
         except WorkerFailure as failure:
+            self.stop()
             what = {"timeout": f"did not become ready within {self.start_timeout:g} s",
-                    "protocol": "sent a malformed reply to the preflight"}.get(
+                    "protocol": "sent a malformed reply to the preflight",
+                    "malformed": "sent a malformed reply to the preflight"}.get(
                         failure.kind, "exited before it was ready")
             output = self.logs[-1].strip() if self.logs else ""
             self.start_error = WorkerStartError(
@@ -150,20 +152,23 @@ class Worker:
                 f"its limits (memory {self.limits.memory_bytes // 2**20} MB); what it printed: "
                 f"{output[-1500:] or '(nothing)'}")
             raise self.start_error
-        if not (isinstance(reply, dict) and reply.get("ok")):
-            error = reply.get("error") if isinstance(reply, dict) else None
+        if not reply["ok"]:
             self.stop()
             self.start_error = WorkerStartError(
                 f"the worker process ({python}) started but failed its preflight: "
-                f"{error or reply!r:.1500}")
+                f"{reply['error']!r:.1500}")
             raise self.start_error
         if self.ready is None:
-            self.ready = reply.get("result") or {}
+            self.ready = reply["result"]
             self.confinement = confinement.judge(self.ready.get("confinement"), planted)
 
     def call(self, op: str, **args) -> wire.Reply:
         """Run `op` in the worker within the running check's time (begin_check first). Raises
-        StudentError, GraderError, WorkerFailure (wire.reply) or WorkerStartError."""
+        GraderError (a request that does not fit protocol.REQUESTS, found before it is sent),
+        StudentError, WorkerFailure (wire.reply) or WorkerStartError."""
+        problem = "no such op" if op not in REQUESTS else REQUESTS[op].problem(args)
+        if problem:
+            raise GraderError(f"the grader's request {op!r} does not fit the protocol: {problem}")
         if self.start_error is not None:
             raise self.start_error
         self.budget.refuse_when_out_of_time()
@@ -175,7 +180,7 @@ class Worker:
             raise StudentError(loaded["error"], loaded.get("notes", []))
         self.budget.refuse_when_out_of_time()
         answer = self._exchange({"op": op, "args": args}, *self.budget.request_limit())
-        if isinstance(answer, dict) and self.limits.memory_used_up(answer.get("memory")):
+        if self.limits.memory_used_up(answer["memory"]):
             self.stop()  # the next check gets a fresh worker with all its memory
         try:
             return wire.reply(answer, self.limits)

@@ -1,13 +1,21 @@
 """What a request to the worker can end in, other than a reply: the student's code raised
-(StudentError), the worker did not answer (WorkerFailure), the grader's own request was malformed
-(GraderError), or a fresh worker could not even start (WorkerStartError)."""
+(StudentError), the worker did not answer or answered what the grader cannot accept
+(WorkerFailure), the grader's own request was malformed (GraderError), or a fresh worker could
+not even start (WorkerStartError).
+
+Whose fault each is, is decided here on the grader's side, never by the worker: the worker is
+the student's process once the submission is imported, so nothing it says (an error's
+"internal" flag included) makes a failure the grader's. The grader's own are what it detects
+itself: GraderError, WorkerStartError, and an exception of a check (grading_plugin)."""
 
 
 class WorkerFailure(Exception):
-    """The worker did not answer; `kind` says how: "timeout", "crash", "memory", "protocol" (a
-    malformed frame), "budget" (the time was used up before the request was sent) or "hung" (not
-    sent: it runs code that already timed out, budget.py). The worker is stopped; the next
-    request starts a fresh one."""
+    """The worker did not answer, or not acceptably; `kind` says how: "timeout", "crash",
+    "memory", "protocol" (a malformed frame), "malformed" (a reply that does not fit its op's
+    schema: sandbox/validation.py), "budget" (the time was used up before the request was sent)
+    or "hung" (not sent: it runs code that already timed out, budget.py). The submission's
+    failure; the worker is stopped (but after "malformed": one whole frame was read) and the
+    next request starts a fresh one."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)
@@ -15,13 +23,9 @@ class WorkerFailure(Exception):
 
 
 class GraderError(Exception):
-    """The worker reported a fault of the kit's own: a request it refused as malformed (no such
-    op, arguments that do not fit it) or an exception of the kit's worker code (worker/fault.py),
-    never the student's. Carries the worker's error record."""
-
-    def __init__(self, error: dict):
-        super().__init__(f"the grader's worker code failed: {error.get('message', '')}")
-        self.error = error
+    """The grader's own request is malformed (no such op, arguments that do not fit its
+    protocol.REQUESTS entry): found on the grader's side before it is sent, never the
+    student's."""
 
 
 class StudentError(Exception):

@@ -1,6 +1,7 @@
 """One request and its reply over the worker's pipes (frames of ..worker.protocol), under a
-wall-clock deadline, and what the reply means: a Reply, or StudentError, GraderError,
-WorkerFailure (errors.py)."""
+wall-clock deadline, and what the reply means: a Reply, or StudentError, WorkerFailure
+(errors.py). A reply is read only through validation.py: decoded within bounds, checked against
+its op's schema, and anything else is a malformed reply, the submission's failure."""
 
 import os
 import selectors
@@ -8,15 +9,25 @@ import time
 from dataclasses import dataclass, field
 
 from ..worker import protocol
-from .errors import GraderError, StudentError, WorkerFailure
+from .errors import StudentError, WorkerFailure
 from .limits import Limits
 from .process import WorkerProcess
+from .validation import MalformedReply, reply as validated
 
 
 @dataclass
 class Reply:
     result: dict  # the op's result (tensors, numbers...)
     notes: list = field(default_factory=list)  # what the worker adapted or noticed, for the student
+
+
+MALFORMED = "your code's process returned a reply the grader cannot accept"
+
+
+def malformed(why: str) -> WorkerFailure:
+    """The failure of a request whose reply the grader cannot accept, charged to the submission:
+    only its process wrote the reply (its code can reach the worker's own modules)."""
+    return WorkerFailure("malformed", f"{MALFORMED}: {why}")
 
 
 def _timed_out(what: str):
@@ -56,33 +67,52 @@ def _read(process: WorkerProcess, count: int, deadline: float, what: str) -> byt
     return b"".join(chunks)
 
 
-def exchange(process: WorkerProcess, request: dict, seconds: float, what: str):
-    """Send `request` and return the decoded reply, the two within `seconds` of wall-clock time;
-    `what` names that limit in the timeout's message. Raises WorkerFailure: "timeout", "protocol"
-    (a malformed frame, or one above limits.reply_bytes), or why the worker ended (process.ended)
-    when it closed its pipes. The caller stops the worker after any of them."""
+def _pending(process: WorkerProcess) -> bool:
+    """Whether the worker has written something nobody asked for yet (raises why it ended
+    when what is there is the end of its output)."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(0):
+            return False
+    if not os.read(process.stdout, 1):
+        raise process.ended()
+    return True
+
+
+def exchange(process: WorkerProcess, request: dict, seconds: float, what: str) -> dict:
+    """Send `request` and return its reply, decoded and validated (validation.reply), the two
+    within `seconds` of wall-clock time; `what` names that limit in the timeout's message.
+    Raises WorkerFailure: "timeout"; "protocol" (a frame that is not one: truncated, above
+    limits.reply_bytes, not plain data; or a frame nobody asked for); "malformed" (one whole
+    frame, alone, that does not fit the op's schema); or why the worker ended (process.ended)
+    when it closed its pipes. The caller stops the worker after any of them but "malformed",
+    after which the two ends still agree on where the next frame starts."""
     deadline = time.monotonic() + seconds
+    if _pending(process):
+        raise WorkerFailure("protocol", f"{MALFORMED}: it sent a frame before the grader's "
+                                        "request (an extra reply)")
     _write(process, protocol.encode(request), deadline, what)
     header = _read(process, protocol.HEADER_BYTES, deadline, what)
     try:
-        length = protocol.decode_length(header)
-        if length > process.limits.reply_bytes:
-            raise protocol.ProtocolError(f"a reply of {length / 2**20:.0f} MB, above the "
-                                         f"{process.limits.reply_bytes // 2**20} MB limit")
-        return protocol.decode(_read(process, length, deadline, what))
+        length = protocol.decode_length(header, process.limits.reply_bytes)
+        answer = protocol.decode(_read(process, length, deadline, what), bounded=True)
     except protocol.ProtocolError as error:
-        raise WorkerFailure("protocol", f"the worker sent a malformed reply ({error})")
+        raise WorkerFailure("protocol", f"{MALFORMED}: a malformed frame ({error})")
+    try:
+        answer = validated(answer, request["op"])
+    except MalformedReply as error:
+        raise malformed(str(error))
+    if _pending(process):
+        raise WorkerFailure("protocol", f"{MALFORMED}: it sent more than one reply to one request")
+    return answer
 
 
-def reply(answer, limits: Limits) -> Reply:
-    """The Reply of an op's answer ({"ok", "result" | "error", "notes", "memory"}), or raises:
-    WorkerFailure "protocol" (the wrong shape) or "memory" (it succeeded but left the worker at
-    its memory limit), GraderError (a fault of the kit's own), StudentError (the
-    student's code raised)."""
-    if not isinstance(answer, dict) or "ok" not in answer:
-        raise WorkerFailure("protocol", "the worker sent a reply of the wrong shape")
-    notes = [str(note)[:500] for note in answer.get("notes", [])][:20]
-    if limits.memory_used_up(answer.get("memory")):
+def reply(answer: dict, limits: Limits) -> Reply:
+    """The Reply of a validated answer (exchange), or raises: WorkerFailure "memory" (it
+    succeeded but left the worker at its memory limit), StudentError (the student's code
+    raised, or the worker claimed a fault of the kit's own: a claim, see checks/submission.py)."""
+    notes = answer["notes"]
+    if limits.memory_used_up(answer["memory"]):
         if answer["ok"]:
             raise WorkerFailure("memory", f"your code used up its memory: when the request "
                                           f"ended it held {answer['memory'] // 2**20} MB and "
@@ -91,8 +121,5 @@ def reply(answer, limits: Limits) -> Reply:
                                           "tensors appended to a global list, is the usual cause")
         notes.append("your code used up its memory in this request (" + limits.memory_text() + ")")
     if not answer["ok"]:
-        error = answer.get("error") or {}
-        if isinstance(error, dict) and error.get("internal") is True:
-            raise GraderError(error)
-        raise StudentError(error, notes)
-    return Reply(result=answer.get("result") or {}, notes=notes)
+        raise StudentError(answer["error"], notes)
+    return Reply(result=answer["result"], notes=notes)

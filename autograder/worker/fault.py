@@ -1,8 +1,12 @@
-"""Whose fault an exception raised while an op ran is: the student's, or the kit's own.
+"""Whether an exception raised while an op ran looks like the kit's own: the worker's report,
+not the verdict.
 
-The session reports an error of the kit's own code with "internal": True, so the grader shows
-it as an internal error of the grader for the TA (sandbox.GraderError), never as the
-student's. An error is the student's when any of these holds:
+The session flags such an error "internal": True with the kit's line, so the TA sees where the
+kit's worker code failed. The grader does not take the flag as proof (the submission's code runs
+in this process and could set it): it fails the check in the submission's name and keeps the
+claim for the TA (checks/submission.py); the install's self-test, grading the reference in the
+real sandbox, is what proves the kit's worker code. An error is the student's when any of these
+holds:
 
 1. it is one of the adapter's deliberate "your code does not fit the template's API" errors,
    marked with does_not_fit() (or a class attribute `does_not_fit = True`);

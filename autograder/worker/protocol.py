@@ -1,28 +1,38 @@
-"""Frames exchanged by the trusted grader and the untrusted worker.
+"""What the trusted grader and the untrusted worker exchange: op names, each op's request and
+reply, and the frames that carry them.
 
 A frame is an 8-byte big-endian length followed by a `torch.save` payload. Only plain data
-travels (tensors, numbers, strings, bools, None, lists, tuples, dicts), and both sides load
-with `weights_only=True`, so a frame cannot carry code. Frames above MAX_FRAME_BYTES are refused.
+travels (tensors, numbers, strings, bools, None, lists, dicts), and both sides load with
+`weights_only=True`, so a frame cannot carry code. The worker refuses a request frame above
+MAX_FRAME_BYTES; the grader refuses a reply above rubric.WORKER.reply_bytes, and a reply whose
+pickled structure (all but the tensors' data) is above MAX_STRUCTURE_BYTES.
 
-    request  {"op": str, "args": dict}
-    reply    {"ok": True,  "result": dict, "notes": [str], "memory": int | None}
-             {"ok": False, "error": {"kind": str, "message": str, "line": int | None,
-                                     "where": str, "internal": bool (optional)}, "notes": [str],
-              "memory": int | None}
+    request  {"op": str, "args": dict}            the arguments REQUESTS[op] names
+    reply    {"ok": True,  "result": REPLIES[op], "notes": [str], "memory": int | None}
+             {"ok": False, "error": ERROR, "notes": [str], "memory": int | None}
 
-An error with "internal": True is the grader's own: the request named no op or did not fit the
-op's signature. Any other error is the student's code raising. `memory` is the worker's data
-size (bytes) once the request is done, so the grader can tell a submission that kept all its
-memory from one that did not.
+The worker is the student's process: everything in a reply is a claim. The grader reads a reply
+only through sandbox/validation.py, which checks it against the op's schema (schema.py) before
+any check sees it and turns anything else into a malformed reply, charged to the submission.
+An error's "internal": True is the worker's claim that the kit's own worker code raised
+(fault.py); the grader records it for the TA, never takes it as proof (see checks/submission.py).
+`memory` is the worker's data size (bytes) once the request is done.
 
 `notes` lists what the worker adapted to make the student's API fit ("forward takes no
 `mask` argument: called forward(x)"). The worker never judges: it returns raw numbers.
 """
 
 import io
+import pickletools
 import struct
+import zipfile
+from dataclasses import dataclass
+from typing import Tuple
 
 import torch
+
+from .schema import (INTEGER, MAX_NDIM, REAL, Flag, Integer, ListOf, MapOf, Maybe, Number, Record,
+                     Tagged, Tensor, Text)
 
 
 class Op:
@@ -81,7 +91,124 @@ def student_code(op: str, args: dict) -> frozenset:
         code -= {"RMSNorm"}
     return code
 
-MAX_FRAME_BYTES = 256 * 1024 * 1024
+
+@dataclass(frozen=True)
+class Request:
+    """The argument names of an op's request: `required`, then `optional` (the handler's
+    parameters with defaults). worker/session.op() refuses a handler whose signature differs."""
+
+    required: Tuple[str, ...] = ()
+    optional: Tuple[str, ...] = ()
+
+    def problem(self, args: dict) -> str:
+        """What is wrong with a request's `args` for this op ('' when nothing is)."""
+        missing = [name for name in self.required if name not in args]
+        unknown = sorted(set(args) - set(self.required) - set(self.optional))
+        return "; ".join(([f"missing {missing}"] if missing else [])
+                         + ([f"unexpected {unknown}"] if unknown else []))
+
+
+REQUESTS = {
+    Op.PREFLIGHT: Request((), ("planted",)),
+    Op.LOAD: Request(),
+    Op.RMSNORM: Request(("dim", "eps", "scale", "x", "grad_out")),
+    Op.ROPE: Request(("dim", "max_seq_len", "q", "k")),
+    Op.ATTENTION: Request(("dim", "num_heads", "qkv_weight", "out_weight", "x"),
+                          ("mask", "train", "grad_out", "per_position_grads", "rope", "dropout",
+                           "repeat", "own_weights_fallback")),
+    Op.TRAINED_ATTENTION: Request(("tokens",)),
+    Op.MODEL_LOGITS: Request(("config", "seed", "inputs"), ("train", "substitute_norm")),
+    Op.MODEL_API: Request(("vocab_size",)),
+    Op.TRAIN_EPOCH: Request(("states", "actions", "batch_size", "vocab_size", "dim", "grad_scale",
+                             "learning_rate", "seed"), ("epoch", "api")),
+    Op.CONVERGENCE_TRAIN: Request(("config", "seed", "states", "actions", "batch_size", "epochs",
+                                   "learning_rate")),
+    Op.CONVERGENCE_PREDICT: Request(("prefixes",)),
+    Op.KV_CACHE_DECODE: Request(("config", "seed", "probe", "cases", "greedy")),
+    Op.KV_CACHE_HYPOTHESES: Request(("config", "seed", "path", "greedy", "prompt", "new_tokens",
+                                     "tokens")),
+    Op.KV_CACHE_SPEED: Request(("config", "seed", "path", "greedy", "prompt", "new_tokens")),
+}
+
+
+# -- replies: what each op's "result" holds (the handlers' docstrings say what it means) -------
+
+ERROR = Record({"kind": Text(100), "message": Text(2000), "line": Maybe(Integer()),
+                "where": Text(500)}, optional={"internal": Flag()})
+NOTES = ListOf(Text(500), max_items=20, clip=True)
+MEMORY = Maybe(Integer())
+GRADIENTS = ListOf(Maybe(Tensor()), max_items=64)
+MANY = 100_000  # a list's items where the count is the submission's (steps, positions)
+
+_TRAINING_EVENTS = {
+    "forward": Record({"kind": Text(), "training": Flag(), "input_ids": Tensor(INTEGER),
+                       "targets": Maybe(Tensor(REAL)), "logits": Tensor()}),
+    "backward": Record({"kind": Text(), "forward": Integer(), "grad_logits": Tensor(),
+                        "stale": Flag(), "fresh": GRADIENTS}),
+    "step": Record({"kind": Text(), "grads": GRADIENTS, "given": Flag(), "optimizer": Text(),
+                    "holds_model": Flag()}),
+    "zero_grad": Record({"kind": Text(), "grad_norm": Maybe(Number())}),
+    "end": Record({"kind": Text(), "grad_norm": Maybe(Number())}),
+}
+_DECODED = Record({
+    "error": Maybe(ERROR), "tokens": Maybe(Tensor(REAL)), "logits_source": Maybe(Text()),
+    "prefill_logits": Maybe(Tensor()), "step_logits": Maybe(Tensor()),
+    "embedded": ListOf(Integer(), MANY), "attended": ListOf(Integer(), MANY),
+    "prefill_attention": Maybe(Tensor()), "full_tokens": Tensor(INTEGER), "full_logits": Tensor(),
+    "full_prompt_logits": Maybe(Tensor()), "full_prompt_attention": Maybe(Tensor())})
+
+REPLIES = {
+    Op.PREFLIGHT: Record({"python": Text(), "torch": Text(), "cuda": Maybe(Text()),
+                          "confinement": Record({
+                              "installed": MapOf(Text(100), Text(500), max_items=8),
+                              "landlock_abi": Maybe(Integer()),
+                              "sockets": MapOf(Text(100), Text(100), max_items=8),
+                              "planted": Text(500)})}),
+    Op.LOAD: Record({"seconds": Number(), "names": MapOf(Text(100), Text(500), max_items=64)}),
+    Op.RMSNORM: Record({"out": Tensor(), "grad_x": Maybe(Tensor()), "grad_scale": Maybe(Tensor()),
+                        "scale_is_parameter": Flag(),
+                        "scale_shape": ListOf(Integer(), max_items=MAX_NDIM)}),
+    Op.ROPE: Record({"q": Tensor(), "k": Tensor()}),
+    Op.ATTENTION: Record({"out": Tensor(), "own_weights": Flag()},
+                         optional={"again": Tensor(), "grad_x": Tensor(), "rows": Tensor(),
+                                   "rope": Text(20), "rope_not_substituted": Text(300)}),
+    Op.TRAINED_ATTENTION: Record({"weights": Tensor(), "source": Text(20)}),
+    Op.MODEL_LOGITS: Record({"logits": ListOf(Tensor(), max_items=64)}),
+    Op.MODEL_API: Record({"plain": Integer(), "trained": Integer(), "loss_at": Maybe(Integer()),
+                          "targets": Maybe(Text(100)), "shifts": Flag(),
+                          "ignore_index": Maybe(Integer())}),
+    Op.TRAIN_EPOCH: Record({"events": ListOf(Tagged("kind", _TRAINING_EVENTS), max_items=MANY),
+                            "returned": Maybe(Number()), "returned_type": Text(100)}),
+    Op.CONVERGENCE_TRAIN: Record({"epoch_losses": ListOf(Maybe(Number()), max_items=1000),
+                                  "epoch_cpu_seconds": ListOf(Number(), max_items=1000),
+                                  "step_losses": ListOf(Number(), max_items=MANY)}),
+    Op.CONVERGENCE_PREDICT: Record({"logits": Tensor()}),
+    Op.KV_CACHE_DECODE: Record(
+        {"found": Flag(), "searched": ListOf(Record({
+            "path": Text(), "error": Maybe(ERROR), "lengths": ListOf(Integer(), MANY),
+            "cached": Flag()}), max_items=64)},
+        optional={"path": Text(), "call": Text(), "greedy": Flag(),
+                  "cases": ListOf(_DECODED, max_items=64)}),
+    Op.KV_CACHE_HYPOTHESES: Record(
+        {"rope_modules": Integer()},
+        optional={"without_rope": Record({"error": Maybe(ERROR), "tokens": Maybe(Tensor(REAL)),
+                                          "step_logits": Maybe(Tensor()),
+                                          "full_tokens": Tensor(INTEGER),
+                                          "full_logits": Tensor()}),
+                  "position_zero": Record({"calls": Integer(), "logits": Tensor()})}),
+    Op.KV_CACHE_SPEED: Record({"cached_seconds": Number(), "full_seconds": Number()}),
+}
+
+# Bounds on decoding one reply, whatever its schema: the bytes of its pickled structure (the
+# reference's largest is 3.3 kB; 256 kB of small lists take ~1 s to unpickle on a loaded 2-core
+# machine), a tuple's items counted as a tree (_check_tuples), the objects the grader walks and
+# the seconds the walk may take (its depth is the schema's).
+MAX_STRUCTURE_BYTES = 256 * 1024
+MAX_OBJECTS = 200_000
+MAX_TUPLE_ITEMS = 10_000
+REPLY_SECONDS = 10.0
+
+MAX_FRAME_BYTES = 256 * 1024 * 1024  # a request frame (the grader's data for the worker)
 _HEADER = struct.Struct(">Q")
 
 
@@ -99,14 +226,82 @@ def encode(message) -> bytes:
     return _HEADER.pack(len(payload)) + payload
 
 
-def decode_length(header: bytes) -> int:
+def decode_length(header: bytes, limit: int = MAX_FRAME_BYTES) -> int:
     (length,) = _HEADER.unpack(header)
-    if length > MAX_FRAME_BYTES:
-        raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+    if length > limit:
+        raise ProtocolError(f"a frame of {length / 2**20:.1f} MB, above the "
+                            f"{limit / 2**20:.0f} MB limit")
     return length
 
 
-def decode(payload: bytes):
+def _check_archive(payload: bytes) -> None:
+    """Raises ProtocolError unless `payload` is torch.save's zip archive, uncompressed, whose
+    pickled structure is within MAX_STRUCTURE_BYTES: so that unpickling it is bounded."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError) as error:
+        raise ProtocolError(f"not torch.save's archive ({error})") from None
+    if any(entry.compress_type != zipfile.ZIP_STORED for entry in entries):
+        raise ProtocolError("a compressed entry in the archive")
+    if sum(entry.file_size for entry in entries) > len(payload):
+        raise ProtocolError("the archive's entries claim more bytes than it holds")
+    structure = [entry for entry in entries if entry.filename.endswith("/data.pkl")]
+    if len(structure) != 1:
+        raise ProtocolError("not torch.save's archive (no single data.pkl)")
+    if structure[0].file_size > MAX_STRUCTURE_BYTES:
+        raise ProtocolError(f"a structure of {structure[0].file_size // 1024} kB (all but the "
+                            f"tensors' data), above the {MAX_STRUCTURE_BYTES // 1024} kB limit")
+    _check_tuples(io.BytesIO(payload), structure[0])
+
+
+_TUPLES = {"EMPTY_TUPLE": 0, "TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}
+
+
+def _check_tuples(file, entry) -> None:
+    """Raises ProtocolError when a tuple in the pickle, counted as a tree (a tuple memoised once
+    and referenced twice counts twice), holds more than MAX_TUPLE_ITEMS items. Unpickling hashes
+    tuples (dict keys) and hashing walks that tree: 40 levels of a tuple holding the one below
+    twice take a few hundred bytes and forever to hash. A dry run over the opcodes tracks each
+    stack item's tree size (1 for anything but a tuple)."""
+    with zipfile.ZipFile(file) as archive:
+        pickled = archive.read(entry)
+    stack, marks, memo = [], [], {}
+    try:
+        for opcode, arg, _ in pickletools.genops(pickled):
+            name = opcode.name
+            if name == "MARK":
+                marks.append(len(stack))
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1]
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                stack.append(memo[arg])
+            elif name in _TUPLES or name == "TUPLE":
+                start = marks.pop() if name == "TUPLE" else len(stack) - _TUPLES[name]
+                size = 1 + sum(stack[start:])
+                if size > MAX_TUPLE_ITEMS:
+                    raise ProtocolError(f"a tuple of more than {MAX_TUPLE_ITEMS} items")
+                del stack[start:]
+                stack.append(size)
+            else:
+                before = opcode.stack_before
+                if pickletools.markobject in before:
+                    del stack[marks.pop():]
+                    before = before[:before.index(pickletools.markobject)]
+                if before:
+                    if len(before) > len(stack):
+                        raise IndexError("stack underflow")
+                    del stack[-len(before):]
+                stack.extend([1] * len(opcode.stack_after))
+    except (ValueError, IndexError, KeyError) as error:
+        raise ProtocolError(f"not a well-formed pickle ({error})") from None
+
+
+def decode(payload: bytes, bounded: bool = False):
+    """The message in a frame's payload. `bounded` (the grader, reading a reply) first checks
+    that unpickling it is bounded (_check_archive)."""
+    if bounded:
+        _check_archive(payload)
     try:
         return torch.load(io.BytesIO(payload), weights_only=True)
     except Exception as error:  # any unpickling failure means the peer sent something other than data

@@ -4,9 +4,10 @@ This is the only place the student's code runs. Ops are registered by the module
 `worker/ops/`; each gets the imported submission and the request's arguments and returns a dict
 of plain data. Any exception becomes an error reply that names the line of backbone.py where it
 happened, so the grader can tell the student where to look; a request that does not fit an op,
-or an exception of the kit's own code (fault.py says which), is the grader's own bug and gets
-an error reply marked `internal`, which the grader never blames on the student. Code that asks
-for CUDA on a machine without it is retried with CUDA mapped to the CPU (devices.py).
+or an exception of the kit's own code (fault.py says which), gets an error reply marked
+`internal`: for the TA, since the grader takes no reply of this process as proof of whose fault
+a failure is (checks/submission.py). Code that asks for CUDA on a machine without it is retried
+with CUDA mapped to the CPU (devices.py).
 """
 
 import contextlib
@@ -34,8 +35,17 @@ REQUIRED_NAMES = (
 
 def op(name):
     """Register `run_<name>(session, **args) -> dict` as the handler of op `name` (a protocol.Op
-    value); its docstring says what the dict holds."""
+    value); its docstring says what the dict holds (protocol.REPLIES[name] is its schema). Its
+    parameters must be protocol.REQUESTS[name]'s (a TypeError at import otherwise, so a worker
+    whose ops drift from the protocol fails its preflight)."""
     def register(function):
+        parameters = list(inspect.signature(function).parameters.values())[1:]
+        declared = protocol.REQUESTS[name]
+        required = tuple(p.name for p in parameters if p.default is p.empty)
+        optional = tuple(p.name for p in parameters if p.default is not p.empty)
+        if (required, optional) != (declared.required, declared.optional):
+            raise TypeError(f"op {name!r}: {function.__name__} takes {required} and {optional}, "
+                            f"protocol.REQUESTS says {declared}")
         OPS[name] = function
         return function
     return register
