@@ -560,6 +560,24 @@ ALTERNATIVES = [
                  (SPLIT, "        q, k, v = self.c_attn(x).split(self.dim, dim=2)\n"),
                  (PROJECT, "        return self.resid_dropout(self.c_proj(out))\n")],
                 note="uses c_attn (q, k, v) and c_proj"),
+    # Layouts whose rows only behaviour tells apart (issue 19): the grader finds each row's role
+    # by how it moves the output, and loads its weights row by row.
+    alternative("projections_qkv_proj_per_head",
+                [(SPLIT + HEADS, "        q, k, v = self.qkv_proj(x).view(batch, seq_len, self.num_heads, 3, "
+                                 "self.head_dim).transpose(1, 2).unbind(3)  # (heads, 3, head_dim)\n")],
+                note="found by how it moves your attention's output", core=True),
+    alternative("projections_c_attn_per_element",
+                [(QKV_INIT, "        self.c_attn = nn.Linear(dim, 3 * dim)\n"),
+                 (SPLIT + HEADS, "        q, k, v = self.c_attn(x).view(batch, seq_len, self.num_heads, "
+                                 "self.head_dim, 3).transpose(1, 2).unbind(-1)  # (dim, 3)\n")],
+                note="found by how it moves your attention's output"),
+    alternative("projections_q_and_kv_per_head_with_bias",
+                [(QKV_INIT, "        self.q_proj = nn.Linear(dim, dim)\n"
+                            "        self.kv_proj = nn.Linear(dim, 2 * dim)  # (heads, 2, head_dim)\n"),
+                 (SPLIT + HEADS, "        q = self.q_proj(x).view(batch, seq_len, self.num_heads, self.head_dim).transpose(1, 2)\n"
+                                 "        k, v = self.kv_proj(x).view(batch, seq_len, self.num_heads, 2, "
+                                 "self.head_dim).transpose(1, 2).unbind(3)\n")],
+                note="found by how it moves your attention's output"),
     alternative("rmsnorm_f_rms_norm_with_eps",
                 [(RMS + NORMED, "        return F.rms_norm(x, (x.shape[-1],), self.scale, self.eps)\n")]),
     # SDPA with the mask as a bool tensor, and attention dropout only in training.

@@ -83,7 +83,7 @@ def run_attention(session, dim: int, num_heads: int, qkv_weight: torch.Tensor,
         set_dropout(attention, 0.0)
     own_weights = False
     try:
-        load_projections(session, attention, qkv_weight, out_weight)
+        load_projections(session, attention, qkv_weight, out_weight, num_heads)
     except UnmappedProjections as error:
         if not own_weights_fallback:
             raise
