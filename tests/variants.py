@@ -297,6 +297,23 @@ MUTANTS = [
            [(OWN_MASK, ""), (FILL, "        if mask is not None:\n    " + FILL)],
            "causal_mask", "no mask at all"),
 
+    # -- mask bugs of other forms (issue 19): with every key allowed the attention is right, so
+    # they cost causal_mask only; rope and attention read their property with a mask of ones
+    # (or zeros, for a mask read as 1 = blocked). A NaN or garbage output trains to nothing.
+    mutant("mask_scores_multiplied",
+           [(FILL, "        scores = scores * mask\n")],
+           "causal_mask", "expected no change", core=True),
+    mutant("mask_added_instead_of_filled",
+           [(FILL, "        scores = scores + mask\n")],
+           "causal_mask", "expected no change"),
+    mutant("mask_float_polarity_swapped",
+           [(FILL, '        scores = scores.masked_fill(mask == 1, float("-inf"))\n')],
+           "causal_mask", "expected finite values"),
+    mutant("mask_neg1e9_after_softmax",
+           [(FILL + SOFTMAX, "        weights = F.softmax(scores, dim=-1).masked_fill(mask == 0, -1e9)\n"
+                             "        weights = self.attn_dropout(weights)\n")],
+           "causal_mask", "expected no change"),
+
     # -- training ---------------------------------------------------------------------------------
     mutant("training_no_target_shift",
            [(SHIFT, "        inputs, targets = actions[:, :-1], actions[:, :-1]\n")],

@@ -90,6 +90,15 @@ def _run(submission, probe, num_heads: int = 1, rope: str = "own") -> attributio
             mask = attribution.with_mask_if_not_causal(submission, leak, SEQ)
             measurement = attribution.Measurement(_attention(submission, x, mask=mask, **request).run,
                                                   mask_passed=True)
+    if _log_weights(measurement.run.out) is None:
+        tried = "the model's mask" if measurement.mask_passed else "forward's own mask"
+        for form, run in attribution.with_every_key(submission, x=x, **request):
+            if run.out.shape == x.shape and _log_weights(run.out) is not None:
+                submission.note(f"the attention weights could not be read off the probe with {tried}; "
+                                f"with {form} passed, every key allowed, they could, and RoPE was read "
+                                "from them: how the causal mask is applied is graded by the "
+                                "causal_mask tests only")
+                return attribution.Measurement(run, mask_passed=True)
     return measurement
 
 
