@@ -292,6 +292,11 @@ MUTANTS = [
     mutant("mask_own_default_sees_two_ahead",
            [(OWN_MASK, OWN_MASK.replace("device=x.device))", "device=x.device), diagonal=2)"))],
            "causal_mask", "when token 2 was perturbed"),
+    # Its own mask sized from the batch axis: forward(x) raises on a batch of 2 and the message
+    # must say why (issue 19), not that it builds no mask.
+    mutant("mask_own_sized_from_batch",
+           [(OWN_MASK, OWN_MASK.replace("torch.ones(seq_len, seq_len,", "torch.ones(batch, batch,"))],
+           "causal_mask", "builds its own mask from the batch size"),
     # Masks only what it is passed: without a mask every position sees the future.
     mutant("mask_applied_only_when_passed",
            [(OWN_MASK, ""), (FILL, "        if mask is not None:\n    " + FILL)],
