@@ -71,14 +71,23 @@ def not_found(searched: list) -> str:
             "(see generate's docstring in the template).")
 
 
+SHARED_CACHE = ("every attention layer gets the same cache object, so the layers read and overwrite "
+                "each other's keys and values")
+SHARED_CACHE_FIX = ("Give each layer its own cache, e.g. [{} for _ in self.blocks] ([{}] * num_layers "
+                    "repeats one dict).")
+
+
 def attempt_crashed(searched: list):
     """The Verdict on a path the student named as cached (a method or a keyword) that raised on
     the probe, or None."""
     for entry in searched:
         if entry.error and entry.path != "generate()":
+            shared = entry.layers_sharing_an_argument
             return Verdict(measured=f"{entry.path} decoding 3 tokens after a 4-token prompt (batch 2, "
                                     "its default sampling)", found=f"raised {describe(entry.error)}",
-                           kind="raised")
+                           kind="raised", **(dict(cause=SHARED_CACHE, hint=(
+                               f"While decoding, {shared} attention layers were passed one and the "
+                               f"same object. {SHARED_CACHE_FIX}")) if shared > 1 else {}))
     return None
 
 
@@ -166,6 +175,30 @@ class Case:
                              "the batch).")
             self.hint = "Fix the causal mask first (see the causal_mask tests)."
 
+    def diagnose_cache_contract(self) -> None:
+        """Causes in how the cache is held: one cache object handed to every layer, or a cache
+        left over from the previous call (the same case, decoded as the first call of a freshly
+        built model, gives the full passes' tokens)."""
+        r = self.result
+        if self.cause:
+            return
+        if r.layers_sharing_an_argument > 1:
+            self.cause = SHARED_CACHE
+            self.evidence = (f"While decoding, {r.layers_sharing_an_argument} attention layers were "
+                             "passed one and the same object.")
+            self.hint = SHARED_CACHE_FIX
+            return
+        fresh = r.fresh_model
+        if (fresh and fresh["error"] is None and fresh["tokens"] is not None
+                and torch.equal(fresh["tokens"], r.full_tokens)):
+            self.cause = ("the cache is not reset between calls: a call continues from the keys and "
+                          "values the previous call left")
+            self.evidence = ("Decoded as the first call of a freshly built model, the same prompt "
+                             "gives the full passes' tokens; after earlier calls on the same model it "
+                             + ("raised." if r.error else "did not."))
+            self.hint = ("Start every generate call with an empty cache (create it inside generate, "
+                         "or clear the one kept on the model at its start).")
+
     def diagnose_prompt_pass(self) -> None:
         """Causes visible in the prompt pass itself (the first new token already departs)."""
         r, length = self.result, self.length
@@ -241,8 +274,13 @@ def greedy_note(result) -> str:
 def top_k_crash(submission, cases, result):
     """The Verdict when the cached path raised with top_k=1, saying how it does without top_k;
     None when it did not raise."""
-    crashed = next((c for c in result.cases if c.error), None)
-    if crashed is None or "top_k" not in result.call:
+    index = next((i for i, c in enumerate(result.cases) if c.error), None)
+    if index is None or "top_k" not in result.call:
+        return None
+    crashed = result.cases[index]
+    contract = Case(cases[index], crashed)
+    contract.diagnose_cache_contract()
+    if contract.cause:  # it raised for another reason (decoded fresh, with top_k, it does not)
         return None
     verdict = Verdict(measured=result.call, found=f"raised {describe(crashed.error)}", kind="raised",
                       cause="the cached path breaks when top_k is given")

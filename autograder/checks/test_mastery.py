@@ -35,7 +35,8 @@ def test_kv_cache_matches_full_forward(submission):
     problems = []
     for case in compared:
         if case.result.error:
-            problems.append(f"{case.title()}: it raised {describe(case.result.error)}")
+            case.problem = f"it raised {describe(case.result.error)}"
+            problems.append(f"{case.title()}: {case.problem}")
             continue
         case.compare()
         if case.problem:
@@ -43,6 +44,7 @@ def test_kv_cache_matches_full_forward(submission):
     failing = [case for case in compared if case.problem]
     for case in failing:
         case.diagnose_full_forward()
+        case.diagnose_cache_contract()
         case.diagnose_prompt_pass()
     if not any(case.cause for case in failing):
         # The longest prompt tells RoPE bugs apart best: with a 1-token prompt, rotating keys
