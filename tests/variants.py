@@ -85,6 +85,23 @@ QKV_INIT = "        self.qkv_proj = nn.Linear(dim, 3 * dim, bias=False)  # rows:
 OUT_INIT = "        self.out_proj = nn.Linear(dim, dim, bias=False)\n"
 EPS_INIT = "        self.eps = eps\n"
 ATTENTION_CORE = SCORES + OWN_MASK + FILL + SOFTMAX + "\n" + COMBINE
+ROPE_FORWARD = ("    def forward(self, q: torch.Tensor, k: torch.Tensor):\n"
+                "        # q, k: (batch, heads, seq, head_dim) -> same shapes, rotated by position\n"
+                "        seq_len = q.shape[-2]\n"
+                "        cos = self.cos_cached[:seq_len].to(q.dtype)  # (seq, head_dim)\n"
+                "        sin = self.sin_cached[:seq_len].to(q.dtype)\n" + ROTATE
+                + "        return q_rot, k_rot\n")
+# The provided RoPE module rewritten to another API: one tensor at a time, or (q, k, extra) with
+# an offset keyword. The attention tests' stand-in answers the same call as the student's.
+ROPE_ONE_TENSOR = [(ROPE_FORWARD, "    def forward(self, x: torch.Tensor) -> torch.Tensor:\n"
+                                  "        cos = self.cos_cached[:x.shape[-2]].to(x.dtype)\n"
+                                  "        sin = self.sin_cached[:x.shape[-2]].to(x.dtype)\n"
+                                  "        return x * cos + self.rotate_half(x) * sin\n"),
+                   (ROPE, "        q, k = self.rope(q), self.rope(k)\n")]
+ROPE_WITH_EXTRAS = [(ROPE_FORWARD, ROPE_FORWARD.replace("k: torch.Tensor):", "k: torch.Tensor, offset: int = 0):")
+                     .replace("[:seq_len]", "[offset:offset + seq_len]")
+                     .replace("return q_rot, k_rot", "return q_rot, k_rot, cos")),
+                    (ROPE, "        q, k, _cos = self.rope(q, k, offset=0)\n")]
 MODEL_RETURN = "        return logits, loss\n"
 MODEL_LOSS = ("            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), "
               "targets.reshape(-1))\n")
@@ -273,6 +290,14 @@ MUTANTS = [
            [(ROTATE, "        q_rot = q * sin + self.rotate_half(q) * cos\n"
                      "        k_rot = k * sin + self.rotate_half(k) * cos\n")],
            "rope", "cos and sin swapped"),
+    # A RoPE module of another API with wrong angles: the attention tests' stand-in must answer
+    # the student's call (issue 19), so the bug costs rope points only.
+    mutant("rope_one_tensor_api_exponent_without_reciprocal",
+           ROPE_ONE_TENSOR + [(INV_FREQ, "        inv_freq = base ** (torch.arange(0, dim, 2).float() / dim)\n")],
+           "rope", "the difference is in your RotaryPositionalEmbedding", core=True),
+    mutant("rope_extra_return_and_offset_exponent_without_reciprocal",
+           ROPE_WITH_EXTRAS + [(INV_FREQ, "        inv_freq = base ** (torch.arange(0, dim, 2).float() / dim)\n")],
+           "rope", "the difference is in your RotaryPositionalEmbedding"),
     # RoPE over the whole (batch, seq, dim) queries and keys: right with one head only.
     mutant("rope_before_head_split",
            [(ROPE_INIT, "        self.rope = RotaryPositionalEmbedding(dim)\n"),
@@ -526,6 +551,8 @@ ALTERNATIVES = [
     alternative("rope_interleaved",
                 [("class CausalSelfAttention(nn.Module):", INTERLEAVED_ROPE),
                  (ROPE, "        q, k = rope_interleaved(q), rope_interleaved(k)\n")], core=True),
+    alternative("rope_module_one_tensor_api", ROPE_ONE_TENSOR),
+    alternative("rope_module_extra_return_and_offset", ROPE_WITH_EXTRAS),
     alternative("rope_complex_polar_inline",
                 [("class CausalSelfAttention(nn.Module):", POLAR_ROPE),
                  (ROPE, "        q, k = rope_complex(q), rope_complex(k)\n")]),
