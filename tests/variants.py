@@ -142,6 +142,15 @@ MUTANTS = [
     mutant("rmsnorm_mean_abs",
            [(RMS, "        rms = x.abs().mean(dim=-1, keepdim=True) + self.eps\n")],
            "rmsnorm", "dividing by mean(|x|)"),
+    # A wrong RMSNorm whose block passes it a second argument: torch.nn.RMSNorm cannot stand in
+    # for it in the model-level causality check, which then says so and runs the student's own
+    # (per position, so still causal): rmsnorm only (issue 19).
+    mutant("rmsnorm_layernorm_called_with_extra_argument",
+           [(RMS, "        x = x - x.mean(dim=-1, keepdim=True)\n" + RMS),
+            ("    def forward(self, x: torch.Tensor) -> torch.Tensor:\n        # x: (..., dim)",
+             "    def forward(self, x: torch.Tensor, residual: torch.Tensor = None) -> torch.Tensor:\n        # x: (..., dim)"),
+            (BLOCK_CALL, "        x = x + self.attn(self.norm1(x, None), mask)\n")],
+           "rmsnorm", "matches LayerNorm"),
     # Gemma's parametrisation: the gain starts at zeros and multiplies as (1 + scale).
     mutant("rmsnorm_one_plus_scale",
            [(SCALE, SCALE.replace("torch.ones(dim)", "torch.zeros(dim)")),
