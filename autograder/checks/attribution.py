@@ -18,6 +18,12 @@ evidence measured by the check that sees it:
   tokens change, the attention and rope checks measure with the model's mask passed instead, and
   say so (attention, leaks_future).
 
+- A mask bug of any form (a polarity read the wrong way, scores multiplied by the mask, the mask
+  added or applied after the softmax) leaves the rest of the attention right: with a mask that
+  allows every key passed (EVERY_KEY: ones, bool True, or zeros for a mask read as 1 = blocked)
+  the output is the unmasked reference's. The attention checks then pass with a note, and the
+  rope probe reads RoPE from that run (mask_only_difference, with_every_key).
+
 Either RoPE pairing is correct: an attention output is the reference's, or a known bug's, when
 it equals it under one of them (pairings, known_bug).
 """
