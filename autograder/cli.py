@@ -190,6 +190,12 @@ def _summary(found: intake.Intake, worker, entries: list, internal_errors: list)
     for category in rubric.CATEGORIES:
         mine = [t for t in tests if t["tags"] == [category]]
         if not sum(t["max_score"] for t in mine):  # none shown, or information only (mastery)
+            attempted = [t for t in mine if t["extra_data"].get("attempted", True)]
+            if mine:
+                lines.append(f"  {category:<12} " + (
+                    f"{sum(t['status'] == 'passed' for t in attempted)} of {len(attempted)} checks "
+                    "passed (information only, no points)" if attempted
+                    else "not attempted (optional, no points)"))
             continue
         lines.append(f"  {category:<12} {sum(t['score'] for t in mine):g} / "
                      f"{sum(t['max_score'] for t in mine):g}")

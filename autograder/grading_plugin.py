@@ -150,8 +150,8 @@ class ResultsPlugin:
         for test, outcome in self.outcomes.items():
             if outcome.fraction is not None:
                 fraction = outcome.fraction
-            elif outcome.skipped:  # an optional check: passed when it is worth nothing
-                fraction = 0.0 if outcome.rule.weight else 1.0
+            elif outcome.skipped:  # an optional check with nothing to grade: not attempted
+                fraction = 0.0
             else:
                 fraction = 1.0 if outcome.passed else 0.0
             lines = [] if outcome.runs else ["this check did not run"]
@@ -160,7 +160,8 @@ class ResultsPlugin:
             lines.extend(outcome.notes)
             extra = dict(outcome.extra, verdicts=[v.as_dict() for v in outcome.failures])
             tests.append(results.test_entry(outcome.rule, numbering[test], fraction,
-                                            "\n".join(lines), outcome.seconds, extra))
+                                            "\n".join(lines), outcome.seconds, extra,
+                                            attempted=not outcome.skipped))
         return tests
 
 

@@ -53,18 +53,22 @@ def clip(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
 
 
 def test_entry(rule: rubric.Rule, number: str, fraction: float, output: str,
-               seconds: float = 0.0, extra: dict = None) -> dict:
+               seconds: float = 0.0, extra: dict = None, attempted: bool = True) -> dict:
+    """One test's entry. attempted=False: an optional check that found nothing to grade (no
+    KV-cache path): never "passed", and extra_data["attempted"] = False, which the TA's report
+    leaves out of pass rates."""
     fraction = min(max(fraction, 0.0), 1.0)
+    extra = dict(extra or {}, **({} if attempted else {"attempted": False}))
     return {
         "name": rule.name,
         "number": number,
         "score": round(rule.weight * fraction, 4),
         "max_score": rule.weight,
-        "status": "passed" if fraction >= 1.0 else "failed",
+        "status": "passed" if fraction >= 1.0 and attempted else "failed",
         "output": clip(output),
         "visibility": rule.visibility,
         "tags": [rule.category],
-        "extra_data": {"seconds": round(seconds, 3), **(extra or {})},
+        "extra_data": {"seconds": round(seconds, 3), **extra},
     }
 
 

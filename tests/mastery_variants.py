@@ -155,6 +155,28 @@ MASTERY_MUTANTS = [
                   "top_k"),
 ]
 
+# -- how the cache is held, and where new tokens sit (issue 19): the message names the contract
+# point that broke, from this run's evidence
+
+NEW_CACHES = "                caches, context = [{} for _ in self.blocks], input_ids\n"
+MASTERY_MUTANTS += [
+    # [{}] * n repeats one dict: the second layer reads the first one's keys as its past.
+    cached_mutant("kv_cache_shared_across_layers",
+                  [(NEW_CACHES, NEW_CACHES.replace("[{} for _ in self.blocks]", "[{}] * len(self.blocks)"))],
+                  "every attention layer gets the same cache object"),
+    # The caches live on the model and the next generate call continues from them.
+    cached_mutant("kv_cache_not_reset_between_calls",
+                  [("        caches = None\n        for _ in range(max_new_tokens):\n",
+                    "        caches = getattr(self, \"_caches\", None) if use_cache else None\n"
+                    "        for _ in range(max_new_tokens):\n"),
+                   (NEW_CACHES, NEW_CACHES + "                self._caches = caches\n")],
+                  "the cache is not reset between calls"),
+    # Each new token rotated one position too far (the prompt's positions right).
+    cached_mutant("kv_cache_new_positions_one_ahead",
+                  [(CACHED_ROPE, "        q, k = self.rope(q, k, offset=past + 1 if past else 0)\n")],
+                  "RoPE positions are wrong in the cached steps"),
+]
+
 # -- correct caches of other shapes ----------------------------------------------------------------
 
 PRESENT_ATTENTION_RETURN = "        return self.resid_dropout(self.out_proj(out)), (k, v)\n        # END SOLUTION\n"

@@ -86,6 +86,8 @@ def test_cached_reference_scores_105_with_the_bonus_and_100_without(tmp_path):
     assert "KV-cache path found: generate(use_cache=True)" in _test(document, KV_TEST)["output"]
     default = grade(submission, tmp_path / "off", only=("mastery",))
     assert [t["status"] for t in default["tests"]] == ["passed", "passed"]
+    assert not any("attempted" in t["extra_data"] for t in default["tests"])
+    assert "mastery      2 of 2 checks passed" in default["output"]
     assert sum(t["max_score"] for t in default["tests"]) == 0
 
 
@@ -93,10 +95,13 @@ def test_cached_reference_scores_105_with_the_bonus_and_100_without(tmp_path):
 def test_no_cache_costs_nothing_and_says_so(submission, tmp_path):
     document = _grade_with_bonus(submission, tmp_path, only=("mastery",))
     for test in document["tests"]:
-        assert test["output"].startswith("No KV-cache path found"), test["output"]
-        assert test["score"] == 0
+        assert test["output"].startswith("not attempted: no KV-cache path found"), test["output"]
+        assert test["score"] == 0 and test["extra_data"]["attempted"] is False
     default = grade(submission, tmp_path / "off", only=("mastery",))
-    assert all(t["status"] == "passed" and t["max_score"] == 0 for t in default["tests"])
+    # not attempted is never "passed": Gradescope's status, the summary, the TA's pass rates
+    assert all(t["status"] == "failed" and t["max_score"] == 0 and t["extra_data"]["attempted"] is False
+               for t in default["tests"])
+    assert "mastery      not attempted" in default["output"]
 
 
 @pytest.mark.parametrize("variant", _params(MASTERY_MUTANTS))

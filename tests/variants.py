@@ -85,6 +85,23 @@ QKV_INIT = "        self.qkv_proj = nn.Linear(dim, 3 * dim, bias=False)  # rows:
 OUT_INIT = "        self.out_proj = nn.Linear(dim, dim, bias=False)\n"
 EPS_INIT = "        self.eps = eps\n"
 ATTENTION_CORE = SCORES + OWN_MASK + FILL + SOFTMAX + "\n" + COMBINE
+ROPE_FORWARD = ("    def forward(self, q: torch.Tensor, k: torch.Tensor):\n"
+                "        # q, k: (batch, heads, seq, head_dim) -> same shapes, rotated by position\n"
+                "        seq_len = q.shape[-2]\n"
+                "        cos = self.cos_cached[:seq_len].to(q.dtype)  # (seq, head_dim)\n"
+                "        sin = self.sin_cached[:seq_len].to(q.dtype)\n" + ROTATE
+                + "        return q_rot, k_rot\n")
+# The provided RoPE module rewritten to another API: one tensor at a time, or (q, k, extra) with
+# an offset keyword. The attention tests' stand-in answers the same call as the student's.
+ROPE_ONE_TENSOR = [(ROPE_FORWARD, "    def forward(self, x: torch.Tensor) -> torch.Tensor:\n"
+                                  "        cos = self.cos_cached[:x.shape[-2]].to(x.dtype)\n"
+                                  "        sin = self.sin_cached[:x.shape[-2]].to(x.dtype)\n"
+                                  "        return x * cos + self.rotate_half(x) * sin\n"),
+                   (ROPE, "        q, k = self.rope(q), self.rope(k)\n")]
+ROPE_WITH_EXTRAS = [(ROPE_FORWARD, ROPE_FORWARD.replace("k: torch.Tensor):", "k: torch.Tensor, offset: int = 0):")
+                     .replace("[:seq_len]", "[offset:offset + seq_len]")
+                     .replace("return q_rot, k_rot", "return q_rot, k_rot, cos")),
+                    (ROPE, "        q, k, _cos = self.rope(q, k, offset=0)\n")]
 MODEL_RETURN = "        return logits, loss\n"
 MODEL_LOSS = ("            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), "
               "targets.reshape(-1))\n")
@@ -125,6 +142,15 @@ MUTANTS = [
     mutant("rmsnorm_mean_abs",
            [(RMS, "        rms = x.abs().mean(dim=-1, keepdim=True) + self.eps\n")],
            "rmsnorm", "dividing by mean(|x|)"),
+    # A wrong RMSNorm whose block passes it a second argument: torch.nn.RMSNorm cannot stand in
+    # for it in the model-level causality check, which then says so and runs the student's own
+    # (per position, so still causal): rmsnorm only (issue 19).
+    mutant("rmsnorm_layernorm_called_with_extra_argument",
+           [(RMS, "        x = x - x.mean(dim=-1, keepdim=True)\n" + RMS),
+            ("    def forward(self, x: torch.Tensor) -> torch.Tensor:\n        # x: (..., dim)",
+             "    def forward(self, x: torch.Tensor, residual: torch.Tensor = None) -> torch.Tensor:\n        # x: (..., dim)"),
+            (BLOCK_CALL, "        x = x + self.attn(self.norm1(x, None), mask)\n")],
+           "rmsnorm", "matches LayerNorm"),
     # Gemma's parametrisation: the gain starts at zeros and multiplies as (1 + scale).
     mutant("rmsnorm_one_plus_scale",
            [(SCALE, SCALE.replace("torch.ones(dim)", "torch.zeros(dim)")),
@@ -273,6 +299,14 @@ MUTANTS = [
            [(ROTATE, "        q_rot = q * sin + self.rotate_half(q) * cos\n"
                      "        k_rot = k * sin + self.rotate_half(k) * cos\n")],
            "rope", "cos and sin swapped"),
+    # A RoPE module of another API with wrong angles: the attention tests' stand-in must answer
+    # the student's call (issue 19), so the bug costs rope points only.
+    mutant("rope_one_tensor_api_exponent_without_reciprocal",
+           ROPE_ONE_TENSOR + [(INV_FREQ, "        inv_freq = base ** (torch.arange(0, dim, 2).float() / dim)\n")],
+           "rope", "the difference is in your RotaryPositionalEmbedding", core=True),
+    mutant("rope_extra_return_and_offset_exponent_without_reciprocal",
+           ROPE_WITH_EXTRAS + [(INV_FREQ, "        inv_freq = base ** (torch.arange(0, dim, 2).float() / dim)\n")],
+           "rope", "the difference is in your RotaryPositionalEmbedding"),
     # RoPE over the whole (batch, seq, dim) queries and keys: right with one head only.
     mutant("rope_before_head_split",
            [(ROPE_INIT, "        self.rope = RotaryPositionalEmbedding(dim)\n"),
@@ -292,10 +326,32 @@ MUTANTS = [
     mutant("mask_own_default_sees_two_ahead",
            [(OWN_MASK, OWN_MASK.replace("device=x.device))", "device=x.device), diagonal=2)"))],
            "causal_mask", "when token 2 was perturbed"),
+    # Its own mask sized from the batch axis: forward(x) raises on a batch of 2 and the message
+    # must say why (issue 19), not that it builds no mask.
+    mutant("mask_own_sized_from_batch",
+           [(OWN_MASK, OWN_MASK.replace("torch.ones(seq_len, seq_len,", "torch.ones(batch, batch,"))],
+           "causal_mask", "builds its own mask from the batch size"),
     # Masks only what it is passed: without a mask every position sees the future.
     mutant("mask_applied_only_when_passed",
            [(OWN_MASK, ""), (FILL, "        if mask is not None:\n    " + FILL)],
            "causal_mask", "no mask at all"),
+
+    # -- mask bugs of other forms (issue 19): with every key allowed the attention is right, so
+    # they cost causal_mask only; rope and attention read their property with a mask of ones
+    # (or zeros, for a mask read as 1 = blocked). A NaN or garbage output trains to nothing.
+    mutant("mask_scores_multiplied",
+           [(FILL, "        scores = scores * mask\n")],
+           "causal_mask", "expected no change", core=True),
+    mutant("mask_added_instead_of_filled",
+           [(FILL, "        scores = scores + mask\n")],
+           "causal_mask", "expected no change"),
+    mutant("mask_float_polarity_swapped",
+           [(FILL, '        scores = scores.masked_fill(mask == 1, float("-inf"))\n')],
+           "causal_mask", "expected finite values"),
+    mutant("mask_neg1e9_after_softmax",
+           [(FILL + SOFTMAX, "        weights = F.softmax(scores, dim=-1).masked_fill(mask == 0, -1e9)\n"
+                             "        weights = self.attn_dropout(weights)\n")],
+           "causal_mask", "expected no change"),
 
     # -- training ---------------------------------------------------------------------------------
     mutant("training_no_target_shift",
@@ -504,6 +560,8 @@ ALTERNATIVES = [
     alternative("rope_interleaved",
                 [("class CausalSelfAttention(nn.Module):", INTERLEAVED_ROPE),
                  (ROPE, "        q, k = rope_interleaved(q), rope_interleaved(k)\n")], core=True),
+    alternative("rope_module_one_tensor_api", ROPE_ONE_TENSOR),
+    alternative("rope_module_extra_return_and_offset", ROPE_WITH_EXTRAS),
     alternative("rope_complex_polar_inline",
                 [("class CausalSelfAttention(nn.Module):", POLAR_ROPE),
                  (ROPE, "        q, k = rope_complex(q), rope_complex(k)\n")]),
@@ -560,6 +618,24 @@ ALTERNATIVES = [
                  (SPLIT, "        q, k, v = self.c_attn(x).split(self.dim, dim=2)\n"),
                  (PROJECT, "        return self.resid_dropout(self.c_proj(out))\n")],
                 note="uses c_attn (q, k, v) and c_proj"),
+    # Layouts whose rows only behaviour tells apart (issue 19): the grader finds each row's role
+    # by how it moves the output, and loads its weights row by row.
+    alternative("projections_qkv_proj_per_head",
+                [(SPLIT + HEADS, "        q, k, v = self.qkv_proj(x).view(batch, seq_len, self.num_heads, 3, "
+                                 "self.head_dim).transpose(1, 2).unbind(3)  # (heads, 3, head_dim)\n")],
+                note="found by how it moves your attention's output", core=True),
+    alternative("projections_c_attn_per_element",
+                [(QKV_INIT, "        self.c_attn = nn.Linear(dim, 3 * dim)\n"),
+                 (SPLIT + HEADS, "        q, k, v = self.c_attn(x).view(batch, seq_len, self.num_heads, "
+                                 "self.head_dim, 3).transpose(1, 2).unbind(-1)  # (dim, 3)\n")],
+                note="found by how it moves your attention's output"),
+    alternative("projections_q_and_kv_per_head_with_bias",
+                [(QKV_INIT, "        self.q_proj = nn.Linear(dim, dim)\n"
+                            "        self.kv_proj = nn.Linear(dim, 2 * dim)  # (heads, 2, head_dim)\n"),
+                 (SPLIT + HEADS, "        q = self.q_proj(x).view(batch, seq_len, self.num_heads, self.head_dim).transpose(1, 2)\n"
+                                 "        k, v = self.kv_proj(x).view(batch, seq_len, self.num_heads, 2, "
+                                 "self.head_dim).transpose(1, 2).unbind(3)\n")],
+                note="found by how it moves your attention's output"),
     alternative("rmsnorm_f_rms_norm_with_eps",
                 [(RMS + NORMED, "        return F.rms_norm(x, (x.shape[-1],), self.scale, self.eps)\n")]),
     # SDPA with the mask as a bool tensor, and attention dropout only in training.

@@ -307,12 +307,14 @@ KV_CACHE = "your cached decoding"  # what the requests run, in messages
 class SearchedPath:
     """One candidate decoding path tried on the probe: its name ("generate(use_cache=True)"),
     its error, the positions its first attention layer (else its embedding) saw at each step,
-    and whether that counts as a cache."""
+    and whether that counts as a cache; layers_sharing_an_argument: how many attention layers
+    were passed one and the same non-tensor object (a cache shared across layers), 0 when none."""
 
     path: str
     error: Optional[dict]
     lengths: list
     cached: bool
+    layers_sharing_an_argument: int = 0
 
 
 @dataclass(frozen=True)
@@ -323,7 +325,10 @@ class DecodedCase:
     the cached path's could be recorded (logits_source says from what), else None.
     prefill_logits, full_prompt_logits: the prompt pass's logits (batch, P, vocab);
     prefill_attention, full_prompt_attention: its first attention layer's output; embedded,
-    attended: positions fed to the embedding and to the first attention layer at each step."""
+    attended: positions fed to the embedding and to the first attention layer at each step.
+    layers_sharing_an_argument: how many attention layers were passed one and the same
+    non-tensor object (a cache shared across layers), 0 when none. fresh_model: when the case
+    failed, {"error", "tokens"} of it decoded as the first call of a freshly built model."""
 
     error: Optional[dict]
     tokens: Optional[torch.Tensor]
@@ -337,6 +342,8 @@ class DecodedCase:
     full_logits: torch.Tensor
     full_prompt_logits: Optional[torch.Tensor]
     full_prompt_attention: Optional[torch.Tensor]
+    layers_sharing_an_argument: int = 0
+    fresh_model: Optional[dict] = None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,12 @@ evidence measured by the check that sees it:
   tokens change, the attention and rope checks measure with the model's mask passed instead, and
   say so (attention, leaks_future).
 
+- A mask bug of any form (a polarity read the wrong way, scores multiplied by the mask, the mask
+  added or applied after the softmax) leaves the rest of the attention right: with a mask that
+  allows every key passed (EVERY_KEY: ones, bool True, or zeros for a mask read as 1 = blocked)
+  the output is the unmasked reference's. The attention checks then pass with a note, and the
+  rope probe reads RoPE from that run (mask_only_difference, with_every_key).
+
 Either RoPE pairing is correct: an attention output is the reference's, or a known bug's, when
 it equals it under one of them (pairings, known_bug).
 """
@@ -30,7 +36,7 @@ import torch
 
 from .. import rubric
 from ..verdict import fail
-from . import diagnoses, oracle
+from . import compare, diagnoses, oracle
 from .adapters import ATTENTION, AttentionRun, attempt_attention, run_attention
 from .diagnoses import Diagnosis
 from .submission import raised
@@ -203,6 +209,43 @@ def leaks_future(submission, dim: int, num_heads: int, **request) -> str:
         return ""
     return (f"forward(x) without a mask is not causal (outputs at positions 0-{split - 1} moved by "
             f"{float(moved):.2g} when only tokens {split}-{seq_len - 1} changed)")
+
+
+# -- the mask as the one difference: every key allowed ------------------------------------------
+
+# Masks that allow every key, under the contract's reading (1 = may attend, float or bool) and
+# under the opposite one (1 = blocked): with every key allowed, no masking bug can act.
+EVERY_KEY = (("a mask of ones", lambda n: torch.ones(n, n)),
+             ("a bool mask of all True", lambda n: torch.ones(n, n, dtype=torch.bool)),
+             ("a mask of zeros (which allows every key when 1 is read as blocked)",
+              lambda n: torch.zeros(n, n)))
+
+
+def with_every_key(submission, *, x, **request):
+    """(form, AttentionRun) of the student's attention run with each of EVERY_KEY's masks that it
+    runs with (one that raises is skipped), in order: a generator."""
+    for form, make in EVERY_KEY:
+        run, error = attempt_attention(submission, x=x, mask=make(x.shape[1]), **request)
+        if not error:
+            yield form, run
+
+
+def mask_only_difference(submission, actual_of, expected: list, *, x, **request) -> str:
+    """'' unless the student's attention, with a mask that allows every key passed, gives one of
+    `expected` (the reference's values without a mask, one per RoPE pairing): then everything
+    but the masking is right, and the difference measured with the causal mask is the mask's;
+    returns the mask form that showed it. actual_of(run) is the value compared (out, grad_x)."""
+    for form, run in with_every_key(submission, x=x, **request):
+        if any(compare.close(actual_of(run), e, TOLERANCE) for e in expected):
+            return form
+    return ""
+
+
+def mask_note(what: str, form: str) -> str:
+    """The note of a check that found the mask to be the only difference."""
+    return (f"{what} differs from the reference's, but with {form} passed, every key allowed, "
+            "your attention equals the reference's without a mask: the difference lies in how "
+            "the causal mask is applied, which costs points in the causal_mask tests only")
 
 
 def with_mask_if_not_causal(submission, leak: str, seq_len: int) -> torch.Tensor:

@@ -83,7 +83,10 @@ RMSNORM_VARIANTS = {
 
 def matches(actual: torch.Tensor, variants: dict, *args, tolerance: Tolerance):
     """The Diagnoses of the variants ({Diagnosis: variant}) whose output variant(*args) equals
-    `actual`, in order (a generator)."""
+    `actual`, in order (a generator). An `actual` without one finite value matches nothing: NaN
+    everywhere tells no bug from another."""
+    if not actual.isfinite().any():
+        return
     for diagnosis, variant in variants.items():
         try:
             expected = variant(*args)
@@ -109,12 +112,14 @@ def _attention_with(make_mask=None, **options):
     return variant
 
 
+# Attention with every key allowed: what a correct attention gives when passed a mask of ones.
+UNMASKED_ATTENTION = _attention_with(lambda n: torch.ones(n, n, dtype=torch.bool))
+
 CAUSAL_MASK_VARIANTS = {
     Diagnosis("attention with no mask at all",
               "note that masked_fill is not in-place: assign its result "
               "(scores = scores.masked_fill(...)), and build the causal mask yourself when forward "
-              "gets none"):
-        _attention_with(lambda n: torch.ones(n, n, dtype=torch.bool)),
+              "gets none"): UNMASKED_ATTENTION,
     Diagnosis("zeroing the attention weights after the softmax (the future keys still enter the "
               "softmax's normalisation)", "mask the scores (with -inf) before the softmax"):
         _attention_with(mask_after_softmax=True),

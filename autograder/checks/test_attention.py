@@ -16,7 +16,7 @@ import torch
 from .. import rubric
 from ..verdict import Verdict, fail
 from ..worker.gradients import inner_product
-from . import attribution, compare, oracle
+from . import attribution, compare, diagnoses, oracle
 from .diagnoses import Diagnosis, explained
 
 TOLERANCE = rubric.TOLERANCES.attention
@@ -88,6 +88,15 @@ def _check(submission, measured, inputs, mask=None, gradient=False):
         if leak:
             return _check(submission, measured, inputs, attribution.with_mask_if_not_causal(
                 submission, leak, SEQ), gradient)
+    unmasked = attribution.pairings(measure(diagnoses.UNMASKED_ATTENTION), x, qkv_weight,
+                                    out_weight, HEADS)
+    form = attribution.mask_only_difference(
+        submission, (lambda run: run.grad_x) if gradient else (lambda run: run.out), unmasked,
+        x=x, dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight, out_weight=out_weight,
+        grad_out=grad_out if gradient else None, rope="template")
+    if form:
+        submission.note(attribution.mask_note(what, form))
+        return
     diagnosis = attributed.diagnosis
     if diagnosis is None and not gradient and _right_alone(
             submission, x, attribution.model_mask(SEQ) if passed else None, expected, dim=DIM,

@@ -160,13 +160,27 @@ def _attention(submission, **request):
                      found=f"raised {error} when no mask was passed"
                            + (f". With the model's mask torch.tril(torch.ones({seq_len}, {seq_len})) "
                               "passed it runs" if runs else ""),
-                     cause="forward(x, mask=None) builds no causal mask of its own" if runs else "",
+                     cause=_own_mask_cause(submission, request) if runs else "",
                      hint=("forward(x, mask=None) must build its own causal mask when no mask is "
                            "passed (the template's contract: the class is causal on its own)."
                            if runs else ""), kind="raised"))
     if error:
         fail(raised(ATTENTION, error))
     return result
+
+
+def _own_mask_cause(submission, request) -> str:
+    """Why forward(x) raises without a mask while it runs with the model's, from one more run:
+    its own mask sized from the batch axis when it runs on a batch as long as the sequence."""
+    x = request["x"]
+    square = x[:1].expand(x.shape[1], -1, -1).contiguous()
+    forward_only = {key: value for key, value in request.items() if key not in ("grad_out", "per_position_grads")}
+    _, error = attempt_attention(submission, **{**forward_only, "x": square})
+    if not error:
+        return ("forward(x, mask=None) builds its own mask from the batch size, not the sequence "
+                "length: it runs only when the batch is as long as the sequence (x is (batch, "
+                "seq, dim): the sequence length is x.shape[1])")
+    return "forward(x, mask=None) builds no causal mask of its own, or builds one that fails"
 
 
 def _known_bug(got, x, qkv_weight, out_weight):

@@ -55,7 +55,8 @@ def test_forward_matches_reference(submission, reference, generator, shape, eps,
                 otherwise="Expected x / sqrt(mean(x^2 over the last dim) + eps) * scale.")
         fail(compare.mismatch(f"RMSNorm(dim={shape[-1]}, eps={eps:g}) on input {tuple(shape)}",
                               got.out, expected, TOLERANCE, **explanation))
-    submission.note(f"max abs error {compare.max_error(got.out, expected)[0]:.2g}")
+    submission.note(f"RMSNorm(dim={shape[-1]}, eps={eps:g}) on input {tuple(shape)}: max abs error "
+                    f"{compare.max_error(got.out, expected)[0]:.2g}, within the tolerance")
 
 
 def test_gradients_match_reference(submission, reference, generator):

@@ -28,8 +28,9 @@ def template():
     return module
 
 
-def rms_norm(dim: int, eps: float = 1e-6) -> torch.nn.Module:
-    """torch.nn.RMSNorm, built as the template's RMSNorm(dim, eps) is."""
+def rms_norm(dim: int, eps: float = 1e-6, *_args, **_options) -> torch.nn.Module:
+    """torch.nn.RMSNorm, built as the template's RMSNorm(dim, eps) is (a student's block may pass
+    its RMSNorm further options, which a known-good norm has no use for)."""
     return torch.nn.RMSNorm(dim, eps=eps)
 
 
@@ -82,12 +83,22 @@ class RopeCallMismatch(Exception):
     """The student's attention calls self.rope otherwise than the template's attention does."""
 
 
-def template_rope(head_dim: int, expected_shape: tuple) -> torch.nn.Module:
+def _no_offset(value) -> bool:
+    """An argument a RoPE call may carry beside q and k that leaves the positions at 0, 1, ...:
+    None, or a position offset of 0."""
+    return value is None or (type(value) is int and value == 0)
+
+
+def template_rope(head_dim: int, expected_shape: tuple, own: torch.nn.Module) -> torch.nn.Module:
     """The template's RotaryPositionalEmbedding(head_dim), to stand in for a student's
-    `attention.rope`. It accepts only the template's call, rope(q, k) with q and k of
-    `expected_shape` (batch, heads, seq, head_dim), and raises RopeCallMismatch otherwise (a
-    student's own RoPE may expect another layout, where the template's would silently rotate the
-    wrong axis). `.used` tells whether the attention ran it or read its cos/sin tables."""
+    `attention.rope` (`own`), answering the student's call the way `own` does: rope(q, k) or
+    rope(x) (one tensor at a time), with extra arguments that leave the positions at 0, 1, ...
+    (offset=0, None), returning what `own` returns for the same call (one tensor, or a tuple
+    whose first two items are the rotated q and k, its other items passed through). The tensors
+    must have `expected_shape` (batch, heads, seq, head_dim): a student's own RoPE may expect
+    another layout, where the template's would silently rotate the wrong axis. Any other call
+    raises RopeCallMismatch. `.used` tells whether the attention ran it or read its cos/sin
+    tables."""
     base = template().RotaryPositionalEmbedding
 
     class TemplateRope(base):
@@ -101,12 +112,28 @@ def template_rope(head_dim: int, expected_shape: tuple) -> torch.nn.Module:
             return super().__getattr__(name)
 
         def forward(self, *args, **kwargs):
-            shapes = [tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-                      for t in (*args, *kwargs.values())]
-            if len(shapes) != 2 or shapes != [tuple(expected_shape)] * 2:
-                raise RopeCallMismatch(f"self.rope was called with {shapes}, not (q, k) of shape "
-                                       f"{tuple(expected_shape)}")
+            values = (*args, *kwargs.values())
+            tensors = [t for t in values if isinstance(t, torch.Tensor)]
+            shapes = [tuple(t.shape) if isinstance(t, torch.Tensor) else repr(t) for t in values]
+            if (len(tensors) not in (1, 2) or any(tuple(t.shape) != tuple(expected_shape) for t in tensors)
+                    or not all(_no_offset(v) for v in values if not isinstance(v, torch.Tensor))):
+                raise RopeCallMismatch(f"self.rope was called with {shapes}, not with q and k (or "
+                                       f"one of them) of shape {tuple(expected_shape)}")
+            try:
+                returned = own(*args, **kwargs)  # the student's return structure for this call
+            except Exception:  # noqa: BLE001 (a broken RoPE of the student's: the template's own form)
+                returned = tensors[0] if len(tensors) == 1 else tuple(tensors)
+            q, k = tensors if len(tensors) == 2 else tensors * 2
+            if "q" in kwargs and "k" in kwargs:
+                q, k = kwargs["q"], kwargs["k"]
+            q_rotated, k_rotated = super().forward(q, k)
             self.used = True
-            return super().forward(*args, **kwargs)
+            if len(tensors) == 1 and isinstance(returned, torch.Tensor):
+                return q_rotated
+            if (len(tensors) == 2 and isinstance(returned, (tuple, list)) and len(returned) >= 2
+                    and all(isinstance(r, torch.Tensor) for r in returned[:2])):
+                return type(returned)((q_rotated, k_rotated, *returned[2:]))
+            raise RopeCallMismatch(f"your RoPE returned {type(returned).__name__} for this call, "
+                                   "which the template's cannot imitate")
 
     return TemplateRope()

@@ -16,6 +16,7 @@ One module per concern:
     construction  building the student's classes the template's way; RMSNorm's gain; dropout
     model_api     how DecoderOnlyTransformer.forward is called and what it returns (ModelAPI)
     projections   the attention's projection layers by shape and role, and loading weights
+    projection_roles  which row of those layers computes which q, k, v component, by behaviour
     train_epoch   calling train_epoch and reading the loss it returns
     script_code   importing backbone.py despite script code left at its top level
     decoding      the candidate cached decoding paths of the student's model (mastery)

@@ -5,6 +5,8 @@ import re
 
 import torch
 
+from . import projection_roles
+
 
 class UnmappedProjections(TypeError):
     """The attention's projection layers do not map onto [W_q; W_k; W_v] and W_o by shape and role."""
@@ -39,26 +41,38 @@ def _role(name: str):
 
 class Projections:
     """The attention's projections by role. `inputs`: (name, weight, bias or None, roles) for the
-    layers that read x, roles a string such as "qkv", "q" or "kv" giving the order of their
-    output rows; `out`: (name, weight, bias) of the output projection. Weights are (out, in) as
-    in nn.Linear, y = x W^T + b."""
+    layers that read x, roles a string such as "qkv", "q" or "kv" naming the blocks of their
+    output rows in order; `out`: (name, weight, bias) of the output projection; `rows`: per
+    input layer, the row of the grader's [W_q; W_k; W_v] (3 dim, dim) each of its output rows
+    computes (by default the blocks `roles` names; projection_roles may find another order).
+    Weights are (out, in) as in nn.Linear, y = x W^T + b."""
 
     def __init__(self, inputs: list, out: tuple):
         self.inputs, self.out = inputs, out
+        dim = out[1].shape[0]
+        self.rows = [torch.cat([torch.arange(dim) + "qkv".index(role) * dim for role in roles])
+                     for *_, roles in inputs]
 
     def load(self, qkv_weight: torch.Tensor, out_weight: torch.Tensor) -> None:
         """Copy the grader's [W_q; W_k; W_v] (3 dim, dim) and W_o (dim, dim); biases zeroed."""
-        rows = dict(zip("qkv", qkv_weight.chunk(3, dim=0)))
-        for _, weight, bias, roles in self.inputs:
-            _copy(weight, bias, torch.cat([rows[role] for role in roles]))
+        for (_, weight, bias, _), rows in zip(self.inputs, self.rows):
+            _copy(weight, bias, qkv_weight[rows])
         _copy(self.out[1], self.out[2], out_weight)
 
     def qkv(self, x: torch.Tensor):
         """(q, k, v), each (batch, seq, dim), as the student's layers compute them from x."""
-        parts = {}
-        for _, weight, bias, roles in self.inputs:
-            parts.update(zip(roles, torch.nn.functional.linear(x, weight, bias).chunk(len(roles), -1)))
-        return parts["q"], parts["k"], parts["v"]
+        dim = self.out[1].shape[0]
+        merged = x.new_zeros(*x.shape[:-1], 3 * dim)
+        for (_, weight, bias, _), rows in zip(self.inputs, self.rows):
+            merged[..., rows] = torch.nn.functional.linear(x, weight, bias)
+        return merged.split(dim, dim=-1)
+
+    def blockwise(self, rows: list) -> bool:
+        """Whether `rows` (as self.rows) keep every role in whole blocks of dim rows in order,
+        whatever the blocks' order."""
+        dim = self.out[1].shape[0]
+        return all(bool((block - block[0] == torch.arange(dim)).all()) and int(block[0]) % dim == 0
+                   for layer in rows for block in layer.split(dim))
 
     def describe(self) -> str:
         """'q_proj (q), kv_proj (k, v) and out_proj', for notes."""
@@ -143,12 +157,30 @@ def find_projections(attention, dim: int) -> Projections:
         "its shape does not say which)")
 
 
-def load_projections(session, attention, qkv_weight: torch.Tensor, out_weight: torch.Tensor):
+def load_projections(session, attention, qkv_weight: torch.Tensor, out_weight: torch.Tensor,
+                     num_heads: int):
     """Copy the grader's [W_q; W_k; W_v] and W_o into the attention module's projections, found
-    by shape and role (find_projections; biases zeroed), noting a layout other than the
-    template's qkv_proj + out_proj."""
-    projections = find_projections(attention, out_weight.shape[0])
-    if [name for name, *_ in projections.inputs] + [projections.out[0]] != ["qkv_proj", "out_proj"]:
+    by shape and role (find_projections; biases zeroed), each row by the role its behaviour
+    shows (projection_roles) where that differs from the blocks its shape and name suggest;
+    noting a layout other than the template's qkv_proj + out_proj. The template's qkv_proj keeps
+    its documented [W_q; W_k; W_v] blocks when behaviour shows blocks in another order: its
+    split order is graded (diagnoses names it)."""
+    dim = out_weight.shape[0]
+    projections = find_projections(attention, dim)
+    template = [name for name, *_ in projections.inputs] + [projections.out[0]] == ["qkv_proj", "out_proj"]
+    cache = session.state.setdefault("projection_rows", {})
+    key = (type(attention), dim, num_heads)
+    if key not in cache:
+        cache[key] = projection_roles.grader_rows(session, attention, projections, num_heads)
+    rows = cache[key]
+    reordered = rows is not None and not all(torch.equal(a, b) for a, b in zip(rows, projections.rows))
+    if not template:
         session.note(f"CausalSelfAttention uses {projections.describe()} instead of qkv_proj and "
                      "out_proj: loaded the grader's W_q, W_k, W_v, W_o into them by role")
+    if reordered and not (template and projections.blockwise(rows)):
+        projections.rows = rows
+        names = " and ".join(name for name, *_ in projections.inputs)
+        session.note(f"the rows of {names} are not [W_q; W_k; W_v] blocks in that order (the role "
+                     "of each row was found by how it moves your attention's output): loaded the "
+                     "grader's W_q, W_k, W_v into them row by row, by role")
     projections.load(qkv_weight, out_weight)

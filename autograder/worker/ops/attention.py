@@ -39,7 +39,7 @@ def _with_template_rope(session, attention, num_heads, x, run) -> dict:
         return {**run(), "rope": "own", "rope_not_substituted": "it has no `rope` module"}
     batch, seq_len, dim = x.shape
     head_dim = dim // num_heads
-    substitute = known_good.template_rope(head_dim, (batch, num_heads, seq_len, head_dim))
+    substitute = known_good.template_rope(head_dim, (batch, num_heads, seq_len, head_dim), own)
     attention.rope = substitute
     try:
         result = run()
@@ -83,7 +83,7 @@ def run_attention(session, dim: int, num_heads: int, qkv_weight: torch.Tensor,
         set_dropout(attention, 0.0)
     own_weights = False
     try:
-        load_projections(session, attention, qkv_weight, out_weight)
+        load_projections(session, attention, qkv_weight, out_weight, num_heads)
     except UnmappedProjections as error:
         if not own_weights_fallback:
             raise

@@ -39,6 +39,38 @@ def build_model(session, config: dict, seed: int) -> torch.nn.Module:
     return model
 
 
+def _attention_layers(session, model) -> list:
+    cls = getattr(session.module, "CausalSelfAttention", None)
+    return [m for m in model.modules() if isinstance(m, cls)] if isinstance(cls, type) else []
+
+
+class SharedArguments:
+    """Pre-hooks on every attention layer recording the objects other than tensors (dicts,
+    lists, cache objects) passed to each: `shared()` is how many layers got an object another
+    layer got too (the same cache handed to every layer). The objects are kept, so that no id
+    is reused while decoding."""
+
+    def __init__(self, layers: list):
+        self.seen, self.kept = {}, []
+        self.handles = [layer.register_forward_pre_hook(self._hook(index), with_kwargs=True)
+                        for index, layer in enumerate(layers)]
+
+    def _hook(self, index: int):
+        def hook(_module, args, kwargs):
+            for value in (*args, *kwargs.values()):
+                if value is not None and not isinstance(value, (torch.Tensor, bool, int, float, str)):
+                    self.kept.append(value)
+                    self.seen.setdefault(id(value), set()).add(index)
+        return hook
+
+    def shared(self) -> int:
+        return max((len(layers) for layers in self.seen.values() if len(layers) > 1), default=0)
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+
 def _first_attention(session, model):
     cls = getattr(session.module, "CausalSelfAttention", None)
     if isinstance(cls, type):
@@ -170,11 +202,17 @@ def find_path(session, model, prompt: torch.Tensor, new_tokens: int, seed: int, 
     positions than the sequence holds by then (decoding by full passes processes all of them)."""
     searched = []
     for path in decode_paths(session, model):
-        tokens, recorder, error = _decode(session, model, path, prompt, new_tokens, None, seed, vocab_size)
+        arguments = SharedArguments(_attention_layers(session, model))
+        try:
+            tokens, recorder, error = _decode(session, model, path, prompt, new_tokens, None, seed,
+                                              vocab_size)
+        finally:
+            arguments.remove()
         lengths = recorder.attended or recorder.embedded
         cached = error is None and len(lengths) >= 2 and all(
             length < prompt.shape[1] + step for step, length in enumerate(lengths) if step)
-        searched.append({"path": path.name, "error": error, "lengths": lengths, "cached": cached})
+        searched.append({"path": path.name, "error": error, "lengths": lengths, "cached": cached,
+                         "layers_sharing_an_argument": arguments.shared()})
         if cached:
             return path, searched
     return None, searched
@@ -192,7 +230,11 @@ def run_kv_cache_decode(session, config: dict, seed: int, probe: dict, cases: li
     full forward passes. Returns {"found": False, "searched"} or {"found": True, "path": its
     name, "call": the call as written, "greedy": whether it took the greedy keyword,
     "searched": [{"path", "error", "lengths": positions per step, "cached"}], "cases": [per
-    case: "error", "tokens" (batch, seq + new), "logits_source", "prefill_logits" (batch, seq,
+    case: "error", "tokens" (batch, seq + new), "layers_sharing_an_argument" (how many attention
+    layers were passed one and the same non-tensor object, e.g. a cache dict; 0 when none),
+    "fresh_model" (when the case raised or its tokens differ from the full passes': {"error",
+    "tokens"} of the same case decoded as the first call of a freshly built model, else None),
+    "logits_source", "prefill_logits" (batch, seq,
     vocab), "step_logits" (batch, new, vocab), "embedded", "attended", "prefill_attention"
     (batch, seq, dim), and the same by full passes: "full_tokens", "full_logits",
     "full_prompt_logits", "full_prompt_attention"]}."""
@@ -207,11 +249,26 @@ def run_kv_cache_decode(session, config: dict, seed: int, probe: dict, cases: li
     results = []
     for case in cases:
         prompt, new_tokens = case["prompt"], case["new_tokens"]
-        tokens, recorder, error = _decode(session, model, path, prompt, new_tokens, greedy, seed, vocab)
+        arguments = SharedArguments(_attention_layers(session, model))
+        try:
+            tokens, recorder, error = _decode(session, model, path, prompt, new_tokens, greedy, seed,
+                                              vocab)
+        finally:
+            arguments.remove()
         source, prefill, steps = recorder.logits(new_tokens)
         full_tokens, full_steps, full_prompt, full_attention = full_greedy(session, model, prompt,
                                                                            new_tokens, vocab)
+        fresh = None
+        if error is not None or not torch.equal(tokens, full_tokens):
+            # the same case as the first call of a new model: a cache left from earlier calls
+            # cannot reach it
+            fresh_model = build_model(session, config, seed)
+            fresh_tokens, _, fresh_error = _decode(session, fresh_model, _path_named(
+                session, fresh_model, path.name), prompt, new_tokens, greedy, seed, vocab)
+            fresh = {"error": fresh_error, "tokens": detached_copy(fresh_tokens)
+                     if fresh_tokens is not None else None}
         results.append({
+            "layers_sharing_an_argument": arguments.shared(), "fresh_model": fresh,
             "error": error, "tokens": detached_copy(tokens) if tokens is not None else None,
             "logits_source": source, "prefill_logits": prefill, "step_logits": steps,
             "embedded": recorder.embedded, "attended": recorder.attended,
