@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from .. import rubric
 from ..verdict import Verdict, fail
-from . import attribution, compare, diagnoses, oracle
+from . import attribution, compare, diagnoses, margin, oracle
 from .adapters import run_rope
 
 TOLERANCE = rubric.TOLERANCES.rope
@@ -253,7 +253,7 @@ def test_rope_module_relative_property(submission, generator):
                               got.q, nearest, TOLERANCE))
 
 
-def test_attention_scores_depend_on_relative_position(submission, generator):
+def test_attention_scores_depend_on_relative_position(submission, generator, extra):
     """(a) The scores change with the relative position m - n, and only with it."""
     log_weights, probe = _same_content_probe(submission, generator)
     if log_weights is None:
@@ -262,6 +262,8 @@ def test_attention_scores_depend_on_relative_position(submission, generator):
     if spread <= TOLERANCE.min_spread:
         fail(_flat(submission, generator, spread))
     _, residual = _fit(log_weights, *DISTANCES)
+    extra[margin.KEY] = margin.at_most(residual, TOLERANCE.log_weights,
+                                       "misfit of log A[i, j] by i - j <= log_weights")
     if residual > TOLERANCE.log_weights:
         known = _rope_bug(log_weights, probe, diagnoses.ROPE_VARIANTS)
         fail(Verdict(measured="log A[i, j] - log A[i, i] with the same query and the same key at "
@@ -273,7 +275,7 @@ def test_attention_scores_depend_on_relative_position(submission, generator):
                      **diagnoses.explained(known)))
 
 
-def test_rope_applied_to_queries_and_keys_not_values(submission, generator):
+def test_rope_applied_to_queries_and_keys_not_values(submission, generator, extra):
     """(b) Both the queries and the keys are rotated; the values are not. Values that reach the
     output unchanged make the probe's output readable as attention weights; with the same content
     at every position, scores that change with the positions need both q and k rotated (one of
@@ -282,6 +284,8 @@ def test_rope_applied_to_queries_and_keys_not_values(submission, generator):
     if log_weights is None:
         return
     _, spread = _fit(log_weights)
+    extra[margin.KEY] = margin.at_least(spread, TOLERANCE.min_spread,
+                                        "spread of log A[i, j] over positions >= min_spread")
     if spread <= TOLERANCE.min_spread:
         fail(_flat(submission, generator, spread))
 
