@@ -64,6 +64,7 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
     start = time.monotonic()
     torch.set_num_threads(1)
     found = intake.locate(submission)
+    submitted = results.file_sha256(found.file) if found.file else ""  # read before any grading
     limits = Limits.sized(rubric.WORKER)
     worker = None
     if found.file:
@@ -112,6 +113,7 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
     for name, details in plugin.internal_errors:
         print(f"---- internal error of the grader in '{name}' ----\n{details}")
     document.setdefault("extra_data", {})["kit"] = kit_version.fingerprint()
+    document["extra_data"][results.SUBMISSION_HASH] = submitted
     results.write(document, results_path)
     return document
 
