@@ -38,9 +38,11 @@ import time
 from dataclasses import dataclass
 
 from .. import kit_version, results, rubric
-from . import html_report
+from . import analytics, html_report, ledger, similarity
 
 KIT = kit_version.KIT
+PAGES = (("tests.html", "Tests: class analytics"), ("similarity.html", "Similarity"),
+         ("ledger.html", "Regrade ledger"))  # the report's pages besides the index
 METADATA = "submission_metadata.yml"
 # A whole grading run takes ~30 s; the checks' own timeouts end a hung one well before this.
 SUBMISSION_TIMEOUT = 30 * 60
@@ -53,6 +55,7 @@ class Submission:
     student: str = ""  # from Gradescope's metadata, if any
     document: dict = None  # its results.json, once graded
     error: str = ""  # why there is no results.json
+    grade: object = None  # its recorded grade (ledger.Grade): drops, --never-lower, overrides
 
     def results_path(self, out: str) -> str:
         return os.path.join(out, "results", self.name + ".json")
@@ -235,21 +238,26 @@ def _clock(seconds: float) -> str:
 
 
 def write_summary(submissions: list, path: str) -> None:
+    """summary.csv: a row per submission; `total` is its recorded grade (ledger.py), `graded
+    total` the grader's (less dropped tests), `adjusted` what made them differ."""
     numbering = results.numbers()
     tests = [(numbering[rule.test], rule.name) for rule in rubric.RULES]
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["submission", "student", "total", *rubric.CATEGORIES,
-                         *(f"{number} {name}" for number, name in tests), "kv_cache_speedup", "error"])
+                         *(f"{number} {name}" for number, name in tests), "kv_cache_speedup",
+                         "graded total", "adjusted", "error"])
         for submission in submissions:
             document = submission.document or {"tests": []}
             scores = {test["number"]: test["score"] for test in document["tests"]}
             categories = {category: sum(t["score"] for t in document["tests"] if t["tags"] == [category])
                           for category in rubric.CATEGORIES}
-            row = [document.get("score", ""), *(categories[c] if submission.document else ""
-                                                for c in rubric.CATEGORIES),
+            grade = submission.grade if submission.document else None
+            row = [grade.total if grade else document.get("score", ""),
+                   *(categories[c] if submission.document else "" for c in rubric.CATEGORIES),
                    *(scores.get(number, "") for number, _ in tests),
-                   results.extra_value(document, "kv_cache_speedup", "")]
+                   results.extra_value(document, "kv_cache_speedup", ""),
+                   grade.graded if grade else "", ledger.adjusted(grade) if grade else ""]
             writer.writerow([submission.name, submission.student,
                              *(f"{v:g}" if isinstance(v, float) else v for v in row), submission.error])
 
@@ -274,14 +282,33 @@ def score_table(submissions: list) -> str:
                      for row in rows)
 
 
-def run(folder: str, out: str, jobs: int, regrade: bool = False, only=None, engine=None) -> int:
+def _documents(submissions: list, out: str) -> dict:
+    """{name: results.json} of the submissions that have readable results in `out`."""
+    found = {}
+    for submission in submissions:
+        try:
+            with open(submission.results_path(out)) as file:
+                found[submission.name] = json.load(file)
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def run(folder: str, out: str, jobs: int, regrade: bool = False, only=None, engine=None,
+        drop=(), never_lower: bool = False) -> int:
     """The batch run; `engine(pending, out, only, jobs)` grades and yields each submission as it
-    finishes (default local_pool; batch_ray.engine for a Ray cluster). Exit status 1 if any
+    finishes (default local_pool; batch_ray.engine for a Ray cluster). `drop` (test numbers or
+    names) and `never_lower` adjust the recorded grades (ledger.py). Exit status 1 if any
     submission could not be graded."""
     engine = engine or local_pool
     folder, out = os.path.abspath(folder), os.path.abspath(out)
     if not os.path.isdir(folder):
         print(f"--batch {folder}: not a folder", file=sys.stderr)
+        return 2
+    unknown = [test for test in drop if not ledger.test_number(test)]
+    if unknown:
+        print(f"--drop {', '.join(unknown)}: no such test (give a test's number, e.g. 3.1, or its name)",
+              file=sys.stderr)
         return 2
     for sub in ("results", "logs"):
         os.makedirs(os.path.join(out, sub), exist_ok=True)
@@ -290,6 +317,9 @@ def run(folder: str, out: str, jobs: int, regrade: bool = False, only=None, engi
     kits = {s.name: graded_with(s, out, only) for s in submissions}
     pending = [s for s in submissions if regrade or kits[s.name] != kit]
     current = len(submissions) - len(pending)
+    run_name = ledger.run_stamp()
+    earlier = _documents(pending, out)  # the results a regrade replaces: kept in history/
+    ledger.archive([s for s in pending if s.name in earlier], out, run_name)
     if pending:
         pool = f" with {jobs} at a time" if engine is local_pool else ""
         print(f"{len(submissions)} submissions in {folder}: grading {len(pending)}{pool}"
@@ -312,8 +342,24 @@ def run(folder: str, out: str, jobs: int, regrade: bool = False, only=None, engi
                     submission.document = json.load(file)
             except (OSError, ValueError) as error:
                 submission.error = f"no readable results: {error}"
+    if only:
+        print("ledger: not updated by a run with --only (its results hold only some tests)", file=sys.stderr)
+    else:
+        moved = ledger.settle(submissions, out, run_name, earlier, drop, never_lower)
+        print(f"ledger: {len(moved)} recorded grade(s) moved"
+              + (f" (see {os.path.join(out, 'ledger.csv')})" if moved else ""), file=sys.stderr)
     write_summary(submissions, os.path.join(out, "summary.csv"))
-    index = html_report.build(submissions, out)
+    stats = analytics.write(submissions, os.path.join(out, "tests.csv"))
+    measured = similarity.measure(submissions)
+    similarity.write(measured, os.path.join(out, "similarity.csv"))
+    if measured.missing:
+        print(f"similarity: not measured: {measured.missing}", file=sys.stderr)
+    index = html_report.build(submissions, out, PAGES)
+    report = os.path.dirname(index)
+    analytics.write_pages(stats, submissions, report)
+    similarity.write_pages(measured, report)
+    html_report.write_page(os.path.join(report, "ledger.html"), "Regrade ledger",
+                           ledger.page(out, run_name, submissions))
     print(score_table(submissions))
     failed = [s.name for s in submissions if s.error]
     print(f"summary: {os.path.join(out, 'summary.csv')}\nreport:  {index}"
