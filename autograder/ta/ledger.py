@@ -267,7 +267,7 @@ def page(out: str, run: str, submissions: list) -> str:
         who = row["submission"] + (f" ({row['student']})" if row["student"] else "")
         after = f"<b>{row['after']}</b> <span class={shade}>({delta:+g})</span>" if delta else row["after"]
         return [html.escape(row["run"]), html.escape(who), row["before"], after, row["graded"],
-                html.escape(row["tests"]).replace("; ", "<br>"), html.escape(row["why"]).replace("; ", "<br>")]
+                *("<br>".join(map(html.escape, row[key].split("; "))) for key in ("tests", "why"))]
     header = ["run", "submission", "before", "after", "graded", "tests whose points changed", "why"]
     in_force = [[html.escape(s.name), f"{s.grade.graded:g}", f"<b>{s.grade.total:g}</b>",
                  html.escape(adjusted(s.grade))] for s in submissions if s.grade is not None and adjusted(s.grade)]

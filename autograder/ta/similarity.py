@@ -111,13 +111,14 @@ def measure(submissions: list) -> Measured:
     from copydetect import compare_files
     codes = {s.name: _code(s) for s in submissions if s.document}
     by_name = {s.name: s for s in submissions}
-    own = _boilerplate([TEMPLATE, REFERENCE])
+    template = _boilerplate([TEMPLATE])
+    own = sorted(set(template) | set(_boilerplate([REFERENCE])))
     prints = {name: _fingerprint(code, own) for name, code in codes.items() if code}
     with open(REFERENCE, encoding="utf-8") as file:
-        reference = _fingerprint(file.read(), _boilerplate([TEMPLATE]))
+        reference = _fingerprint(file.read(), template)
     reference_share = {}
     for name, code in codes.items():
-        mine = _fingerprint(code, _boilerplate([TEMPLATE])) if code else None
+        mine = _fingerprint(code, template) if code else None
         reference_share[name] = compare_files(mine, reference)[1][0] if mine and mine.token_coverage else 0.0
     pairs = []
     for a, b in itertools.combinations(sorted(prints), 2):
