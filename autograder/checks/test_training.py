@@ -393,7 +393,7 @@ def test_train_mode(submission, generator):
                           "while training."))
 
 
-def test_returns_mean_batch_loss(submission, generator):
+def test_returns_mean_batch_loss(submission, generator, extra):
     epoch = SpiedEpoch(submission, generator)
     losses = epoch.batch_losses()
     means = [mean for mean, _ in losses]
@@ -407,6 +407,9 @@ def test_returns_mean_batch_loss(submission, generator):
 
     def close(value):
         return abs(got - value) <= SPEC.loss_rtol * abs(value)
+
+    extra[margin.KEY] = margin.at_most(abs(got - expected) / abs(expected), SPEC.loss_rtol,
+                                       "|returned - mean batch loss| / |mean| <= loss_rtol")
 
     if close(expected):
         if epoch.returned_type != "float":
