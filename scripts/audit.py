@@ -90,7 +90,8 @@ def main(argv=None) -> int:
     os.makedirs(out, exist_ok=True)
     if args.results:
         runs = [read_results(folder) for folder in args.results]
-        correct = {"reference", *(v.name for v in CORRECT), *args.correct}
+        graded = {name for documents in runs for name in documents}
+        correct = {"reference", *(v.name for v in CORRECT), *args.correct} & graded
     else:
         settings = dict(runs=args.runs, alternatives=[v.name for v in CORRECT], sample=args.sample,
                         only=args.only)

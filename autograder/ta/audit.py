@@ -127,21 +127,22 @@ def page(found: list, correct) -> str:
         else:
             shade = "failed" if a.headroom < 0.1 else "partial" if a.headroom < 0.5 else "passed"
             room = (f"<b class={shade}>{a.headroom:.1%}</b>", f"{a.headroom:.6f}")
-        failed = "<br>".join(html.escape(f) for f in a.correct_failed)
-        rows.append([a.number, html.escape(a.name), a.category, html.escape(a.kind), room,
-                     "" if a.measured is None else f"{a.measured:.3g} / {a.threshold:g}", html.escape(a.closest),
-                     f"<b class=failed>{failed}</b>" if failed else "",
-                     _number(a.spread, 2) + (f" <span class=muted>({html.escape(a.spread_of)})</span>"
-                                             if a.spread else ""),
-                     f"<b class=failed>{html.escape(', '.join(a.unstable))}</b>" if a.unstable else "none"])
+        kind = f"<div class=muted>margin: {html.escape(a.kind)}</div>" if a.kind else ""
+        measured = "" if a.measured is None else (f"{a.measured:.3g} / {a.threshold:g}"
+                                                  f"<div class=muted>{html.escape(a.closest)}</div>")
+        spread = _number(a.spread, 2) + (f"<div class=muted>{html.escape(a.spread_of)}</div>" if a.spread else "")
+        problems = ([f"correct but failed: {f}" for f in a.correct_failed]
+                    + [f"outcome differs between runs: {name}" for name in a.unstable])
+        rows.append([a.number, html.escape(a.name) + kind, room, measured, spread,
+                     "<br>".join(f"<b class=failed>{html.escape(p)}</b>" for p in problems) or "none"])
     runs = max((a.runs for a in found), default=0)
     return ("<h1>Audit of the kit's tests</h1>"
             f"<p class=muted>{runs} run{'s' * (runs != 1)} of {max((a.submissions for a in found), default=0)} "
             f"submissions, {len(correct)} of them known to be correct. Headroom: the fraction of a test's "
             "threshold that correct code left unused, the smallest over every correct submission and run "
             "(under 10% in red: correct code comes close to failing). Spread: the largest difference of "
-            "one submission's measured value between runs. Differs: submissions whose outcome of the "
-            "test was not the same on every run.</p>"
-            + html_report.table(["#", "test", "category", "margin measured", "smallest headroom",
-                                 "measured / threshold", "closest (correct)", "correct but failed",
-                                 "run-to-run spread", "outcome differs"], rows, {0, 4}, sortable=True))
+            "one submission's measured value between runs. Problems: correct code that failed the test, "
+            "and submissions whose outcome of it was not the same on every run.</p>"
+            + html_report.table(["#", "test (what its margin measures)", "smallest headroom",
+                                 "measured / threshold (where)", "run-to-run spread", "problems"],
+                                rows, {0, 2, 3, 4}, sortable=True))
