@@ -1,7 +1,9 @@
 """Similarity across a class (autograder/ta/similarity.py), measured on the kit's own correct
 versions: no correct pair is flagged for being correct, two copies of one file are the top pair."""
 
+import html
 import os
+import re
 import shutil
 import sys
 
@@ -80,6 +82,12 @@ def test_the_pages_show_the_pairs_and_the_shared_regions_side_by_side(measured, 
     assert "1 flagged pair" in index and "pairs/copy_a--copy_b.html" in index
     pair = (tmp_path / "pairs" / "copy_a--copy_b.html").read_text()
     assert pair.count("class=sidebyside") == 1 and "<mark>" in pair and "einsum" in pair
+    # the marked code is the file's own, line for line
+    code = measured.codes["copy_a"]
+    first = pair.split("class=sidebyside")[1].split("</pre>")[0]
+    numbered = re.findall(r"<span class=line><span class=ln>(\d+)</span>(.*?)</span>", first)
+    assert len(numbered) > 20 and all(code.splitlines()[int(number) - 1] == html.unescape(re.sub("</?mark>", "", text))
+                                      for number, text in numbered)
     lines = (tmp_path / "similarity.csv").read_text().splitlines()
     assert lines[0].split(",") == similarity.HEADER and lines[1].startswith("copy_a,copy_b,1.000,")
 

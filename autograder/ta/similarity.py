@@ -159,6 +159,9 @@ def _highlighted(code: str, slices, context: int = 3) -> str:
     """The code escaped, its shared regions marked, line-numbered; lines farther than `context`
     from a marked one are folded into a count."""
     marks = sorted(zip(slices[0].tolist(), slices[1].tolist())) if len(slices) and len(slices[0]) else []
+    # copydetect 0.5.0 can map a region at the very start back to an end before its start: such a
+    # region cannot be placed in the code, and is left unmarked
+    marks = [(start, end) for start, end in marks if end > start]
     parts, position = [], 0
     for start, end in marks:
         parts.append(html.escape(code[position:max(start, position)]))
