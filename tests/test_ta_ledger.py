@@ -166,3 +166,14 @@ def test_a_dropped_test_recomputes_totals_and_is_recorded(folder, tmp_path, caps
     assert grades["no_clip"]["dropped"] == [CLIPPING] and grades["no_clip"]["total"] == 100 - CLIPPING_POINTS
     assert batch.run(str(folder), str(out), 1, drop=["no such test"], engine=engine(documents)) == 2
     assert "--drop no such test: no such test" in capsys.readouterr().err
+
+
+def test_a_grade_that_moves_with_the_same_submission_and_kit_flags_its_tests(folder, tmp_path):
+    out = tmp_path / "out"
+    before = first_run(folder, out)
+    flaky = dict(before, full=document(failed=[CLIPPING], kit=OLD, sha="sha-full"))
+    assert batch.run(str(folder), str(out), 1, regrade=True, engine=engine(flaky)) == 0
+    (row,) = rows(out)
+    assert row["why"] == ledger.UNCHANGED and ledger.unstable([row]) == {CLIPPING: {"full"}}
+    flagged = {r["number"]: r for r in csv.DictReader(open(out / "tests.csv", newline=""))}[CLIPPING]
+    assert flagged["suspect"] == "yes" and "differed between runs" in flagged["evidence"]

@@ -1,6 +1,7 @@
 """A TA's batch run: grade every submission in a folder, in parallel, resumably.
 
     ./run_autograder --batch DIR --out OUT [--jobs N] [--regrade] [--only CATEGORY ...]
+                     [--drop TEST ...] [--never-lower]
 
 Every entry of DIR is one submission: a .py file, a folder or a zip, named after the entry
 (extension dropped). Gradescope's "Export Submissions" folder is recognised by its
@@ -19,8 +20,15 @@ grading that hit an internal error of the grader (results.internal_error, exit s
 grader error in the summary, never a score. Written to OUT:
     results/<name>.json       each submission's results.json (as Gradescope would get it)
     logs/<name>.log           the grader's output for it (incl. what the student's code printed)
-    summary.csv               one row per submission: total, each category, each test
-    report/index.html         the HTML report (html_report.py), with a page per submission
+    summary.csv               one row per submission: total (its recorded grade), each category,
+                              each test, the grader's total and what adjusted it
+    history/<run>/<name>.json results a regrade replaced; grades.json, ledger.csv: the recorded
+                              grades and every move of one, and why (ledger.py; with
+                              overrides.csv, --drop and --never-lower)
+    tests.csv                 per test: pass rate, causes, suspect tests (analytics.py)
+    similarity.csv            pairs of submissions sharing code (similarity.py, copydetect)
+    report/index.html         the HTML report (html_report.py), with a page per submission, and
+                              report/tests.html, similarity.html, ledger.html
 and the terminal gets a table of the scores. A run that finds every result up to date says so
 ("N up to date, nothing to grade (use --regrade)") and only rebuilds the summary and report.
 """
@@ -342,6 +350,7 @@ def run(folder: str, out: str, jobs: int, regrade: bool = False, only=None, engi
                     submission.document = json.load(file)
             except (OSError, ValueError) as error:
                 submission.error = f"no readable results: {error}"
+    moved = []
     if only:
         print("ledger: not updated by a run with --only (its results hold only some tests)", file=sys.stderr)
     else:
@@ -349,7 +358,7 @@ def run(folder: str, out: str, jobs: int, regrade: bool = False, only=None, engi
         print(f"ledger: {len(moved)} recorded grade(s) moved"
               + (f" (see {os.path.join(out, 'ledger.csv')})" if moved else ""), file=sys.stderr)
     write_summary(submissions, os.path.join(out, "summary.csv"))
-    stats = analytics.write(submissions, os.path.join(out, "tests.csv"))
+    stats = analytics.write(submissions, os.path.join(out, "tests.csv"), unstable=ledger.unstable(moved))
     measured = similarity.measure(submissions)
     similarity.write(measured, os.path.join(out, "similarity.csv"))
     if measured.missing:

@@ -245,6 +245,17 @@ def settle(submissions: list, out: str, run: str, earlier: dict, drop=(), never_
     return rows
 
 
+def unstable(rows: list) -> dict:
+    """{test number: submissions} from ledger rows whose grade moved with the same submission and
+    kit: the tests that graded them differently run to run (analytics flags them)."""
+    found = {}
+    for row in rows:
+        if row["why"] == UNCHANGED:
+            for move in filter(None, row["tests"].split("; ")):
+                found.setdefault(move.split(":")[0], set()).add(row["submission"])
+    return found
+
+
 def read_ledger(out: str) -> list:
     """Every row of OUT/ledger.csv, oldest first."""
     try:
