@@ -11,6 +11,11 @@
                              its code, line-numbered, the lines that messages name marked
     report/submissions/<name>/*.png        its loss curve and attention maps (figures.py)
 
+The index links, at its top, to the batch's other pages (`pages`: written by ledger.py,
+analytics.py and similarity.py with this file's `page`, `table` and `write_page`). Totals are the
+recorded grades (`recorded_total`: the ledger's drops, --never-lower and overrides applied),
+marked with a * where they differ from the grader's.
+
 Plain HTML with inline CSS, relative links and one small inline script (sorting a table by a
 click on its header; the page reads the same without it): no CDN, nothing fetched. Everything
 taken from a submission (names, messages, code, output) is escaped. Failures are grouped by the
