@@ -220,8 +220,8 @@ def settle(submissions: list, out: str, run: str, earlier: dict, drop=(), never_
             submission.grade = recorded.get(submission.name)
             continue
         before = recorded.get(submission.name)
-        if before is None and submission.name in earlier:
-            before = grade_of(earlier[submission.name])
+        if before is None and submission.name in earlier and not results.internal_error_of(earlier[submission.name]):
+            before = grade_of(earlier[submission.name])  # an internal error was never a grade
         grade = grade_of(submission.document, dropped)
         if never_lower:
             grade = _kept_higher(grade, before)
