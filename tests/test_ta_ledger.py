@@ -90,7 +90,7 @@ def test_a_rubric_weight_change_moves_exactly_the_submissions_and_tests_it_shoul
     ("sha-new", OLD, "submission changed"),
     ("sha-new", CURRENT, f"submission changed; kit fingerprint changed ({OLD} -> {CURRENT})"),
     ("sha-no_shift", OLD, ledger.UNCHANGED),
-])
+], ids=["submission", "submission-and-kit", "neither"])
 def test_the_ledger_says_why_a_grade_moved(folder, tmp_path, sha, kit, why):
     out = tmp_path / "out"
     before = first_run(folder, out, **FAILS)
