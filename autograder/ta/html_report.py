@@ -301,7 +301,8 @@ def _diagnoses(graded: list) -> str:
 def _pass_rates(graded: list) -> str:
     numbering, rows = results.numbers(), []
     for rule in rubric.RULES:
-        entries = [t for s in graded for t in s.document["tests"] if t["number"] == numbering[rule.test]]
+        entries = [t for s in graded for t in s.document["tests"] if t["number"] == numbering[rule.test]
+                   and (t.get("extra_data") or {}).get("attempted", True) is not False]  # see analytics
         if entries:
             rate = sum(t["status"] == "passed" for t in entries) / len(entries)
             rows.append([numbering[rule.test], html.escape(rule.name), rule.category, f"{rule.weight:g}",
