@@ -6,7 +6,8 @@
                    [--figures DIR]                       folder or a zip; --figures also writes
                                                          the PNGs of figures.py to DIR
     run_autograder --batch DIR --out OUT [--jobs N]      a TA's batch run over every submission
-                   [--regrade]                           in DIR (see ta/batch.py)
+                   [--regrade] [--drop TEST]             in DIR (see ta/batch.py; the ledger,
+                   [--never-lower]                       drops and overrides: ta/ledger.py)
                    [--engine ray [--ray-address A]]      ... graded on a Ray cluster (ta/batch_ray.py)
 
 Both modes take the same path: find the file (intake.py), start the worker (sandbox/), run
@@ -65,6 +66,7 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
     start = time.monotonic()
     torch.set_num_threads(1)
     found = intake.locate(submission)
+    submitted = results.file_sha256(found.file) if found.file else ""  # read before any grading
     limits = Limits.sized(rubric.WORKER)
     worker = None
     if found.file:
@@ -118,6 +120,7 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
     for name, details in plugin.internal_errors:
         print(f"---- internal error of the grader in '{name}' ----\n{details}")
     document.setdefault("extra_data", {})["kit"] = kit_version.fingerprint()
+    document["extra_data"][results.SUBMISSION_HASH] = submitted
     return results.write(document, results_path)
 
 
@@ -258,6 +261,12 @@ def main(argv=None) -> int:
                                     "cluster's nodes bring their own)")
     batch_options.add_argument("--regrade", action="store_true",
                                help="regrade submissions whose results are already up to date")
+    batch_options.add_argument("--drop", metavar="TEST", action="append", default=[],
+                               help="leave this test (number or name) out of every recorded total "
+                                    "(repeatable; recorded in the ledger, see ta/ledger.py)")
+    batch_options.add_argument("--never-lower", action="store_true",
+                               help="where a regrade lowers a recorded grade, keep the higher one "
+                                    "(the ledger records both)")
     batch_options.add_argument("--engine", choices=("local", "ray"), default="local",
                                help="local: a process pool on this machine (default); ray: one Ray "
                                     "task per submission (pip install -r requirements-ray.txt)")
@@ -277,7 +286,7 @@ def main(argv=None) -> int:
             from .ta import batch_ray
             engine = batch_ray.engine(args.ray_address)  # says how to install Ray if it is missing
         return batch.run(os.path.join(invoked_from, args.batch), os.path.join(invoked_from, args.out),
-                         max(args.jobs, 1), args.regrade, args.only, engine)
+                         max(args.jobs, 1), args.regrade, args.only, engine, args.drop, args.never_lower)
     if bool(args.submission) != bool(args.results):
         parser.error("--submission and --results go together")
     if not args.submission and not in_gradescope():

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from . import results, rubric
+from .checks import margin
 from .checks.submission import FAILURE_KINDS
 from .verdict import Failed, Verdict, from_message
 from .sandbox.errors import StudentError, WorkerFailure, WorkerStartError
@@ -120,7 +121,9 @@ class ResultsPlugin:
             credit = item.stash.get(CREDIT, None)
             if credit is not None and credit.fraction is not None:
                 outcome.fraction = credit.fraction
-            outcome.extra.update(item.stash.get(EXTRA, {}))
+            reported = item.stash.get(EXTRA, {})
+            tightest = margin.tighter(outcome.extra.get(margin.KEY), reported.get(margin.KEY))
+            outcome.extra.update(reported, **({margin.KEY: tightest} if tightest else {}))
 
     def _verdict(self, item, excinfo) -> Verdict:
         error = excinfo.value

@@ -8,6 +8,7 @@ and says why in `extra_data.internal_error`, which batch grading and the exit co
 """
 
 import base64
+import hashlib
 import html
 import json
 import os
@@ -239,3 +240,17 @@ def write(results: dict, path: str) -> dict:
     os.chmod(temporary, 0o644)
     os.replace(temporary, path)
     return results
+
+
+# extra_data key: the SHA-256 of the backbone.py graded (16 hex digits), so the TA's regrade
+# ledger (ta/ledger.py) can tell a changed submission from a changed kit.
+SUBMISSION_HASH = "submission_sha256"
+
+
+def file_sha256(path: str) -> str:
+    """16 hex digits of the SHA-256 of the file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]

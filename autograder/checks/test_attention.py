@@ -16,7 +16,7 @@ import torch
 from .. import rubric
 from ..verdict import Verdict, fail
 from ..worker.gradients import inner_product
-from . import attribution, compare, diagnoses, oracle
+from . import attribution, compare, diagnoses, margin, oracle
 from .diagnoses import Diagnosis, explained
 
 TOLERANCE = rubric.TOLERANCES.attention
@@ -60,7 +60,8 @@ def _right_alone(submission, x, mask, expected, **request) -> bool:
 
 def _check(submission, measured, inputs, mask=None, gradient=False):
     """Pass if the student's output (or with `gradient`, its input gradient) is the reference's,
-    or the reference's with another category's bug; else fail. `measured` names it."""
+    or the reference's with another category's bug; else fail. `measured` names it. Returns
+    its margin (margin.allclose) when it matched the reference."""
     x, qkv_weight, out_weight, grad_out = inputs
     measurement = attribution.attention(submission, x=x, mask=mask, dim=DIM, num_heads=HEADS,
                                         qkv_weight=qkv_weight, out_weight=out_weight,
@@ -76,7 +77,7 @@ def _check(submission, measured, inputs, mask=None, gradient=False):
     close = [e for e in expected if compare.close(actual, e, TOLERANCE)]
     if close:
         submission.note(f"{what}: max abs error {compare.max_error(actual, close[0])[0]:.2g}")
-        return
+        return margin.allclose(actual, close[0], TOLERANCE)
     attributed = attribution.attention_difference(actual, x, qkv_weight, out_weight, HEADS, measure)
     if attributed.category != "attention":
         submission.note(f"{what} equals the reference's with a {attributed.category} bug, which "
@@ -106,19 +107,19 @@ def _check(submission, measured, inputs, mask=None, gradient=False):
     fail(compare.mismatch(what, actual, nearest, TOLERANCE, **explained(diagnosis, otherwise=HINT)))
 
 
-def test_output_matches_reference(submission, generator):
-    _check(submission, f"CausalSelfAttention(dim={DIM}, num_heads={HEADS}) output on input "
-           f"{(BATCH, SEQ, DIM)}", _inputs(generator))
+def test_output_matches_reference(submission, generator, extra):
+    margin.record(extra, _check(submission, f"CausalSelfAttention(dim={DIM}, num_heads={HEADS}) "
+                                f"output on input {(BATCH, SEQ, DIM)}", _inputs(generator)))
 
 
-def test_explicit_mask_matches_reference(submission, generator):
-    _check(submission, "CausalSelfAttention output", _inputs(generator),
-           mask=attribution.model_mask(SEQ))
+def test_explicit_mask_matches_reference(submission, generator, extra):
+    margin.record(extra, _check(submission, "CausalSelfAttention output", _inputs(generator),
+                                mask=attribution.model_mask(SEQ)))
 
 
-def test_gradients_match_reference(submission, generator):
-    _check(submission, "gradient of <attention output, g> w.r.t. the input", _inputs(generator),
-           gradient=True)
+def test_gradients_match_reference(submission, generator, extra):
+    margin.record(extra, _check(submission, "gradient of <attention output, g> w.r.t. the input",
+                                _inputs(generator), gradient=True))
 
 
 # Dropout probability the module is built with. A correct module's two eval-mode calls are

@@ -11,7 +11,7 @@ import torch
 
 from .. import rubric
 from ..verdict import Failed, Verdict, fail
-from . import attribution, compare, diagnoses
+from . import attribution, compare, diagnoses, margin
 from .adapters import ATTENTION, attempt_attention, run_model_logits, run_rmsnorm
 from .submission import raised
 
@@ -290,7 +290,7 @@ def _future_gradients(rows) -> torch.Tensor:
     return rows.abs().amax(dim=(1, 3)).masked_fill(~future, 0.0)
 
 
-def test_attention_future_gradients_are_zero(submission, generator):
+def test_attention_future_gradients_are_zero(submission, generator, extra):
     qkv_weight, out_weight = _weights(generator)
     x = torch.randn(2, SEQ, DIM, generator=generator)
     grad_out = torch.randn(2, SEQ, DIM, generator=generator)
@@ -305,6 +305,7 @@ def test_attention_future_gradients_are_zero(submission, generator):
             continue
         size = _future_gradients(got.rows)
         leaky = torch.nonzero(~(size <= ATOL))  # NaN counts as leaking
+        margin.record(extra, margin.at_most(size.max(), ATOL, "max |gradient from a future token| <= atol"))
         if not len(leaky):
             continue
         if all(torch.all(_future_gradients(_attention(submission, x=row, grad_out=row_grad, **request).rows)
@@ -330,7 +331,7 @@ def test_attention_future_gradients_are_zero(submission, generator):
         fail(_by_mode(failures))
 
 
-def test_attention_sees_itself_and_past(submission, generator):
+def test_attention_sees_itself_and_past(submission, generator, extra):
     qkv_weight, out_weight = _weights(generator)
     # W_q = 0 makes every score 0, so each allowed key gets the same weight and the gradient on
     # token s reaches output t only through s's value: it is non-zero exactly when t sees s.
@@ -352,7 +353,10 @@ def test_attention_sees_itself_and_past(submission, generator):
     # measured >= 0.054 of the largest over 50 seeds, so 1e-3 of the largest separates them.
     # A module whose projections the grader cannot map runs with its own initial weights (not
     # uniform attention): the reference so initialised, >= 0.065 of the largest over 30 seeds.
-    blind = (size <= 1e-3 * size.max()) & torch.ones(SEQ, SEQ, dtype=torch.bool).tril()
+    seen = torch.ones(SEQ, SEQ, dtype=torch.bool).tril()
+    blind = (size <= 1e-3 * size.max()) & seen
+    margin.record(extra, margin.at_least(size[seen].min() / size.max(), 1e-3,
+                                         "smallest |gradient from a seen token| / largest >= 1e-3"))
     expected = f"above {1e-3:g} of the largest (position t sees every token s <= t)"
     if blind.diagonal().any():
         t = int(torch.nonzero(blind.diagonal())[0])

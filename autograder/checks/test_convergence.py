@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from .. import dataset, rubric
 from ..verdict import Failed, Verdict, fail
+from . import margin
 from .adapters import run_convergence_predict, run_convergence_train, run_trained_attention
 
 SPEC = rubric.CONVERGENCE
@@ -126,7 +127,7 @@ def attention_maps(submission, tokens: torch.Tensor):
         return None
 
 
-def test_heldout_loss(submission, credit, grading_data, context):
+def test_heldout_loss(submission, credit, grading_data, context, extra):
     trained = run_convergence_train(
         submission, config=SPEC.model.kwargs(), seed=SPEC.seed, states=grading_data["train_states"],
         actions=grading_data["train_actions"], batch_size=SPEC.batch_size,
@@ -138,6 +139,7 @@ def test_heldout_loss(submission, credit, grading_data, context):
                                    target=SPEC.target_loss)
     loss = heldout_loss(submission, grading_data["val_actions"])
     fraction = next((share for bound, share in SPEC.tiers if loss < bound), 0.0)
+    extra[margin.KEY] = margin.at_most(loss, SPEC.target_loss, "held-out loss <= target (full marks)")
     credit.set(fraction)
     context.figures["loss"]["heldout_loss"] = loss
     maps = attention_maps(submission, grading_data["val_actions"][:1])

@@ -6,7 +6,7 @@ import torch
 from .. import rubric
 from ..verdict import Verdict, fail
 from ..worker.gradients import inner_product
-from . import compare, diagnoses
+from . import compare, diagnoses, margin
 from .adapters import run_rmsnorm
 
 TOLERANCE = rubric.TOLERANCES.rmsnorm
@@ -38,7 +38,7 @@ def _expected(reference, x, scale, eps, grad_out):
 
 
 @pytest.mark.parametrize("shape, eps, magnitude", CASES, ids=[str(c[0]) for c in CASES])
-def test_forward_matches_reference(submission, reference, generator, shape, eps, magnitude):
+def test_forward_matches_reference(submission, reference, generator, extra, shape, eps, magnitude):
     x, scale, grad_out = _inputs(shape, magnitude, generator)
     got = run_rmsnorm(submission, dim=shape[-1], eps=eps, scale=scale, x=x, grad_out=grad_out)
     expected, _, _ = _expected(reference, x, scale, eps, grad_out)
@@ -57,9 +57,10 @@ def test_forward_matches_reference(submission, reference, generator, shape, eps,
                               got.out, expected, TOLERANCE, **explanation))
     submission.note(f"RMSNorm(dim={shape[-1]}, eps={eps:g}) on input {tuple(shape)}: max abs error "
                     f"{compare.max_error(got.out, expected)[0]:.2g}, within the tolerance")
+    margin.record(extra, margin.allclose(got.out, expected, TOLERANCE))
 
 
-def test_gradients_match_reference(submission, reference, generator):
+def test_gradients_match_reference(submission, reference, generator, extra):
     shape, eps = (3, 6, 24), 1e-5
     x, scale, grad_out = _inputs(shape, 1.0, generator)
     got = run_rmsnorm(submission, dim=shape[-1], eps=eps, scale=scale, x=x, grad_out=grad_out)
@@ -77,6 +78,7 @@ def test_gradients_match_reference(submission, reference, generator):
                          kind="property"))
         if not compare.close(actual, expected, TOLERANCE):
             fail(compare.mismatch(f"gradient of RMSNorm w.r.t. its {name}", actual, expected, TOLERANCE))
+        margin.record(extra, margin.allclose(actual, expected, TOLERANCE))
 
 
 def test_zero_input_is_finite(submission):

@@ -13,7 +13,7 @@ differences from other categories' bugs is rope_probe.py's.
 import torch
 
 from ..verdict import Verdict, fail
-from . import attribution, compare, diagnoses, rope_probe
+from . import attribution, compare, diagnoses, margin, rope_probe
 from .adapters import run_rope
 
 
@@ -45,7 +45,7 @@ def test_rope_module_relative_property(submission, generator):
                               got.q, nearest, rope_probe.TOLERANCE))
 
 
-def test_attention_scores_depend_on_relative_position(submission, generator):
+def test_attention_scores_depend_on_relative_position(submission, generator, extra):
     """(a) The scores change with the relative position m - n, and only with it."""
     log_weights, probe = rope_probe.same_content_probe(submission, generator)
     if log_weights is None:
@@ -54,6 +54,8 @@ def test_attention_scores_depend_on_relative_position(submission, generator):
     if spread <= rope_probe.TOLERANCE.min_spread:
         fail(rope_probe.flat_verdict(submission, generator, spread))
     _, residual = rope_probe.fit(log_weights, *rope_probe.DISTANCES)
+    extra[margin.KEY] = margin.at_most(residual, rope_probe.TOLERANCE.log_weights,
+                                       "misfit of log A[i, j] by i - j <= log_weights")
     if residual > rope_probe.TOLERANCE.log_weights:
         known = rope_probe.rope_bug(log_weights, probe, diagnoses.ROPE_VARIANTS)
         fail(Verdict(measured="log A[i, j] - log A[i, i] with the same query and the same key at "
@@ -65,7 +67,7 @@ def test_attention_scores_depend_on_relative_position(submission, generator):
                      **diagnoses.explained(known)))
 
 
-def test_rope_applied_to_queries_and_keys_not_values(submission, generator):
+def test_rope_applied_to_queries_and_keys_not_values(submission, generator, extra):
     """(b) Both the queries and the keys are rotated; the values are not. Values that reach the
     output unchanged make the probe's output readable as attention weights; with the same content
     at every position, scores that change with the positions need both q and k rotated (one of
@@ -74,6 +76,8 @@ def test_rope_applied_to_queries_and_keys_not_values(submission, generator):
     if log_weights is None:
         return
     _, spread = rope_probe.fit(log_weights)
+    extra[margin.KEY] = margin.at_least(spread, rope_probe.TOLERANCE.min_spread,
+                                        "spread of log A[i, j] over positions >= min_spread")
     if spread <= rope_probe.TOLERANCE.min_spread:
         fail(rope_probe.flat_verdict(submission, generator, spread))
 

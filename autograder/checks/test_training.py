@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from .. import rubric
 from ..verdict import Failed, Verdict, fail
+from . import margin
 from .adapters import (BackwardPass, EpochEnd, ForwardCall, GradientsCleared, ModelAPI,
                        OptimizerStepCall, run_model_api, run_train_epoch)
 
@@ -325,7 +326,7 @@ def test_gradients_zeroed_each_step(submission, generator):
                          expected="the batch's gradients", cause=cause, hint=ORDER, kind="property"))
 
 
-def test_gradient_norm_clipped(submission, generator):
+def test_gradient_norm_clipped(submission, generator, extra):
     epoch = SpiedEpoch(submission, generator)
     steps = [step for step in epoch.steps if step.norm]
     if not steps:
@@ -337,6 +338,8 @@ def test_gradient_norm_clipped(submission, generator):
     # Before clipping, each batch's gradient norm is ~12-16 (more when gradients accumulate),
     # so after clipping it must be max_norm at every step.
     unclipped = [_norm(step.fresh) if not step.stale else None for step in steps]
+    extra[margin.KEY] = margin.at_most(max(abs(s.norm - max_norm) for s in steps), tolerance,
+                                       "max |gradient norm at a step - max_norm| <= norm_tolerance")
     if all(abs(step.norm - max_norm) <= tolerance for step in steps):
         known = [n for n in unclipped if n is not None]
         submission.note(f"gradient norm at every optimizer.step(): {max_norm:g}"
@@ -390,7 +393,7 @@ def test_train_mode(submission, generator):
                           "while training."))
 
 
-def test_returns_mean_batch_loss(submission, generator):
+def test_returns_mean_batch_loss(submission, generator, extra):
     epoch = SpiedEpoch(submission, generator)
     losses = epoch.batch_losses()
     means = [mean for mean, _ in losses]
@@ -404,6 +407,9 @@ def test_returns_mean_batch_loss(submission, generator):
 
     def close(value):
         return abs(got - value) <= SPEC.loss_rtol * abs(value)
+
+    extra[margin.KEY] = margin.at_most(abs(got - expected) / abs(expected), SPEC.loss_rtol,
+                                       "|returned - mean batch loss| / |mean| <= loss_rtol")
 
     if close(expected):
         if epoch.returned_type != "float":

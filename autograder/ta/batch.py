@@ -1,6 +1,7 @@
 """A TA's batch run: grade every submission in a folder, in parallel, resumably.
 
     ./run_autograder --batch DIR --out OUT [--jobs N] [--regrade] [--only CATEGORY ...]
+                     [--drop TEST ...] [--never-lower]
 
 Every entry of DIR is one submission: a .py file, a folder or a zip, named after the entry
 (extension dropped). Gradescope's "Export Submissions" folder is recognised by its
@@ -19,8 +20,15 @@ grading that hit an internal error of the grader (results.internal_error, exit s
 grader error in the summary, never a score. Written to OUT:
     results/<name>.json       each submission's results.json (as Gradescope would get it)
     logs/<name>.log           the grader's output for it (incl. what the student's code printed)
-    summary.csv               one row per submission: total, each category, each test
-    report/index.html         the HTML report (html_report.py), with a page per submission
+    summary.csv               one row per submission: total (its recorded grade), each category,
+                              each test, the grader's total and what adjusted it
+    history/<run>/<name>.json results a regrade replaced; grades.json, ledger.csv: the recorded
+                              grades and every move of one, and why (ledger.py; with
+                              overrides.csv, --drop and --never-lower)
+    tests.csv                 per test: pass rate, causes, suspect tests (analytics.py)
+    similarity.csv            pairs of submissions sharing code (similarity.py, copydetect)
+    report/index.html         the HTML report (html_report.py), with a page per submission, and
+                              report/tests.html, similarity.html, ledger.html
 and the terminal gets a table of the scores. A run that finds every result up to date says so
 ("N up to date, nothing to grade (use --regrade)") and only rebuilds the summary and report.
 """
@@ -39,9 +47,11 @@ from dataclasses import dataclass
 
 from .. import kit_version, results, rubric
 from ..sandbox import protections
-from . import html_report
+from . import analytics, html_report, ledger, similarity
 
 KIT = kit_version.KIT
+PAGES = (("tests.html", "Tests: class analytics"), ("similarity.html", "Similarity"),
+         ("ledger.html", "Regrade ledger"))  # the report's pages besides the index
 METADATA = "submission_metadata.yml"
 # A whole grading run takes ~30 s; the checks' own timeouts end a hung one well before this.
 SUBMISSION_TIMEOUT = 30 * 60
@@ -54,6 +64,7 @@ class Submission:
     student: str = ""  # from Gradescope's metadata, if any
     document: dict = None  # its results.json, once graded
     error: str = ""  # why there is no results.json
+    grade: object = None  # its recorded grade (ledger.Grade): drops, --never-lower, overrides
 
     def results_path(self, out: str) -> str:
         return os.path.join(out, "results", self.name + ".json")
@@ -236,21 +247,26 @@ def _clock(seconds: float) -> str:
 
 
 def write_summary(submissions: list, path: str) -> None:
+    """summary.csv: a row per submission; `total` is its recorded grade (ledger.py), `graded
+    total` the grader's (less dropped tests), `adjusted` what made them differ."""
     numbering = results.numbers()
     tests = [(numbering[rule.test], rule.name) for rule in rubric.RULES]
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["submission", "student", "total", *rubric.CATEGORIES,
-                         *(f"{number} {name}" for number, name in tests), "kv_cache_speedup", "error"])
+                         *(f"{number} {name}" for number, name in tests), "kv_cache_speedup",
+                         "graded total", "adjusted", "error"])
         for submission in submissions:
             document = submission.document or {"tests": []}
             scores = {test["number"]: test["score"] for test in document["tests"]}
             categories = {category: sum(t["score"] for t in document["tests"] if t["tags"] == [category])
                           for category in rubric.CATEGORIES}
-            row = [document.get("score", ""), *(categories[c] if submission.document else ""
-                                                for c in rubric.CATEGORIES),
+            grade = submission.grade if submission.document else None
+            row = [grade.total if grade else document.get("score", ""),
+                   *(categories[c] if submission.document else "" for c in rubric.CATEGORIES),
                    *(scores.get(number, "") for number, _ in tests),
-                   results.extra_value(document, "kv_cache_speedup", "")]
+                   results.extra_value(document, "kv_cache_speedup", ""),
+                   grade.graded if grade else "", ledger.adjusted(grade) if grade else ""]
             writer.writerow([submission.name, submission.student,
                              *(f"{v:g}" if isinstance(v, float) else v for v in row), submission.error])
 
@@ -275,14 +291,33 @@ def score_table(submissions: list) -> str:
                      for row in rows)
 
 
-def run(folder: str, out: str, jobs: int, regrade: bool = False, only=None, engine=None) -> int:
+def _documents(submissions: list, out: str) -> dict:
+    """{name: results.json} of the submissions that have readable results in `out`."""
+    found = {}
+    for submission in submissions:
+        try:
+            with open(submission.results_path(out)) as file:
+                found[submission.name] = json.load(file)
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def run(folder: str, out: str, jobs: int, regrade: bool = False, only=None, engine=None,
+        drop=(), never_lower: bool = False) -> int:
     """The batch run; `engine(pending, out, only, jobs)` grades and yields each submission as it
-    finishes (default local_pool; batch_ray.engine for a Ray cluster). Exit status 1 if any
+    finishes (default local_pool; batch_ray.engine for a Ray cluster). `drop` (test numbers or
+    names) and `never_lower` adjust the recorded grades (ledger.py). Exit status 1 if any
     submission could not be graded."""
     engine = engine or local_pool
     folder, out = os.path.abspath(folder), os.path.abspath(out)
     if not os.path.isdir(folder):
         print(f"--batch {folder}: not a folder", file=sys.stderr)
+        return 2
+    unknown = [test for test in drop if not ledger.test_number(test)]
+    if unknown:
+        print(f"--drop {', '.join(unknown)}: no such test (give a test's number, e.g. 3.1, or its name)",
+              file=sys.stderr)
         return 2
     for sub in ("results", "logs"):
         os.makedirs(os.path.join(out, sub), exist_ok=True)
@@ -294,6 +329,9 @@ def run(folder: str, out: str, jobs: int, regrade: bool = False, only=None, engi
     kits = {s.name: graded_with(s, out, only) for s in submissions}
     pending = [s for s in submissions if regrade or kits[s.name] != kit]
     current = len(submissions) - len(pending)
+    run_name = ledger.run_stamp()
+    earlier = _documents(pending, out)  # the results a regrade replaces: kept in history/
+    ledger.archive([s for s in pending if s.name in earlier], out, run_name)
     if pending:
         pool = f" with {jobs} at a time" if engine is local_pool else ""
         print(f"{len(submissions)} submissions in {folder}: grading {len(pending)}{pool}"
@@ -316,8 +354,25 @@ def run(folder: str, out: str, jobs: int, regrade: bool = False, only=None, engi
                     submission.document = json.load(file)
             except (OSError, ValueError) as error:
                 submission.error = f"no readable results: {error}"
+    moved = []
+    if only:
+        print("ledger: not updated by a run with --only (its results hold only some tests)", file=sys.stderr)
+    else:
+        moved = ledger.settle(submissions, out, run_name, earlier, drop, never_lower)
+        print(f"ledger: {len(moved)} recorded grade(s) moved"
+              + (f" (see {os.path.join(out, 'ledger.csv')})" if moved else ""), file=sys.stderr)
     write_summary(submissions, os.path.join(out, "summary.csv"))
-    index = html_report.build(submissions, out)
+    stats = analytics.write(submissions, os.path.join(out, "tests.csv"), unstable=ledger.unstable(moved))
+    measured = similarity.measure(submissions)
+    similarity.write(measured, os.path.join(out, "similarity.csv"))
+    if measured.missing:
+        print(f"similarity: not measured: {measured.missing}", file=sys.stderr)
+    index = html_report.build(submissions, out, PAGES)
+    report = os.path.dirname(index)
+    analytics.write_pages(stats, submissions, report)
+    similarity.write_pages(measured, report)
+    html_report.write_page(os.path.join(report, "ledger.html"), "Regrade ledger",
+                           ledger.page(out, run_name, submissions))
     print(score_table(submissions))
     failed = [s.name for s in submissions if s.error]
     print(f"summary: {os.path.join(out, 'summary.csv')}\nreport:  {index}"

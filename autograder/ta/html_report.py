@@ -11,6 +11,11 @@
                              its code, line-numbered, the lines that messages name marked
     report/submissions/<name>/*.png        its loss curve and attention maps (figures.py)
 
+The index links, at its top, to the batch's other pages (`pages`: written by ledger.py,
+analytics.py and similarity.py with this file's `page`, `table` and `write_page`). Totals are the
+recorded grades (`recorded_total`: the ledger's drops, --never-lower and overrides applied),
+marked with a * where they differ from the grader's.
+
 Plain HTML with inline CSS, relative links and one small inline script (sorting a table by a
 click on its header; the page reads the same without it): no CDN, nothing fetched. Everything
 taken from a submission (names, messages, code, output) is escaped. Failures are grouped by the
@@ -62,6 +67,10 @@ pre.code .line { display: block; padding-right: 1em; }
 pre.code .ln { display: inline-block; width: 3.2em; margin-right: 1em; text-align: right; color: #999;
                text-decoration: none; user-select: none; }
 pre.code .named { background: #ffe8e8; } pre.code .line:target { background: #fff3a8; }
+pre.code mark { background: #ffd28a; }
+nav.pages { margin: 0.3em 0 0.8em; } nav.pages a { margin-right: 1.2em; }
+.sidebyside { display: grid; grid-template-columns: 1fr 1fr; gap: 1em; }
+.sidebyside > div { min-width: 0; } .sidebyside h2 { font-size: 1.05em; }
 """
 
 # Sorts a table.sortable by the column whose header was clicked (again: the other way). A cell's
@@ -126,10 +135,37 @@ def _group(test: dict, verdict: Verdict) -> tuple:
     return (verdict.group(), "" if verdict.cause else test["number"])
 
 
-def _page(title: str, body: str, script: bool = False) -> str:
+def page(title: str, body: str, script: bool = False) -> str:
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}'
             f"</title><style>{STYLE}</style></head><body>\n{body}\n"
             + (f"<script>{SCRIPT}</script>\n" if script else "") + "</body></html>\n")
+
+
+def write_page(path: str, title: str, body: str, script: bool = False) -> None:
+    """One page of the report at `path` (its folder made if needed)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(page(title, body, script))
+
+
+def recorded_total(submission) -> float:
+    """The submission's recorded total (ledger.Grade: drops, --never-lower, overrides), else its
+    results' score."""
+    grade = getattr(submission, "grade", None)
+    return grade.total if grade is not None else submission.document["score"]
+
+
+def _adjustments(submission) -> str:
+    grade = getattr(submission, "grade", None)
+    if grade is None:
+        return ""
+    return "; ".join([f"dropped {', '.join(grade.dropped)}"] * bool(grade.dropped) + grade.adjustments)
+
+
+def _adjusted_mark(submission) -> str:
+    """A mark after a total the TA's adjustments changed, its title saying how."""
+    adjusted = _adjustments(submission)
+    return f' <span class=partial title="{html.escape(adjusted)}">*</span>' if adjusted else ""
 
 
 def _label(submission) -> str:
@@ -160,7 +196,7 @@ def _failed(submission) -> list:
     return [t for t in submission.document["tests"] if t["status"] == "failed"]
 
 
-def _table(header: list, rows: list, numeric=(), sortable: bool = False) -> str:
+def table(header: list, rows: list, numeric=(), sortable: bool = False) -> str:
     """Cells are HTML already (a cell may be (html, sort key)); the columns numbered in
     `numeric` are right-aligned numbers."""
     def cell(tag, index, content):
@@ -207,7 +243,7 @@ def _number_key(number: str) -> tuple:
 def _scores(graded: list, broken: list) -> str:
     categories = _categories(graded)
     speedups = any(results.extra_value(s.document, "kv_cache_speedup") is not None for s in graded)
-    rows = [[_link(s), (f"<b>{s.document['score']:g}</b>", f"{s.document['score']:g}"),
+    rows = [[_link(s), (f"<b>{recorded_total(s):g}</b>" + _adjusted_mark(s), f"{recorded_total(s):g}"),
              *(_category_cell(s, c) for c in categories), *[_speedup(s)] * speedups, str(len(_failed(s)))]
             for s in graded]
     rows += [[html.escape(_label(s)), "<span class=failed>grader error</span>",
@@ -217,16 +253,16 @@ def _scores(graded: list, broken: list) -> str:
     note = ("<p class=muted>Out of: " + ", ".join(f"{c} {maxima[c]:g}" for c in categories)
             + ". Click a column's header to sort by it.</p>")
     return ("<h2>Submissions</h2>" + note
-            + _table(header, rows, set(range(1, len(header))), sortable=True))
+            + table(header, rows, set(range(1, len(header))), sortable=True))
 
 
 def _summary_line(graded: list, broken: list) -> str:
     total = len(graded) + len(broken)
     line = f"{total} submission{'s' * (total != 1)}, generated {time.strftime('%Y-%m-%d %H:%M')}"
     if graded:
-        scores = [s.document["score"] for s in graded]
+        scores = [recorded_total(s) for s in graded]
         line += (f". Mean score {statistics.mean(scores):.1f}, median {statistics.median(scores):g}, "
-                 f"{sum(s.document['score'] >= _maximum(s) for s in graded)} of {len(graded)} with full marks")
+                 f"{sum(recorded_total(s) >= _maximum(s) for s in graded)} of {len(graded)} with full marks")
     if broken:
         line += f"; {len(broken)} not graded (see below)"
     return f"<p class=muted>{line}.</p>"
@@ -248,29 +284,30 @@ def _diagnoses(graded: list) -> str:
         row = rows.setdefault(key, {"who": who, "tests": set(), "example": next(iter(who.values()))})
         row["tests"] |= tests[(text, test)]
     ranked = sorted(rows.items(), key=lambda item: (-len(item[1]["who"]), item[0][1], item[0][0]))
-    table = []
+    found = []
     for (text, without_cause, _), row in ranked:
         if without_cause:  # what kind of failure, and what one submission's check measured
             text = f"{html.escape(text)}<br><span class=muted>e.g. {html.escape(row['example'])}</span>"
         else:
             text = f"<b>{html.escape(text)}</b>"
         numbers = ", ".join(sorted(row["tests"], key=_number_key))
-        table.append([str(len(row["who"])), text, numbers, ", ".join(_link(s) for s in row["who"])])
+        found.append([str(len(row["who"])), text, numbers, ", ".join(_link(s) for s in row["who"])])
     return ("<h2>Most common diagnoses</h2><p class=muted>Grouped by the likely cause the grader "
             "named (bold), in whichever tests it appeared; a failure without a named cause is "
             "grouped by its kind and the submissions that have it. Counted in submissions.</p>"
-            + _table(["count", "failure", "tests", "who"], table, {0}))
+            + table(["count", "failure", "tests", "who"], found, {0}))
 
 
 def _pass_rates(graded: list) -> str:
     numbering, rows = results.numbers(), []
     for rule in rubric.RULES:
-        entries = [t for s in graded for t in s.document["tests"] if t["number"] == numbering[rule.test]]
+        entries = [t for s in graded for t in s.document["tests"] if t["number"] == numbering[rule.test]
+                   and (t.get("extra_data") or {}).get("attempted", True) is not False]  # see analytics
         if entries:
             rate = sum(t["status"] == "passed" for t in entries) / len(entries)
             rows.append([numbering[rule.test], html.escape(rule.name), rule.category, f"{rule.weight:g}",
                          f"{rate:.0%}", f'<span class=bar style="width:{120 * rate:.0f}px"></span>'])
-    return "<h2>Pass rate per test</h2>" + _table(["#", "test", "category", "points", "passed", ""], rows, {0, 3, 4})
+    return "<h2>Pass rate per test</h2>" + table(["#", "test", "category", "points", "passed", ""], rows, {0, 3, 4})
 
 
 def _clusters(graded: list) -> str:
@@ -280,7 +317,7 @@ def _clusters(graded: list) -> str:
     rows = [[str(len(members)), ", ".join(failed) or "none (full marks)",
              ", ".join(_link(s) for s in members)]
             for failed, members in sorted(clusters.items(), key=lambda item: (-len(item[1]), item[0]))]
-    return "<h2>Submissions that fail the same tests</h2>" + _table(["count", "failed tests", "who"], rows, {0})
+    return "<h2>Submissions that fail the same tests</h2>" + table(["count", "failed tests", "who"], rows, {0})
 
 
 def _environment(graded: list) -> str:
@@ -308,16 +345,20 @@ def _environment(graded: list) -> str:
     return "\n".join(parts) if len(parts) > 1 else ""
 
 
-def _index(graded: list, broken: list) -> str:
-    parts = ["<h1>Scratch-1: batch report</h1>", _summary_line(graded, broken), _scores(graded, broken)]
+def _index(graded: list, broken: list, pages=()) -> str:
+    parts = ["<h1>Scratch-1: batch report</h1>", _summary_line(graded, broken)]
+    if pages:
+        parts.append("<nav class=pages>" + "".join(f'<a href="{html.escape(file)}">{html.escape(title)}</a>'
+                                                     for file, title in pages) + "</nav>")
+    parts.append(_scores(graded, broken))
     if broken:
-        parts.append("<h2>Not graded</h2>" + _table(["submission", "why"], [
+        parts.append("<h2>Not graded</h2>" + table(["submission", "why"], [
             [html.escape(_label(s)), html.escape(s.error)] for s in broken]))
     if graded:
         parts += ["<h2>Scores</h2>"
                   '<img src="histogram.png" alt="histogram of the total scores" width="700">',
                   _diagnoses(graded), _pass_rates(graded), _clusters(graded), _environment(graded)]
-    return _page("Scratch-1 batch report", "\n".join(parts), script=True)
+    return page("Scratch-1 batch report", "\n".join(parts), script=True)
 
 
 # -- one submission ---------------------------------------------------------------------------
@@ -382,11 +423,16 @@ def _submission_page(submission, folder: str, log_tail: str) -> str:
     title = _label(submission)
     tests = document["tests"]
     parts = ['<p><a href="../../index.html">&larr; class overview</a></p>',
-             f"<h1>{html.escape(title)}: {document['score']:g} / {_maximum(submission):g}</h1>"]
+             f"<h1>{html.escape(title)}: {recorded_total(submission):g} / {_maximum(submission):g}</h1>"]
+    adjusted = _adjustments(submission)
+    if adjusted:
+        parts.append(f"<p class=cause>Recorded grade adjusted by the TA (the grader gave "
+                     f"{submission.grade.graded:g}): {html.escape(adjusted)}. See the "
+                     '<a href="../../ledger.html">ledger</a>.</p>')
     categories = [c for c in rubric.CATEGORIES if any(t["tags"] == [c] for t in tests)]
     scores = [f"{_category_cell(submission, c)[0]} / {sum(t['max_score'] for t in tests if t['tags'] == [c]):g}"
               for c in categories]
-    parts.append(_table(categories, [scores], set(range(len(categories)))))
+    parts.append(table(categories, [scores], set(range(len(categories)))))
     failed = _failed(submission)
     if failed:
         items = []
@@ -417,7 +463,7 @@ def _submission_page(submission, folder: str, log_tail: str) -> str:
     if log_tail:
         parts.append(f"<h2>Grader log</h2><details><summary>last lines</summary><pre>{html.escape(log_tail)}"
                      "</pre></details>")
-    return _page(title, "\n".join(parts))
+    return page(title, "\n".join(parts))
 
 
 def _tail(path: str, characters: int = 20_000) -> str:
@@ -428,23 +474,24 @@ def _tail(path: str, characters: int = 20_000) -> str:
         return ""
 
 
-def build(submissions: list, out: str) -> str:
-    """Write the report for the batch's submissions (with .document or .error); returns index.html."""
+def build(submissions: list, out: str, pages=()) -> str:
+    """Write the report for the batch's submissions (with .document or .error); returns index.html.
+    `pages`: (file, title) of the report's other pages, linked from the top of the index."""
     report = os.path.join(out, "report")
     os.makedirs(report, exist_ok=True)
     graded = [s for s in submissions if s.document]
     broken = [s for s in submissions if not s.document]
     if graded:
         with open(os.path.join(report, "histogram.png"), "wb") as file:
-            scores = [s.document["score"] for s in graded]
+            scores = [recorded_total(s) for s in graded]
             file.write(_histogram(scores, max(*map(_maximum, graded), *scores)))
     for submission in graded:
         folder = figures_dir(out, submission.name)
         os.makedirs(folder, exist_ok=True)
-        page = _submission_page(submission, folder, _tail(submission.log_path(out)))
+        text = _submission_page(submission, folder, _tail(submission.log_path(out)))
         with open(os.path.join(folder, "index.html"), "w", encoding="utf-8") as file:
-            file.write(page)
+            file.write(text)
     index = os.path.join(report, "index.html")
     with open(index, "w", encoding="utf-8") as file:
-        file.write(_index(graded, broken))
+        file.write(_index(graded, broken, pages))
     return index
