@@ -7,7 +7,18 @@ import sys
 # bench/SPEED.md). So no collection during the imports, and what they made is frozen out of
 # the collector's reach.
 gc.disable()
-from .cli import main  # noqa: E402  (imported with the collector off)
+from .environment import REQUIRED, advice, missing  # noqa: E402  (the standard library only)
+
+if missing():
+    print(advice(f"no module {', '.join(missing())}"), file=sys.stderr)
+    sys.exit(2)
+try:
+    from .cli import main  # noqa: E402  (imported with the collector off)
+except ImportError as error:  # an installed package that cannot load (a broken or wrong build)
+    if (error.name or "").partition(".")[0] not in REQUIRED:
+        raise
+    print(advice(f"{error.name} cannot be imported ({error})"), file=sys.stderr)
+    sys.exit(2)
 
 gc.freeze()
 gc.enable()

@@ -190,18 +190,16 @@ def _summary(found: intake.Intake, worker, entries: list, internal_errors: list)
         lines.append(f"{more} shown after the due date. Your score, the one Gradescope records, "
                      f"is the total of every test, out of {total:g}; Gradescope shows it after "
                      "the due date too.")
-    for category in rubric.CATEGORIES:
-        mine = [t for t in tests if t["tags"] == [category]]
-        if not sum(t["max_score"] for t in mine):  # none shown, or information only (mastery)
-            attempted = [t for t in mine if t["extra_data"].get("attempted", True)]
-            if mine:
-                lines.append(f"  {category:<12} " + (
-                    f"{sum(t['status'] == 'passed' for t in attempted)} of {len(attempted)} checks "
-                    "passed (information only, no points)" if attempted
-                    else "not attempted (optional, no points)"))
+    for category, (score, maximum) in results.by_category(tests).items():
+        if not maximum:  # information only (mastery)
+            attempted = [t for t in tests if t["tags"] == [category]
+                         and t["extra_data"].get("attempted", True)]
+            lines.append(f"  {category:<12} " + (
+                f"{sum(t['status'] == 'passed' for t in attempted)} of {len(attempted)} checks "
+                "passed (information only, no points)" if attempted
+                else "not attempted (optional, no points)"))
             continue
-        lines.append(f"  {category:<12} {sum(t['score'] for t in mine):g} / "
-                     f"{sum(t['max_score'] for t in mine):g}")
+        lines.append(f"  {category:<12} {score:g} / {maximum:g}")
     failed_checks = {name for name, _details in internal_errors}
     if failed_checks:
         shown = [t["name"] for t in tests if t["name"] in failed_checks]

@@ -178,6 +178,18 @@ def problems(results: dict) -> list:
     return found
 
 
+def by_category(tests: list) -> dict:
+    """{category: (score, max score)} summed over `tests` (results.json entries), for the
+    categories they hold, in the rubric's order: every per-category figure (the student's summary,
+    summary.csv, the batch's table, the report) is read from here."""
+    totals = {}
+    for test in tests:
+        (category,) = test["tags"]
+        score, maximum = totals.get(category, (0, 0))
+        totals[category] = (score + test["score"], maximum + test["max_score"])
+    return {category: totals[category] for category in rubric.CATEGORIES if category in totals}
+
+
 def extra_value(results: dict, key: str, default=None):
     """A number a check reported in its entry's extra_data (e.g. "kv_cache_speedup")."""
     return next((test["extra_data"][key] for test in results.get("tests", [])

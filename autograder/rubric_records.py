@@ -46,14 +46,14 @@ class Tolerances:
 
 @dataclass(frozen=True)
 class WorkerLimits:
-    """The worker process's limits (autograder/sandbox.py: Limits.sized applies them)."""
+    """The worker process's limits (autograder/sandbox/limits.py: Limits.sized applies them)."""
     import_timeout: float  # seconds: the import of backbone.py, once per worker start
     # seconds: the preflight of every fresh worker (start python, import torch, answer); missing
     # it is an internal error of the grader, not the student's
     start_timeout: float
     # RLIMIT_DATA, bytes: the largest the worker gets; never more than the container leaves once
-    # the grader has grader_memory_bytes (autograder/memory.py), so the worker's own limit always
-    # fires before the container's OOM killer
+    # the grader has grader_memory_bytes (autograder/sandbox/memory.py), so the worker's own
+    # limit always fires before the container's OOM killer
     memory_bytes: int
     grader_memory_bytes: int  # bytes the grader itself needs in the container
     # bytes: a request that ends with the worker's data size this close to its limit used up the

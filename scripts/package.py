@@ -26,6 +26,7 @@ import zipfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+import make_points_table  # noqa: E402
 import make_template  # noqa: E402
 from autograder import rubric  # noqa: E402
 
@@ -78,6 +79,9 @@ def student_files():
     template = make_template.make_template(REFERENCE.read_text())
     on_disk = (ROOT / "student" / "backbone.py").read_text()
     assert on_disk == template, "student/backbone.py is stale: run python scripts/make_template.py"
+    readme = make_points_table.README.read_text()
+    assert readme == make_points_table.with_table(readme), (
+        "student/README.md's points table is stale: run python scripts/make_points_table.py")
     missing = [source for source in STUDENT_FILES.values() if not (ROOT / source).is_file()]
     assert not missing, f"student.zip: missing {missing}"
     files = {"backbone.py": template.encode()}

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+from autograder import results
+
 KIT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(KIT, "reference", "backbone.py")
 TEMPLATE = os.path.join(KIT, "student", "backbone.py")
@@ -25,12 +27,7 @@ def grade(submission: str, workdir, only=()) -> dict:
 
 def by_category(document: dict) -> dict:
     """{category: (score, max_score)} summed over the document's tests."""
-    totals = {}
-    for test in document["tests"]:
-        (category,) = test["tags"]
-        score, maximum = totals.get(category, (0.0, 0.0))
-        totals[category] = (score + test["score"], maximum + test["max_score"])
-    return totals
+    return results.by_category(document["tests"])
 
 
 def lost(document: dict) -> set:

@@ -153,3 +153,26 @@ def test_a_restarted_worker_that_fails_once_to_start_is_started_again(tmp_path):
     assert "a restarted worker failed its preflight, started again" in completed.stdout + completed.stderr
     rmsnorm = [t for t in document["tests"] if t["tags"] == ["rmsnorm"]]
     assert rmsnorm and all("the worker process ended with status 0" in t["output"] for t in rmsnorm), rmsnorm
+
+
+@pytest.mark.skipif(subprocess.run([BASE_PYTHON, "-c", "import torch"], capture_output=True).returncode == 0,
+                    reason="the base interpreter of this Python has torch (no virtualenv)")
+@pytest.mark.parametrize("mode", ["submission", "batch"])
+def test_without_the_packages_it_says_to_run_setup_and_prints_no_traceback(mode, tmp_path):
+    """As before ./setup.sh: the grader's Python has no torch. One message, what to run, exit 2."""
+    arguments = (["--submission", TEMPLATE, "--results", str(tmp_path / "results.json")]
+                 if mode == "submission" else ["--batch", str(tmp_path), "--out", str(tmp_path / "out")])
+    completed = subprocess.run([RUN_AUTOGRADER, *arguments], capture_output=True, text=True, timeout=60,
+                               env=_environment(SCRATCH1_GRADER_PYTHON=BASE_PYTHON))
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 2, output
+    assert "Run ./setup.sh" in completed.stderr and "no module torch" in completed.stderr, output
+    assert "Traceback" not in output
+    assert not (tmp_path / "results.json").exists() and not (tmp_path / "out").exists()
+
+
+def test_every_package_the_environment_check_looks_for_is_pinned():
+    from autograder import environment
+    with open(os.path.join(KIT, "requirements.txt")) as file:
+        pinned = {line.split("==")[0].strip() for line in file if "==" in line and not line.startswith("#")}
+    assert set(environment.REQUIRED.values()) <= pinned

@@ -32,10 +32,19 @@ def close(actual: torch.Tensor, expected: torch.Tensor, tolerance: Tolerance) ->
                                                              atol=tolerance.atol)
 
 
-def mismatch(what: str, actual: torch.Tensor, expected: torch.Tensor, tolerance: Tolerance,
-             cause: str = "", hint: str = "") -> Verdict:
+# What a check compared the student's tensor with, and the Verdict kind that files the failure
+# under it in the TA's report: what a correct implementation computes (the reference, the
+# definition), or the student's own output in another form (a property it must have: a
+# rotation keeps norms, eval mode ignores the dropout probability).
+AGAINST = {"reference": "mismatch", "own output": "property"}
+
+
+def mismatch(what: str, actual: torch.Tensor, expected: torch.Tensor, tolerance: Tolerance, *,
+             against: str, cause: str = "", hint: str = "") -> Verdict:
     """The Verdict on `actual` differing from `expected`: its shape, its first NaN, or its largest
-    error with both values ('max abs error 0.3 at index (0, 1, 2) (value 1.2, expected 0.9)')."""
+    error with both values ('max abs error 0.3 at index (0, 1, 2) (value 1.2, expected 0.9)').
+    `against` (a key of AGAINST) says what `expected` is; raises KeyError for another."""
+    kind = AGAINST[against]
     if actual.shape != expected.shape:
         found, wanted = f"shape {tuple(actual.shape)}", f"shape {tuple(expected.shape)}"
     else:
@@ -46,7 +55,7 @@ def mismatch(what: str, actual: torch.Tensor, expected: torch.Tensor, tolerance:
             value, reference = _distinct(float(actual[index]), float(expected[index]))
             found = f"max abs error {error:.3g} at index {index} (value {value}, expected {reference})"
             wanted = f"within atol {tolerance.atol:g} + rtol {tolerance.rtol:g} * |expected|"
-    return Verdict(measured=what, found=found, expected=wanted, cause=cause, hint=hint)
+    return Verdict(measured=what, found=found, expected=wanted, cause=cause, hint=hint, kind=kind)
 
 
 def _distinct(value: float, expected: float) -> tuple:

@@ -104,7 +104,8 @@ def _check(submission, measured, inputs, mask=None, gradient=False):
             num_heads=HEADS, qkv_weight=qkv_weight, out_weight=out_weight, rope="template"):
         diagnosis = SEQUENCES_MIXED
     nearest = min(expected, key=lambda e: compare.max_error(actual, e)[0])
-    fail(compare.mismatch(what, actual, nearest, TOLERANCE, **explained(diagnosis, otherwise=HINT)))
+    fail(compare.mismatch(what, actual, nearest, TOLERANCE, against="reference",
+                          **explained(diagnosis, otherwise=HINT)))
 
 
 def test_output_matches_reference(submission, generator, extra):
@@ -162,7 +163,7 @@ def test_deterministic_in_eval_mode(submission, generator):
     without = attribution.attention(submission, mask=mask, **weights).run.out
     if not _same(got.out, without):
         fail(compare.mismatch(f"{built}, against the same module built with dropout=0.0",
-                              got.out, without, TOLERANCE,
+                              got.out, without, TOLERANCE, against="own output",
                               hint="In eval mode dropout must have no effect: the output may not "
                                    "depend on the dropout probability."))
     submission.note("two calls gave the same output, equal to the dropout=0.0 module's")

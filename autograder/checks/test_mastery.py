@@ -63,7 +63,7 @@ def test_kv_cache_matches_full_forward(submission):
                      expected="the same tokens, and logits within the tolerance at every step",
                      cause=diagnosed.cause if diagnosed else "",
                      hint=f"{diagnosed.evidence} {diagnosed.hint}" if diagnosed else "",
-                     kind="mismatch"))
+                     kind="property"))
     worst = max(case.max_error for case in compared)
     submission.note(f"{result.call} decodes like full forward passes{kv_cache_decoding.greedy_note(result)} for "
                  f"prompts of {', '.join(str(c.length) for c in compared)} tokens (batch "

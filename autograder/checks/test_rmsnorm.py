@@ -17,6 +17,13 @@ TOLERANCE = rubric.TOLERANCES.rmsnorm
 # no eps apart, which the other cases cannot (their mean(x^2) >= 3e-3 hides eps <= 1e-8).
 CASES = [((4, 16), 1e-6, 1.0), ((2, 5, 32), 1e-6, 3.0), ((3, 2, 7, 8), 1e-2, 0.05), ((1, 64), 0.1, 0.2),
          ((2, 3, 16), 1e-4, 1e-3)]
+# The zero input's two failures and what each one shows. A NaN output is 0 / 0: nothing was
+# added to the root mean square before dividing. A finite output with a NaN gradient comes from
+# sqrt's slope, infinite at 0: the root was taken of mean(x^2) alone and eps added after it (or
+# the root clamped), which the forward pass cannot show.
+ZERO_DIVIDED = "dividing by the root mean square of a zero input, which is 0 (no eps in the denominator)"
+SQRT_OF_ZERO = ("the square root taken of mean(x^2) without eps inside it: its slope at 0 is "
+                "infinite, so the gradient is NaN although the output is finite")
 
 
 def _inputs(shape, magnitude, generator):
@@ -54,7 +61,7 @@ def test_forward_matches_reference(submission, reference, generator, extra, shap
                 found[0] if found else None,
                 otherwise="Expected x / sqrt(mean(x^2 over the last dim) + eps) * scale.")
         fail(compare.mismatch(f"RMSNorm(dim={shape[-1]}, eps={eps:g}) on input {tuple(shape)}",
-                              got.out, expected, TOLERANCE, **explanation))
+                              got.out, expected, TOLERANCE, against="reference", **explanation))
     submission.note(f"RMSNorm(dim={shape[-1]}, eps={eps:g}) on input {tuple(shape)}: max abs error "
                     f"{compare.max_error(got.out, expected)[0]:.2g}, within the tolerance")
     margin.record(extra, margin.allclose(got.out, expected, TOLERANCE))
@@ -77,7 +84,8 @@ def test_gradients_match_reference(submission, reference, generator, extra):
                          hint="Is the output computed from it with differentiable torch operations?",
                          kind="property"))
         if not compare.close(actual, expected, TOLERANCE):
-            fail(compare.mismatch(f"gradient of RMSNorm w.r.t. its {name}", actual, expected, TOLERANCE))
+            fail(compare.mismatch(f"gradient of RMSNorm w.r.t. its {name}", actual, expected, TOLERANCE,
+                                  against="reference"))
         margin.record(extra, margin.allclose(actual, expected, TOLERANCE))
 
 
@@ -86,10 +94,16 @@ def test_zero_input_is_finite(submission):
     x = torch.zeros(2, 3, dim)
     got = run_rmsnorm(submission, dim=dim, eps=1e-6, scale=torch.ones(dim), x=x, grad_out=torch.ones_like(x))
     out, grad_x = got.out, got.grad_x
-    if not torch.isfinite(out).all() or (grad_x is not None and not torch.isfinite(grad_x).all()):
-        fail(Verdict(measured="RMSNorm of an all-zero input", found="NaN or inf (output or gradient)",
-                     expected="zeros", kind="property",
-                     hint="Add eps inside the square root so it never divides by zero."))
+    if not torch.isfinite(out).all():
+        fail(Verdict(measured="RMSNorm of an all-zero input", found="NaN or inf in the output",
+                     expected="zeros", kind="property", cause=ZERO_DIVIDED,
+                     hint="Add eps inside the square root: sqrt(mean(x^2) + eps) is never 0."))
+    if grad_x is not None and not torch.isfinite(grad_x).all():
+        fail(Verdict(measured="the gradient of RMSNorm w.r.t. an all-zero input",
+                     found="NaN or inf (the output itself is finite)", expected="finite values",
+                     kind="property", cause=SQRT_OF_ZERO,
+                     hint="Add eps inside the square root, sqrt(mean(x^2) + eps): eps added after "
+                          "it keeps the output finite but not the gradient."))
     if out.abs().max() != 0:
         fail(Verdict(measured="RMSNorm of an all-zero input", found=f"max |output| {float(out.abs().max()):.3g}",
                      expected="zeros", kind="property"))

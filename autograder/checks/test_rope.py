@@ -30,19 +30,22 @@ def test_rope_module_relative_property(submission, generator):
                          expected=f"shape {tuple(original.shape)}"))
         if not compare.close(rotated.norm(dim=-1), original.norm(dim=-1), rope_probe.TOLERANCE):
             fail(compare.mismatch(f"norm of the rotated {name} (a rotation keeps norms)",
-                                  rotated.norm(dim=-1), original.norm(dim=-1), rope_probe.TOLERANCE))
+                                  rotated.norm(dim=-1), original.norm(dim=-1), rope_probe.TOLERANCE,
+                                  against="own output"))
         if not compare.close(rotated[..., 0, :], original[..., 0, :], rope_probe.TOLERANCE):
             fail(compare.mismatch(f"rotated {name} at position 0 (angle 0: unchanged)",
-                                  rotated[..., 0, :], original[..., 0, :], rope_probe.TOLERANCE))
+                                  rotated[..., 0, :], original[..., 0, :], rope_probe.TOLERANCE,
+                                  against="own output"))
     scores = got.q @ got.k.transpose(-2, -1)  # [m, n]: depends on m - n only
     if not compare.close(scores[..., 1:, 1:], scores[..., :-1, :-1], rope_probe.TOLERANCE):
         fail(compare.mismatch("scores <rot(q)_m+1, rot(k)_n+1> against <rot(q)_m, rot(k)_n>",
-                              scores[..., 1:, 1:], scores[..., :-1, :-1], rope_probe.TOLERANCE))
+                              scores[..., 1:, 1:], scores[..., :-1, :-1], rope_probe.TOLERANCE,
+                              against="own output"))
     expected = attribution.rotations(q)
     if not any(compare.close(got.q, e, rope_probe.TOLERANCE) for e in expected):
         nearest = min(expected, key=lambda e: compare.max_error(got.q, e)[0])
         fail(compare.mismatch(f"rotated q against RoPE's angles {rope_probe.ANGLES} (either pairing)",
-                              got.q, nearest, rope_probe.TOLERANCE))
+                              got.q, nearest, rope_probe.TOLERANCE, against="reference"))
 
 
 def test_attention_scores_depend_on_relative_position(submission, generator, extra):

@@ -430,4 +430,4 @@ def test_returns_mean_batch_loss(submission, generator, extra):
                  expected=f"{expected:.6g}, the mean of its {len(means)} batch losses (batch losses "
                           f"{', '.join(f'{m:.4f}' for m in means)})",
                  cause=next((text for text, value in variants.items() if close(value)), ""),
-                 kind="mismatch"))
+                 kind="property"))

@@ -259,11 +259,10 @@ def write_summary(submissions: list, path: str) -> None:
         for submission in submissions:
             document = submission.document or {"tests": []}
             scores = {test["number"]: test["score"] for test in document["tests"]}
-            categories = {category: sum(t["score"] for t in document["tests"] if t["tags"] == [category])
-                          for category in rubric.CATEGORIES}
+            categories = results.by_category(document["tests"])
             grade = submission.grade if submission.document else None
             row = [grade.total if grade else document.get("score", ""),
-                   *(categories[c] if submission.document else "" for c in rubric.CATEGORIES),
+                   *(categories.get(c, (0, 0))[0] if submission.document else "" for c in rubric.CATEGORIES),
                    *(scores.get(number, "") for number, _ in tests),
                    results.extra_value(document, "kv_cache_speedup", ""),
                    grade.graded if grade else "", ledger.adjusted(grade) if grade else ""]
@@ -282,9 +281,9 @@ def score_table(submissions: list) -> str:
         if not submission.document:
             rows.append([submission.name, "grader error"])
             continue
-        tests = submission.document["tests"]
+        totals = results.by_category(submission.document["tests"])
         rows.append([submission.name, f"{submission.document['score']:g}",
-                     *(f"{sum(t['score'] for t in tests if t['tags'] == [c]):g}" for c in categories)])
+                     *(f"{totals.get(c, (0, 0))[0]:g}" for c in categories)])
     widths = [max(len(row[i]) for row in rows if len(row) == len(rows[0])) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
                                for i, (cell, width) in enumerate(zip(row, widths))).rstrip()

@@ -220,10 +220,10 @@ def _categories(graded: list) -> list:
 
 def _category_cell(submission, category: str) -> tuple:
     """(the category's score as HTML, coloured by how much of it was earned; its sort key)."""
-    tests = [t for t in submission.document["tests"] if t["tags"] == [category]]
-    if not tests:
+    totals = results.by_category(submission.document["tests"])
+    if category not in totals:
         return "&ndash;", None
-    score, top = sum(t["score"] for t in tests), sum(t["max_score"] for t in tests)
+    score, top = totals[category]
     shade = "full" if score >= top else "zero" if score == 0 else "partial"
     return (f"<span class={shade}>{score:g}</span>" if top else f"{score:g}"), f"{score:g}"
 
@@ -429,9 +429,9 @@ def _submission_page(submission, folder: str, log_tail: str) -> str:
         parts.append(f"<p class=cause>Recorded grade adjusted by the TA (the grader gave "
                      f"{submission.grade.graded:g}): {html.escape(adjusted)}. See the "
                      '<a href="../../ledger.html">ledger</a>.</p>')
-    categories = [c for c in rubric.CATEGORIES if any(t["tags"] == [c] for t in tests)]
-    scores = [f"{_category_cell(submission, c)[0]} / {sum(t['max_score'] for t in tests if t['tags'] == [c]):g}"
-              for c in categories]
+    totals = results.by_category(tests)
+    categories = list(totals)
+    scores = [f"{_category_cell(submission, c)[0]} / {totals[c][1]:g}" for c in categories]
     parts.append(table(categories, [scores], set(range(len(categories)))))
     failed = _failed(submission)
     if failed:
