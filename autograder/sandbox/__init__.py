@@ -12,6 +12,8 @@ on it. One module per idea:
                     and its files removed, no other grading's
     isolation.py    namespaces (bubblewrap, unshare), the worker's command line, its resource
                     limits
+    cgroup.py       a cgroup of the worker's own where the grader can make one: memory (tmpfs
+                    files included) and process limits
     filesystem.py   the worker's view of the filesystem under bubblewrap
     protections.py  the isolation active here, in words, for the report
     limits.py       Limits, rubric.WORKER as a record, memory sized to the container (memory.py)
