@@ -127,13 +127,16 @@ def test_a_restarted_worker_that_fails_once_to_start_is_started_again(tmp_path):
     grading its own fault. Without namespaces, so that the worker reaches the launcher."""
     public = tempfile.mkdtemp(prefix="scratch1-public-")
     try:
-        os.chmod(public, 0o1777)  # the launcher counts the starts there, as the worker's uid
+        os.chmod(public, 0o755)
+        starts = os.path.join(public, "starts")  # ours, so the worker's clean-up leaves it
+        with open(starts, "w"):
+            os.chmod(starts, 0o666)
         launcher = os.path.join(public, "python3")
         with open(launcher, "w") as file:  # run by the kernel (exec by a shell may be refused)
             file.write(f"#!{sys.executable}\nimport os, runpy, sys\n"
-                       f"starts = len(os.listdir({public!r})) - 1\n"
-                       f"open(os.path.join({public!r}, f'start-{{starts}}'), 'w').close()\n"
-                       "if starts == 1:\n    sys.exit(3)\n"
+                       f"with open({starts!r}, 'a+') as file:\n"
+                       "    file.write('start\\n')\n    file.seek(0)\n    starts = len(file.readlines())\n"
+                       "if starts == 2:\n    sys.exit(3)\n"
                        "sys.dont_write_bytecode, sys.argv = True, sys.argv[-1:]\n"
                        "runpy.run_path(sys.argv[0], run_name='__main__')\n")
         os.chmod(launcher, 0o755)

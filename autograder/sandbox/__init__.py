@@ -14,6 +14,8 @@ on it. One module per idea:
                     and its files removed, no other grading's
     isolation.py    namespaces (bubblewrap, unshare), the worker's command line, its resource
                     limits
+    cgroup.py       a cgroup of the worker's own where the grader can make one: memory (tmpfs
+                    files included) and process limits
     filesystem.py   the worker's view of the filesystem under bubblewrap
     confinement.py  the worker's own confinement (worker/confine/): a file planted for its
                     preflight to read, and the grader's judgement of what held
