@@ -327,8 +327,16 @@ def test_fork_bomb_is_stopped_by_the_process_limit(tmp_path):
 # -- escaping the worker ----------------------------------------------------------------------
 
 def _processes_with(marker: str) -> list:
-    found = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
-    return [int(pid) for pid in found if int(pid) != os.getpid()]
+    """Processes whose command line holds `marker` (from /proc: minimal images lack pgrep)."""
+    found = []
+    for pid in [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as file:
+                if pid != os.getpid() and marker.encode() in file.read():
+                    found.append(pid)
+        except OSError:  # gone meanwhile
+            continue
+    return found
 
 
 def _kill_processes_with(marker: str) -> None:

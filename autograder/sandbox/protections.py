@@ -63,7 +63,7 @@ def readable_checkouts() -> list:
     return exposed
 
 
-def describe(limits: Limits, judged: Judged = None) -> list:
+def describe(limits: Limits, judged: "Judged | None" = None) -> list:
     """What isolation is active here, one sentence each, for the run's report; `judged` is what
     the worker's own confinement was found to hold in its preflight (confinement.py), None
     when no worker started."""
