@@ -27,7 +27,7 @@ _INT64 = (-2**63, 2**63 - 1)
 
 class MalformedReply(Exception):
     """A reply that does not fit its op's schema or the bounds on reading one; says where and
-    why ("result.out: a sparse tensor, expected a dense one")."""
+    why ("result.out: a torch.sparse_coo tensor, expected a dense CPU tensor")."""
 
 
 class _Receipt:

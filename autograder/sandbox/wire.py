@@ -67,16 +67,14 @@ def _read(process: WorkerProcess, count: int, deadline: float, what: str) -> byt
     return b"".join(chunks)
 
 
-def _pending(process: WorkerProcess) -> bool:
-    """Whether the worker has written something nobody asked for yet (raises why it ended
-    when what is there is the end of its output)."""
+def _unasked(process: WorkerProcess) -> str:
+    """What the worker has written that nobody asked for yet: "data", "end" (it closed its
+    output: it ended) or "" (nothing)."""
     with selectors.DefaultSelector() as selector:
         selector.register(process.stdout, selectors.EVENT_READ)
         if not selector.select(0):
-            return False
-    if not os.read(process.stdout, 1):
-        raise process.ended()
-    return True
+            return ""
+    return "data" if os.read(process.stdout, 1) else "end"
 
 
 def exchange(process: WorkerProcess, request: dict, seconds: float, what: str) -> dict:
@@ -88,7 +86,10 @@ def exchange(process: WorkerProcess, request: dict, seconds: float, what: str) -
     when it closed its pipes. The caller stops the worker after any of them but "malformed",
     after which the two ends still agree on where the next frame starts."""
     deadline = time.monotonic() + seconds
-    if _pending(process):
+    unasked = _unasked(process)
+    if unasked == "end":
+        raise process.ended()
+    if unasked:
         raise WorkerFailure("protocol", f"{MALFORMED}: it sent a frame before the grader's "
                                         "request (an extra reply)")
     _write(process, protocol.encode(request), deadline, what)
@@ -102,7 +103,7 @@ def exchange(process: WorkerProcess, request: dict, seconds: float, what: str) -
         answer = validated(answer, request["op"])
     except MalformedReply as error:
         raise malformed(str(error))
-    if _pending(process):
+    if _unasked(process) == "data":  # an end is the next request's to report
         raise WorkerFailure("protocol", f"{MALFORMED}: it sent more than one reply to one request")
     return answer
 

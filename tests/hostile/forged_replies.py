@@ -59,7 +59,7 @@ def _forge(reply):
     elif forge in ("huge_error", "huge_error_frame"):  # the frame: above the structure limit
         size = 10**7 if forge == "huge_error_frame" else 10**5
         reply = {"ok": False, "notes": ["n" * 1000] * 50, "memory": None,
-                 "error": {"kind": "K" * 10**4, "message": "\x00" * size, "line": 10**30,
+                 "error": {"kind": "K" * 10**4, "message": "\x00" * size, "line": 7,
                            "where": "W" * 10**4}}
     elif forge == "wrong_keys" and reply.get("ok"):
         reply["result"]["bogus"] = 1
