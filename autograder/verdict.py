@@ -38,6 +38,9 @@ KINDS = {
     "not_graded": "not graded because an earlier problem prevents it",
     "internal": "an internal error of the grader (not the student's fault)",
 }
+# A WorkerFailure's kind (sandbox/errors.py) -> the Verdict kind of the test it ends; any other
+# (a crash, a malformed reply) is "crashed".
+WORKER_FAILURE_KINDS = {"timeout": "timeout", "budget": "timeout", "memory": "memory"}
 
 
 @dataclass(frozen=True)

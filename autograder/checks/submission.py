@@ -7,14 +7,10 @@ backbone.py; when backbone.py could not be imported at all, every test points at
 """
 
 from ..sandbox.errors import StudentError, WorkerFailure
-from ..verdict import Failed, Verdict, fail
-
-# WorkerFailure.kind -> Verdict.kind
-_FAILURE_KINDS = {"timeout": "timeout", "budget": "timeout", "memory": "memory"}
-
+from ..verdict import WORKER_FAILURE_KINDS, Failed, Verdict, fail
 
 def _failure(measured: str, failure: WorkerFailure):
-    fail(Verdict(measured=measured, kind=_FAILURE_KINDS.get(failure.kind, "crashed")))
+    fail(Verdict(measured=measured, kind=WORKER_FAILURE_KINDS.get(failure.kind, "crashed")))
 
 
 def raised(what: str, error: str) -> Verdict:

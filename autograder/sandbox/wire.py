@@ -65,10 +65,7 @@ def exchange(process: WorkerProcess, request: dict, seconds: float, what: str):
     _write(process, protocol.encode(request), deadline, what)
     header = _read(process, protocol.HEADER_BYTES, deadline, what)
     try:
-        length = protocol.decode_length(header)
-        if length > process.limits.reply_bytes:
-            raise protocol.ProtocolError(f"a reply of {length / 2**20:.0f} MB, above the "
-                                         f"{process.limits.reply_bytes // 2**20} MB limit")
+        length = protocol.decode_length(header, process.limits.reply_bytes)
         return protocol.decode(_read(process, length, deadline, what))
     except protocol.ProtocolError as error:
         raise WorkerFailure("protocol", f"the worker sent a malformed reply ({error})")

@@ -2,7 +2,9 @@
 
 A frame is an 8-byte big-endian length followed by a `torch.save` payload. Only plain data
 travels (tensors, numbers, strings, bools, None, lists, tuples, dicts), and both sides load
-with `weights_only=True`, so a frame cannot carry code. Frames above MAX_FRAME_BYTES are refused.
+with `weights_only=True`, so a frame cannot carry code. Each end refuses a frame above its
+limit: the worker a request above MAX_REQUEST_BYTES, the grader a reply above the rubric's
+`WORKER.reply_bytes` (it passes that limit to decode_length).
 
     request  {"op": str, "args": dict}
     reply    {"ok": True,  "result": dict, "notes": [str], "memory": int | None}
@@ -45,7 +47,8 @@ class Op:
     KV_CACHE_HYPOTHESES = "kv_cache_hypotheses"
     KV_CACHE_SPEED = "kv_cache_speed"
 
-MAX_FRAME_BYTES = 256 * 1024 * 1024
+# The largest request the worker reads (the grader's largest, the convergence data, is ~3 MB).
+MAX_REQUEST_BYTES = 256 * 2**20
 _HEADER = struct.Struct(">Q")
 
 
@@ -63,10 +66,11 @@ def encode(message) -> bytes:
     return _HEADER.pack(len(payload)) + payload
 
 
-def decode_length(header: bytes) -> int:
+def decode_length(header: bytes, limit: int) -> int:
+    """The payload length a frame's header announces; ProtocolError above `limit` bytes."""
     (length,) = _HEADER.unpack(header)
-    if length > MAX_FRAME_BYTES:
-        raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+    if length > limit:
+        raise ProtocolError(f"a frame of {length / 2**20:.0f} MB, above the {limit // 2**20} MB limit")
     return length
 
 
@@ -87,11 +91,18 @@ def read_frame(stream):
         raise EOFError
     if len(header) < HEADER_BYTES:
         raise ProtocolError("truncated frame header")
-    length = decode_length(header)
+    length = decode_length(header, MAX_REQUEST_BYTES)
     payload = stream.read(length)
     if len(payload) < length:
         raise ProtocolError("truncated frame")
     return decode(payload)
+
+
+def memory_limit_text(limit_bytes: int) -> str:
+    """The worker's memory limit in a sentence for the student, in the same words from both ends:
+    the grader's failure messages (sandbox/limits.py) and a MemoryError's (worker/session.py)."""
+    return (f"while it is graded, your code may use at most {limit_bytes // 2**20} MB of memory, "
+            "torch's own ~250 MB included")
 
 
 def write_frame(stream, message) -> None:
