@@ -16,8 +16,7 @@ import pytest
 
 from . import results, rubric
 from .checks import margin
-from .checks.submission import FAILURE_KINDS
-from .verdict import Failed, Verdict, from_message
+from .verdict import WORKER_FAILURE_KINDS, Failed, Verdict, from_message
 from .sandbox.errors import StudentError, WorkerFailure, WorkerStartError
 
 CONTEXT = pytest.StashKey()  # the grading context (submission handle, intake, ...) for conftest
@@ -132,7 +131,7 @@ class ResultsPlugin:
         if isinstance(error, StudentError):
             return Verdict(measured=f"the submission's code raised {error}", kind="raised")
         if isinstance(error, WorkerFailure):
-            return Verdict(measured=str(error), kind=FAILURE_KINDS.get(error.kind, "crashed"))
+            return Verdict(measured=str(error), kind=WORKER_FAILURE_KINDS.get(error.kind, "crashed"))
         if isinstance(error, WorkerStartError):  # the whole run becomes an internal error (cli.grade)
             return Verdict(measured=f"not graded: {results.INTERNAL_ERROR} ({error})", kind="internal")
         if excinfo.typename == "Failed" and "Timeout" in str(error):

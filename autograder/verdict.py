@@ -39,6 +39,10 @@ KINDS = {
     "not_graded": "not graded because an earlier problem prevents it",
     "internal": "an internal error of the grader (not the student's fault)",
 }
+# A WorkerFailure's kind (sandbox/errors.py) -> the Verdict kind of the test it ends; any other
+# (a crash) is "crashed".
+WORKER_FAILURE_KINDS = {"timeout": "timeout", "budget": "timeout", "hung": "timeout", "memory": "memory",
+                        "malformed": "malformed", "protocol": "malformed"}
 
 
 @dataclass(frozen=True)

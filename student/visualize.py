@@ -1,17 +1,21 @@
 """Figures for your Scratch-1 report, from what `python backbone.py` saved.
 
-    python visualize.py [--checkpoint checkpoints/epoch_10.pt] [--data data/trajectories.pkl]
-                        [--out images] [--audit-batches 30]
+    python visualize.py [--checkpoint checkpoints/last.pt] [--data data/trajectories.pkl]
+                        [--out images] [--audit-sequences 256] [--audit-batches 30]
 
-Writes to the --out folder:
-    loss_curve.png      train and validation loss per epoch (checkpoints/loss_history.json)
+Works from any checkpoint the training writes: by default checkpoints/last.pt (the newest
+state, also after Ctrl-C or mid-epoch), else the latest checkpoints/epoch_N.pt. Writes to --out:
+    loss_curve.png      the training loss of every step (and per epoch, with the validation
+                        loss, once an epoch has finished), from checkpoints/loss_history.json
     attention_maps.png  the attention weights of every layer and head on one validation sequence
     causal_audit.png    the causal-mask audit: the validation loss with and without the mask
 
 The attention maps are the weights YOUR CausalSelfAttention computes: they are read where the
 template routes them (the input of self.attn_dropout, or else the output of the softmax). The
 audit removes the mask by making torch.tril return all ones while the model runs, and trains a
-copy of your model for --audit-batches batches that way (with your train_epoch).
+copy of your model for --audit-batches batches that way (with your train_epoch); its losses are
+measured on the first --audit-sequences validation sequences (the defaults take about a minute
+on a laptop CPU; the script prints its estimate before the audit starts).
 """
 
 import argparse
@@ -21,7 +25,7 @@ import glob
 import json
 import math
 import os
-import re
+import time
 
 import matplotlib
 
@@ -35,9 +39,9 @@ import backbone  # noqa: E402
 import generate_data  # noqa: E402
 
 CPU = torch.device("cpu")
-# Below this many validation sequences the audit says its losses are noisy: the per-sequence loss
-# of a trained model has a standard deviation of about 0.11 nats (measured on a correct model).
-SMALL_VALIDATION = 500
+# The per-sequence loss of a trained model has a standard deviation of about 0.11 nats (measured
+# on a correct model): the audit's losses on N sequences are within about 2 * 0.11 / sqrt(N).
+SEQUENCE_LOSS_STD = 0.11
 
 
 @contextlib.contextmanager
@@ -60,49 +64,74 @@ def mask_removed():
         yield
 
 
-def latest_checkpoint(directory="checkpoints"):
-    paths = glob.glob(os.path.join(directory, "epoch_*.pt"))
-    if not paths:
-        raise SystemExit(f"no {directory}/epoch_*.pt found: train first with `python backbone.py`")
-    return max(paths, key=lambda path: int(re.findall(r"\d+", os.path.basename(path))[0]))
+def default_checkpoint(directory="checkpoints"):
+    """checkpoints/last.pt (the newest state: written every --save-every steps, on Ctrl-C and at
+    each epoch's end), else the latest epoch_N.pt."""
+    last = os.path.join(directory, "last.pt")
+    if os.path.exists(last):
+        return last
+    epochs = glob.glob(os.path.join(directory, "epoch_*.pt"))
+    if not epochs:
+        raise SystemExit(f"no {directory}/last.pt or {directory}/epoch_*.pt found: train first "
+                         "with `python backbone.py` (Ctrl-C saves one), or pass --checkpoint PATH")
+    return max(epochs, key=lambda path: int("".join(filter(str.isdigit, os.path.basename(path))) or 0))
 
 
 def load_model(path):
+    """(the model in eval mode, where the checkpoint's training stood, as words)."""
     checkpoint = torch.load(path, map_location=CPU, weights_only=True)
     model = backbone.DecoderOnlyTransformer(**checkpoint["config"])
     model.load_state_dict(checkpoint["model"])
-    return model.eval()
+    if "step_in_epoch" in checkpoint:  # last.pt: the position of the next batch
+        at = f"epoch {checkpoint['epoch'] + 1}, step {checkpoint['step_in_epoch']}"
+    else:
+        at = f"after epoch {checkpoint.get('epoch', '?')}"
+    return model.eval(), at
 
 
 def plot_loss_curve(history_path, out):
-    """Training loss per step and per epoch, validation loss per epoch (loss_history.json as
-    `python backbone.py` writes it: {"epochs": [...], "steps": [[epoch, step, loss], ...]})."""
+    """The training loss of every step, and per finished epoch the training and validation loss
+    (loss_history.json as `python backbone.py` writes it: {"epochs": [...], "steps": [[epoch,
+    step, loss], ...]}). The x axis counts optimizer steps."""
     with open(history_path) as file:
         history = json.load(file)
     epochs, steps = history["epochs"], history["steps"]
-    if not epochs:
-        print(f"{history_path} has no finished epoch yet: skipping the loss curve")
+    if not steps and not epochs:
+        print(f"{history_path} holds no step yet: skipping the loss curve")
         return
-    per_epoch = max(step for _, step, _ in steps) + 1 if steps else 1
+    per_epoch = sum(1 for epoch, _, _ in steps if epoch == 0) if epochs else None
     plt.figure(figsize=(7, 4))
     if steps:
-        plt.plot([epoch + (step + 1) / per_epoch for epoch, step, _ in steps],
-                 [loss for _, _, loss in steps], color="tab:blue", alpha=0.35, linewidth=0.8,
-                 label="train (each step)")
-    ends = [e["epoch"] for e in epochs]
-    plt.plot(ends, [e["train_loss"] for e in epochs], "o-", color="tab:blue", label="train (epoch mean)")
-    plt.plot(ends, [e["val_loss"] for e in epochs], "s-", color="tab:orange", label="validation")
+        x = [epoch * (per_epoch or 0) + step + 1 for epoch, step, _ in steps]
+        losses = [loss for _, _, loss in steps]
+        plt.plot(x, losses, color="tab:blue", alpha=0.3, linewidth=0.8, label="train (each step)")
+        window = max(1, len(losses) // 50)
+        if window > 1:
+            smooth = [sum(losses[max(0, i - window + 1):i + 1]) / len(losses[max(0, i - window + 1):i + 1])
+                      for i in range(len(losses))]
+            plt.plot(x, smooth, color="tab:blue", linewidth=1.2, label=f"train (mean of {window} steps)")
+    if epochs and per_epoch:
+        ends = [e["epoch"] * per_epoch for e in epochs]
+        plt.plot(ends, [e["train_loss"] for e in epochs], "o", color="navy", label="train (epoch mean)")
+        plt.plot(ends, [e["val_loss"] for e in epochs], "s-", color="tab:orange", label="validation")
     plt.axhline(1.0, color="gray", linestyle=":", label="target: 1.0")
     plt.gca().xaxis.set_major_locator(MaxNLocator(integer=True))
-    plt.xlabel("epoch")
+    plt.xlabel("optimizer step" + (f" ({per_epoch} per epoch)" if per_epoch else ""))
     plt.ylabel("next-token loss (nats)")
-    last = epochs[-1]
-    plt.title(f"Training: validation loss {last['val_loss']:.3f} (perplexity "
-              f"{math.exp(last['val_loss']):.2f}) after {last['epoch']} epochs, {last['seconds']:.0f} s")
+    if epochs:
+        last = epochs[-1]
+        plt.title(f"Training: validation loss {last['val_loss']:.3f} (perplexity "
+                  f"{math.exp(last['val_loss']):.2f}) after {last['epoch']} epochs, {last['seconds']:.0f} s")
+        summary = f"validation loss {last['val_loss']:.4f} after {last['epoch']} epochs"
+    else:
+        recent = losses[-min(len(losses), 20):]
+        plt.title(f"Training in progress: {len(steps)} steps, no finished epoch yet\n"
+                  f"(mean training loss of the last {len(recent)} steps: {sum(recent) / len(recent):.3f})")
+        summary = f"{len(steps)} steps, no finished epoch yet (no validation loss)"
     plt.legend()
     plt.savefig(out, dpi=120, bbox_inches="tight")
     plt.close()
-    print(f"wrote {out}: final validation loss {last['val_loss']:.4f}")
+    print(f"wrote {out}: {summary}")
 
 
 @torch.no_grad()
@@ -166,22 +195,57 @@ def sees_future(model, ids):
     return not torch.allclose(model(ids)[0][:, 0], model(changed)[0][:, 0], atol=1e-6)
 
 
+class Progress:
+    """The batches of `batches`, printing `what` with a count and the time left as they go
+    (train_epoch and evaluate take it as their dataloader)."""
+
+    def __init__(self, batches, what):
+        self.batches, self.what = batches, what
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        start = time.time()
+        for index, batch in enumerate(self.batches):
+            yield batch
+            left = (time.time() - start) / (index + 1) * (len(self.batches) - index - 1)
+            print(f"\r  {self.what}: {index + 1}/{len(self.batches)} batches, {left:.0f} s left   ",
+                  end="", flush=True)
+        print()
+
+
+def seconds_per_batch(model, batch):
+    """The wall seconds of one evaluation forward pass on `batch` (the second of two runs)."""
+    with torch.no_grad():
+        model(batch[1][:, :-1], batch[1][:, 1:])
+        start = time.time()
+        model(batch[1][:, :-1], batch[1][:, 1:])
+    return time.time() - start
+
+
 def causal_audit(model, train_loader, val_batches, ids, num_batches, out):
     with mask_removed():
         if not sees_future(model, ids):
             print("causal audit skipped: removing torch.tril did not remove your mask (does your "
                   "attention build it another way?)")
             return
-        peeking = backbone.evaluate(model, val_batches, CPU)
-    honest = backbone.evaluate(model, val_batches, CPU)
+    # four evaluations, and training: a forward and a backward pass, about three forwards
+    estimate = seconds_per_batch(model, val_batches[0]) * (4 * len(val_batches) + 3 * num_batches)
+    sequences = sum(len(actions) for _, actions in val_batches)
+    print(f"causal audit: {num_batches} training batches without the mask, losses on {sequences} "
+          f"validation sequences; about {estimate:.0f} s (--audit-batches, --audit-sequences)")
+    with mask_removed():
+        peeking = backbone.evaluate(model, Progress(val_batches, "your model, mask removed"), CPU)
+    honest = backbone.evaluate(model, Progress(val_batches, "your model, with the mask"), CPU)
     # A copy trained briefly without the mask learns to read the answer from the next position.
     cheater = copy.deepcopy(model)
     optimizer = torch.optim.AdamW(cheater.parameters(), lr=1e-3)
     batches = [batch for _, batch in zip(range(num_batches), train_loader)]
     with mask_removed():
-        backbone.train_epoch(cheater, batches, optimizer, CPU, 0)
-        cheating = backbone.evaluate(cheater, val_batches, CPU)
-    cheater_honest = backbone.evaluate(cheater, val_batches, CPU)
+        backbone.train_epoch(cheater, Progress(batches, "training a copy without the mask"), optimizer, CPU, 0)
+        cheating = backbone.evaluate(cheater, Progress(val_batches, "that copy, mask removed"), CPU)
+    cheater_honest = backbone.evaluate(cheater, Progress(val_batches, "that copy, mask put back"), CPU)
     floor = generate_data.entropy_floor(ids.shape[1] + 1)
 
     bars = {"your model\nwith mask": honest, "your model\nmask removed": peeking,
@@ -191,19 +255,16 @@ def causal_audit(model, train_loader, val_batches, ids, num_batches, out):
     plt.bar(list(bars), list(bars.values()), color=["tab:green", "tab:orange", "tab:red", "tab:gray"])
     plt.axhline(floor, color="black", linestyle="--", label=f"best possible honest loss ({floor:.3f})")
     plt.ylabel("validation loss (nats)")
-    plt.title("Causal-mask audit")
+    plt.title(f"Causal-mask audit ({sequences} validation sequences)")
     plt.legend()
     plt.savefig(out, dpi=120, bbox_inches="tight")
     plt.close()
-    print(f"wrote {out}\ncausal audit (validation loss, nats):")
+    print(f"wrote {out}\ncausal audit (validation loss, nats, on {sequences} sequences: about "
+          f"+-{2 * SEQUENCE_LOSS_STD / math.sqrt(sequences):.2f}):")
     for name, value in bars.items():
         print(f"  {name.replace(chr(10), ' '):<36} {value:.4f}")
     print(f"  best possible without seeing the future  {floor:.4f}  (the expected loss of the "
           "ideal predictor; a finite validation set can land a little below it by chance)")
-    sequences = sum(len(actions) for _, actions in val_batches)
-    if sequences < SMALL_VALIDATION:
-        print(f"note: only {sequences} validation sequences: these losses are noisy (about "
-              f"+-{0.11 / math.sqrt(sequences) * 2:.2f} nats); use the full dataset for your report")
     if cheating < floor:
         print("A model that can see the future cheats: trained without the mask it scores below what\n"
               "any honest predictor can reach, by copying the next token from its input; with the mask\n"
@@ -217,26 +278,41 @@ def causal_audit(model, train_loader, val_batches, ids, num_batches, out):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", help="a checkpoints/epoch_*.pt file (default: the latest)")
+    parser.add_argument("--checkpoint", help="a file that python backbone.py wrote: "
+                        "checkpoints/last.pt (the default when it exists) or checkpoints/epoch_N.pt")
     parser.add_argument("--data", default="data/trajectories.pkl")
     parser.add_argument("--out", default="images")
+    parser.add_argument("--audit-sequences", type=int, default=256,
+                        help="validation sequences the causal audit measures its losses on "
+                             "(default 256; more for a tighter estimate, slower)")
     parser.add_argument("--audit-batches", type=int, default=30,
                         help="training batches for the no-mask model of the causal audit")
     args = parser.parse_args()
-    checkpoint = args.checkpoint or latest_checkpoint()
+    if args.audit_sequences < 1 or args.audit_batches < 1:
+        parser.error("--audit-sequences and --audit-batches must be at least 1")
+    start = time.time()
+    checkpoint = args.checkpoint or default_checkpoint()
+    if not os.path.exists(args.data):
+        raise SystemExit(f"{args.data} not found: run `python generate_data.py` first (or pass --data PATH)")
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(0)
 
     history = os.path.join(os.path.dirname(checkpoint), "loss_history.json")
+    print(f"[1/3] loss curve from {history}")
     if os.path.exists(history):
         plot_loss_curve(history, os.path.join(args.out, "loss_curve.png"))
     else:
         print(f"no {history}: skipping the loss curve")
 
-    model = load_model(checkpoint)
-    print(f"loaded {checkpoint}")
+    model, at = load_model(checkpoint)
+    print(f"[2/3] attention maps of {checkpoint} ({at})")
     train_loader, val_loader = generate_data.create_dataloaders(args.data, batch_size=32)
-    val_batches = list(val_loader)
+    val_batches, room = [], args.audit_sequences  # the first --audit-sequences validation sequences
+    for states, actions in val_loader:
+        if room <= 0:
+            break
+        val_batches.append((states[:room], actions[:room]))
+        room -= len(val_batches[-1][1])
     ids = val_batches[0][1][:1, :-1]  # the first validation sequence, as the model reads it
     maps = attention_weights(model, ids)
     if maps is None:
@@ -244,8 +320,10 @@ def main():
               "self.attn_dropout as the template does)")
     else:
         plot_attention(maps, os.path.join(args.out, "attention_maps.png"))
+    print("[3/3] causal audit")
     causal_audit(model, train_loader, val_batches, ids, args.audit_batches,
                  os.path.join(args.out, "causal_audit.png"))
+    print(f"done in {time.time() - start:.0f} s")
 
 
 if __name__ == "__main__":

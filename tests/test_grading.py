@@ -4,7 +4,7 @@ import pytest
 
 from autograder import results, rubric
 from grading import REFERENCE, TEMPLATE, by_category, grade, lost
-from variants import ALTERNATIVES, API_VARIANTS, ENVIRONMENT_VARIANTS, MUTANTS
+from variants import ALTERNATIVES, API_VARIANTS, ENVIRONMENT_VARIANTS, MUTANTS, rules_failed_by
 
 # One mutant per kind of check: numerics, causality (perturbation and gradients), spies; the
 # first in the default run (the reference's two runs are compared there too), all with -m slow.
@@ -92,6 +92,9 @@ def test_mutant_loses_points_only_where_its_bug_is_and_names_it(variant, tmp_pat
     unexpected = lost_categories - variant.loses - variant.may_lose
     outputs = [(t["name"], t["output"][:300]) for t in document["tests"] if t["tags"][0] in unexpected]
     assert not unexpected, f"lost points in {unexpected}: {outputs}"
+    names = {rubric.rule_for(rule).name for rule in rules_failed_by(variant)}
+    passed = [t["name"] for t in document["tests"] if t["name"] in names and t["score"] >= t["max_score"]]
+    assert not passed, f"should fail (variants.RULE_MUTANTS) but passed: {passed}"
     failures = _outputs(document, variant.loses, failed=True)
     assert any(variant.diagnosis in output for output in failures), (
         f"no failing {'/'.join(sorted(variant.loses))} test names the bug ({variant.diagnosis!r}):\n"

@@ -89,3 +89,31 @@ def test_fresh_run_and_resume_are_explicit_and_epoch_files_are_small(folder):
     last = os.path.getsize(folder / "explicit" / "last.pt")
     epoch = os.path.getsize(folder / "explicit" / "epoch_1.pt")
     assert epoch < last / 2, "epoch_N.pt should hold the weights only, not the optimizer state"
+
+
+def _visualize(folder, *args):
+    return subprocess.run([sys.executable, "visualize.py", "--data", "small.pkl", "--audit-batches", "2",
+                           *args], cwd=folder, capture_output=True, text=True, timeout=300)
+
+
+def test_visualize_draws_from_last_pt_after_ctrl_c_and_after_a_resume(folder):
+    """The way the README tells students to work: Ctrl-C, look at the figures, --resume, look
+    again. visualize.py reads checkpoints/last.pt by default and draws the per-step losses
+    whether or not an epoch has finished."""
+    shutil.copy(os.path.join(KIT, "student", "visualize.py"), folder)
+    code, output = _interrupt(folder, signal.SIGINT, 3, "--epochs", "1", "--checkpoints", "checkpoints")
+    assert code == 130, output
+    images = folder / "images"
+    stopped = _visualize(folder)
+    assert stopped.returncode == 0 and "Traceback" not in stopped.stderr, stopped.stdout + stopped.stderr
+    assert "checkpoints/last.pt (epoch 1, step " in stopped.stdout
+    assert re.search(r"loss_curve\.png: \d+ steps, no finished epoch yet", stopped.stdout), stopped.stdout
+    assert re.search(r"causal audit: 2 training batches .* about \d+ s", stopped.stdout), stopped.stdout
+    for name in ("loss_curve.png", "attention_maps.png", "causal_audit.png"):
+        assert (images / name).stat().st_size > 10_000, name
+        (images / name).unlink()
+    assert _train(folder, "--epochs", "1", "--checkpoints", "checkpoints", "--resume").returncode == 0
+    finished = _visualize(folder)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert re.search(r"loss_curve\.png: validation loss \d\.\d+ after 1 epochs", finished.stdout), finished.stdout
+    assert (images / "loss_curve.png").exists() and (images / "causal_audit.png").exists()

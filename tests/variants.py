@@ -464,7 +464,56 @@ MUTANTS = [
     mutant("api_train_epoch_requires_scheduler",
            [(TRAIN_SIGNATURE, TRAIN_SIGNATURE.replace("epoch: int)", "epoch: int, scheduler)"))],
            "training", "cannot be called the way the template's train_epoch"),
+    # -- interface --------------------------------------------------------------------------------
+    # A template class renamed everywhere: the model still works, only the name is gone.
+    mutant("interface_feedforward_renamed",
+           [("class FeedForward(nn.Module):\n", "class SwiGLU(nn.Module):\n"),
+            ("        self.ff = FeedForward(dim, ff_hidden_dim, dropout)\n",
+             "        self.ff = SwiGLU(dim, ff_hidden_dim, dropout)\n")],
+           "interface", "backbone.py does not define FeedForward"),
 ]
+
+# Every rubric rule worth points and the mutants that must fail it (test_grading.py grades each
+# mutant and checks that these tests failed; test_rule_coverage.py fails when a rule worth points
+# has none). A new check adds the mutant only it catches here (README: "A new check").
+RULE_MUTANTS = {
+    "test_interface.py::test_required_names": ("interface_feedforward_renamed",),
+    "test_rmsnorm.py::test_forward_matches_reference": ("rmsnorm_layernorm",),
+    "test_rmsnorm.py::test_gradients_match_reference": ("rmsnorm_scale_not_a_parameter",),
+    "test_rmsnorm.py::test_zero_input_is_finite": ("rmsnorm_eps_outside_sqrt",),
+    "test_causal_mask.py::test_attention_ignores_future_tokens": ("causal_no_mask",),
+    "test_causal_mask.py::test_attention_future_gradients_are_zero": ("causal_no_mask",),
+    "test_causal_mask.py::test_attention_sees_itself_and_past": ("causal_hides_diagonal",),
+    "test_causal_mask.py::test_model_ignores_future_tokens": ("causal_no_mask",),
+    "test_causal_mask.py::test_sequence_lengths": ("causal_no_mask",),
+    "test_rope.py::test_attention_scores_depend_on_relative_position": ("rope_not_applied",),
+    "test_rope.py::test_rope_applied_to_queries_and_keys_not_values": ("rope_on_queries_only",),
+    "test_rope.py::test_rope_angles_in_each_head": ("rope_frequencies_for_model_dim",),
+    "test_attention.py::test_output_matches_reference": ("attention_no_scaling",),
+    "test_attention.py::test_explicit_mask_matches_reference": ("attention_no_scaling",),
+    "test_attention.py::test_gradients_match_reference": ("attention_no_scaling",),
+    "test_attention.py::test_deterministic_in_eval_mode": ("dropout_functional_without_training_flag",),
+    "test_attention.py::test_sequences_attended_independently": ("attention_heads_merged_sequence_first",),
+    "test_training.py::test_next_token_targets": ("training_no_target_shift",),
+    "test_training.py::test_gradients_zeroed_each_step": ("training_no_zero_grad",),
+    "test_training.py::test_gradient_norm_clipped": ("training_no_clipping",),
+    "test_training.py::test_train_mode": ("training_eval_mode",),
+    "test_training.py::test_returns_mean_batch_loss": ("training_returns_sum_of_batch_losses",),
+    "test_convergence.py::test_heldout_loss": ("convergence_cause_no_target_shift",),
+}
+# Rules no one-bug variant of the reference can fail (there is no file, or none that compiles or
+# imports), and the kit test that fails them instead.
+RULES_FAILED_ELSEWHERE = {
+    "test_interface.py::test_submission_found":
+        "test_intake.py::test_every_upload_gets_complete_results_with_a_specific_message",
+    "test_interface.py::test_compiles": "test_hostile.py::test_broken_at_import_scores_only_the_interface_it_passes",
+    "test_interface.py::test_imports": "test_hostile.py::test_broken_at_import_scores_only_the_interface_it_passes",
+}
+
+
+def rules_failed_by(variant) -> list:
+    """The rubric tests ("file::function") that grading `variant` must fail (RULE_MUTANTS)."""
+    return [rule for rule, names in RULE_MUTANTS.items() if variant.name in names]
 
 # -- correct alternatives ------------------------------------------------------------------------
 

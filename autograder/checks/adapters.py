@@ -6,8 +6,10 @@ Verdicts) and returns the worker's raw measurements as a small dataclass. The op
 are defined once, in worker/protocol.Op; a request the worker refuses as malformed raises
 sandbox.errors.GraderError, an internal error of the grader, never a student error.
 
-A new check needs only this file, verdict.py and one check file: call run_<component>, compare
-with checks/oracle.py, and on a difference `fail(Verdict(...))`.
+A new check is the recipe of README.md, "Adding a check": its test function (calling a
+run_<component> here, comparing with checks/oracle.py or a property of the student's own output,
+failing with a verdict.Verdict), its rubric rule, a mutant only it catches (tests/variants.py),
+its calibration note and the regenerated students' table.
 """
 
 from dataclasses import dataclass, field

@@ -16,16 +16,13 @@ code. Only what the grader detects itself is its own error (sandbox/errors.py).
 """
 
 from ..sandbox.errors import StudentError, WorkerFailure
-from ..verdict import Failed, Verdict, fail
+from ..verdict import WORKER_FAILURE_KINDS, Failed, Verdict, fail
 
-# WorkerFailure.kind -> Verdict.kind (any other: "crashed")
-FAILURE_KINDS = {"timeout": "timeout", "budget": "timeout", "hung": "timeout", "memory": "memory",
-                 "malformed": "malformed", "protocol": "malformed"}
 MAX_CLAIMED_FAULTS = 20  # kept for the TA; more are counted
 
 
 def _failure(measured: str, failure: WorkerFailure):
-    fail(Verdict(measured=measured, kind=FAILURE_KINDS.get(failure.kind, "crashed")))
+    fail(Verdict(measured=measured, kind=WORKER_FAILURE_KINDS.get(failure.kind, "crashed")))
 
 
 def raised(what: str, error: str) -> Verdict:

@@ -4,6 +4,7 @@ container this grading runs in (memory.py)."""
 from dataclasses import dataclass
 
 from ..rubric_records import WorkerLimits
+from ..worker import protocol
 from . import memory
 
 
@@ -30,8 +31,7 @@ class Limits:
 
     def memory_text(self) -> str:
         """The memory limit in a sentence for the student."""
-        return (f"while it is graded, your code may use at most {self.memory_bytes // 2**20} "
-                "MB of memory, torch's own ~250 MB included")
+        return protocol.memory_limit_text(self.memory_bytes)
 
     def memory_used_up(self, used) -> bool:
         """Whether the worker's data size after a request (its own report, a number of bytes)

@@ -2,10 +2,11 @@
 reply, and the frames that carry them.
 
 A frame is an 8-byte big-endian length followed by a `torch.save` payload. Only plain data
-travels (tensors, numbers, strings, bools, None, lists, dicts), and both sides load with
-`weights_only=True`, so a frame cannot carry code. The worker refuses a request frame above
-MAX_FRAME_BYTES; the grader refuses a reply above rubric.WORKER.reply_bytes, and a reply whose
-pickled structure (all but the tensors' data) is above MAX_STRUCTURE_BYTES.
+travels (tensors, numbers, strings, bools, None, lists, tuples, dicts), and both sides load
+with `weights_only=True`, so a frame cannot carry code. Each end refuses a frame above its
+limit: the worker a request above MAX_REQUEST_BYTES, the grader a reply above the rubric's
+`WORKER.reply_bytes` (it passes that limit to decode_length), and a reply whose pickled
+structure (all but the tensors' data) is above MAX_STRUCTURE_BYTES.
 
     request  {"op": str, "args": dict}            the arguments REQUESTS[op] names
     reply    {"ok": True,  "result": REPLIES[op], "notes": [str], "memory": int | None}
@@ -210,7 +211,8 @@ MAX_OBJECTS = 200_000
 MAX_TUPLE_ITEMS = 10_000
 REPLY_SECONDS = 10.0
 
-MAX_FRAME_BYTES = 256 * 1024 * 1024  # a request frame (the grader's data for the worker)
+# The largest request the worker reads (the grader's largest, the convergence data, is ~3 MB).
+MAX_REQUEST_BYTES = 256 * 2**20
 _HEADER = struct.Struct(">Q")
 
 
@@ -228,11 +230,11 @@ def encode(message) -> bytes:
     return _HEADER.pack(len(payload)) + payload
 
 
-def decode_length(header: bytes, limit: int = MAX_FRAME_BYTES) -> int:
+def decode_length(header: bytes, limit: int) -> int:
+    """The payload length a frame's header announces; ProtocolError above `limit` bytes."""
     (length,) = _HEADER.unpack(header)
     if length > limit:
-        raise ProtocolError(f"a frame of {length / 2**20:.1f} MB, above the "
-                            f"{limit / 2**20:.0f} MB limit")
+        raise ProtocolError(f"a frame of {length / 2**20:.0f} MB, above the {limit // 2**20} MB limit")
     return length
 
 
@@ -320,11 +322,18 @@ def read_frame(stream):
         raise EOFError
     if len(header) < HEADER_BYTES:
         raise ProtocolError("truncated frame header")
-    length = decode_length(header)
+    length = decode_length(header, MAX_REQUEST_BYTES)
     payload = stream.read(length)
     if len(payload) < length:
         raise ProtocolError("truncated frame")
     return decode(payload)
+
+
+def memory_limit_text(limit_bytes: int) -> str:
+    """The worker's memory limit in a sentence for the student, in the same words from both ends:
+    the grader's failure messages (sandbox/limits.py) and a MemoryError's (worker/session.py)."""
+    return (f"while it is graded, your code may use at most {limit_bytes // 2**20} MB of memory, "
+            "torch's own ~250 MB included")
 
 
 def write_frame(stream, message) -> None:

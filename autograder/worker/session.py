@@ -139,8 +139,7 @@ def describe_error(error: BaseException) -> dict:
     if isinstance(error, MemoryError) or "can't allocate memory" in message:
         limit = resource.getrlimit(resource.RLIMIT_DATA)[0]
         if limit != resource.RLIM_INFINITY:
-            message += (f" [while it is graded, your code may use at most {limit // 2**20} MB "
-                        "of memory, torch's own ~250 MB included]")
+            message += f" [{protocol.memory_limit_text(limit)}]"
     described = {"kind": kind, "message": message, "line": line, "where": where}
     if fault.is_internal(error):
         described.update(internal=True, message=f"the grader's worker code raised {kind} at "
