@@ -166,88 +166,75 @@ def run_model_api(submission: Submission, vocab_size: int, seconds: float) -> Mo
 
 
 # -- train_epoch -------------------------------------------------------------------------------
-# What the spies saw during one call of train_epoch (worker/ops/training.py), in order.
+# What one call of train_epoch did to the grader's stand-in model (worker/ops/training.py). The
+# parameters are raw values the grader checks by recomputing them; every other field is what
+# the student's process says about itself: usable to word a likely cause, never to grant a point.
+
+@dataclass(frozen=True)
+class OptimizerStep:
+    """One step() of any optimizer during the call: before, after: the stand-in's parameters
+    [embedding (vocab, dim), head (vocab, dim), bias (vocab,)] around it. Said by the worker:
+    optimizer, its class name; given, it is the optimizer passed to train_epoch; holds_model, it
+    holds the stand-in's parameters; hyper, its first parameter group's hyperparameters (lr,
+    momentum, betas, ...); had_grads, a non-zero gradient was on the model at step(); backwards,
+    backward passes that reached the model since the previous step; grad_norm_after, the gradient norm at the next zero_grad() or the epoch's end (None: no
+    gradient; absent: neither came)."""
+
+    optimizer: str
+    given: bool
+    holds_model: bool
+    hyper: dict
+    had_grads: bool
+    backwards: int
+    before: list
+    after: list
+    grad_norm_after: Optional[float] = None
+
 
 @dataclass(frozen=True)
 class ForwardCall:
-    """The spy model's forward: its training flag, input_ids (batch, seq), targets as given
-    (None when none) and logits (batch, seq, vocab)."""
+    """One forward call of the stand-in, as the worker says: training flag, input shape, and
+    whether targets were given."""
 
     training: bool
-    input_ids: torch.Tensor
-    targets: Optional[torch.Tensor]
-    logits: torch.Tensor
-
-
-@dataclass(frozen=True)
-class BackwardPass:
-    """A backward through the logits of forward call number `forward` (0-based): d loss / d logits
-    (batch, seq, vocab); stale: the parameters still held non-zero gradients when it began; fresh:
-    per parameter, the gradient this backward produced (None where none)."""
-
-    forward: int
-    grad_logits: torch.Tensor
-    stale: bool
-    fresh: list
-
-
-@dataclass(frozen=True)
-class OptimizerStepCall:
-    """Any optimizer's step(): the spy model's parameters' .grad it found (None where absent),
-    whether it is the optimizer passed to train_epoch, its class name, and whether it holds the
-    spy model's parameters at all."""
-
-    grads: list
-    given: bool
-    optimizer: str
-    holds_model: bool
-
-
-@dataclass(frozen=True)
-class GradientsCleared:
-    """A zero_grad() (of the model or the optimizer passed in): the total gradient norm it
-    cleared (None when no parameter had a gradient)."""
-
-    grad_norm: Optional[float]
-
-
-@dataclass(frozen=True)
-class EpochEnd:
-    """train_epoch returned: the total gradient norm left on the parameters (None when none)."""
-
-    grad_norm: Optional[float]
-
-
-_TRAINING_EVENTS = {"forward": ForwardCall, "backward": BackwardPass, "step": OptimizerStepCall,
-                    "zero_grad": GradientsCleared, "end": EpochEnd}
+    shape: list
+    targets: bool
 
 
 @dataclass(frozen=True)
 class TrainEpochRun:
-    """events: what the spies saw, in order (ForwardCall, BackwardPass, OptimizerStepCall,
-    GradientsCleared, then one EpochEnd). returned: train_epoch's return value as a float (None
-    when it was not a number); returned_type: its type's name."""
+    """steps: every OptimizerStep, in order; forwards: every ForwardCall; backwards: backward
+    passes that reached the model in all (said by the worker); end: the parameters
+    when train_epoch returned; returned: its return value as a float (None when it was not a
+    number); returned_type: its type's name."""
 
-    events: list
+    steps: list
+    forwards: list
+    backwards: int
+    end: list
     returned: Optional[float]
     returned_type: str
 
 
 def run_train_epoch(submission: Submission, states: torch.Tensor, actions: torch.Tensor,
-                    batch_size: int, vocab_size: int, dim: int, grad_scale: float,
-                    learning_rate: float, seed: int, api: Optional[ModelAPI]) -> TrainEpochRun:
-    """One call of the student's train_epoch on the grader's spy model (an embedding of `dim`
-    and a linear head over `vocab_size` tokens, seeded, its gradients `grad_scale` times those of
-    its logits) taking on `api` (the template's API when None) and a spy SGD(learning_rate), over
-    an unshuffled DataLoader of (states (N, seq, state_dim), actions (N, seq)) in batches of
-    `batch_size`; the model is passed in eval mode."""
-    got = submission.call(Op.TRAIN_EPOCH, "train_epoch", states=states, actions=actions,
-                          batch_size=batch_size, vocab_size=vocab_size, seed=seed,
-                          api=vars(api) if api is not None else None, dim=dim,
-                          grad_scale=grad_scale, learning_rate=learning_rate)
-    events = [_TRAINING_EVENTS[event["kind"]](**{k: v for k, v in event.items() if k != "kind"})
-              for event in got["events"]]
-    return TrainEpochRun(events=events, returned=got["returned"], returned_type=got["returned_type"])
+                    batch_size: int, parameters: dict, train_offset: torch.Tensor,
+                    grad_scale: float, learning_rate: float, api: Optional[ModelAPI],
+                    seconds: float) -> TrainEpochRun:
+    """One call of the student's train_epoch (once per grading: Submission.call_once, under
+    its own time limit of `seconds`) on worker.known_good.TrainingStandIn(**parameters
+    {"embedding", "head", "bias"}, train_offset (vocab,), grad_scale) taking on `api` (the
+    template's API when None), with SGD(learning_rate), over an unshuffled DataLoader of
+    (states (N, seq, state_dim), actions (N, seq)) in batches of `batch_size`; the model is
+    passed in eval mode."""
+    got = submission.call_once(Op.TRAIN_EPOCH, "train_epoch", seconds, states=states,
+                               actions=actions, batch_size=batch_size, parameters=parameters,
+                               train_offset=train_offset, grad_scale=grad_scale,
+                               learning_rate=learning_rate,
+                               api=vars(api) if api is not None else None)
+    return TrainEpochRun(steps=[OptimizerStep(**step) for step in got["steps"]],
+                         forwards=[ForwardCall(**call) for call in got["forwards"]],
+                         backwards=got["backwards"], end=got["end"], returned=got["returned"],
+                         returned_type=got["returned_type"])
 
 
 # -- convergence -------------------------------------------------------------------------------
