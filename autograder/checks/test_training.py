@@ -279,9 +279,10 @@ def _mode_verdict(modes: list) -> Verdict:
     measured, expected = "the model's mode while train_epoch trained it", "train mode at every step"
     if modes[0] and not modes[-1]:
         first = steps[0]
+        before = "step 1" if first == 2 else f"steps 1 to {first - 1}"
         return Verdict(measured=measured, found=found, expected=expected, kind="property",
-                       cause=f"the model is in train mode for the first step{'s' if first > 2 else ''} "
-                             f"and in eval mode from step {first} on: something inside the loop "
+                       cause=f"the model is in train mode for {before} and in eval mode from step "
+                             f"{first} on: something inside the loop "
                              "(an evaluation, say) puts it in eval mode and it is not put back",
                        hint="Call model.train() after anything that calls model.eval(), before "
                             "the next training step.")
