@@ -15,6 +15,7 @@ from typing import Optional, Tuple
 
 import torch
 
+from ..verdict import Verdict, fail
 from ..worker.protocol import Op
 from .submission import Submission, describe
 
@@ -231,10 +232,58 @@ def run_train_epoch(submission: Submission, states: torch.Tensor, actions: torch
                                train_offset=train_offset, grad_scale=grad_scale,
                                learning_rate=learning_rate,
                                api=vars(api) if api is not None else None)
-    return TrainEpochRun(steps=[OptimizerStep(**step) for step in got["steps"]],
-                         forwards=[ForwardCall(**call) for call in got["forwards"]],
-                         backwards=got["backwards"], end=got["end"], returned=got["returned"],
-                         returned_type=got["returned_type"])
+    try:
+        return _train_epoch_run(got, [parameters[name] for name in ("embedding", "head", "bias")])
+    except (TypeError, KeyError, ValueError) as error:
+        # Only the submission's code runs in the worker besides the kit's: a reply the kit's
+        # op cannot give is the submission's doing.
+        fail(Verdict(measured="the worker's reply to the train_epoch request",
+                     found=f"malformed ({str(error)[:200]})", kind="property",
+                     expected="the reply the grader's train_epoch op gives",
+                     hint="train_epoch must train the model it is given, not reach into the grader."))
+
+
+def _train_epoch_run(got: dict, like: list) -> TrainEpochRun:
+    """The TrainEpochRun of a reply, every field checked against its type (parameters: float32
+    tensors shaped as `like`); raises TypeError, KeyError or ValueError otherwise."""
+    def parameters(value):
+        if not (isinstance(value, list) and len(value) == len(like) and all(
+                isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.shape == p.shape
+                and t.layout == torch.strided and torch.isfinite(t).all() for t, p in zip(value, like))):
+            raise ValueError("parameters that are not the model's")
+        return value
+
+    def typed(value, kinds, name):
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise TypeError(f"{name} of type {type(value).__name__}")
+        return value
+
+    def hyperparameters(value):
+        typed(value, dict, "hyper")
+        return {typed(k, str, "hyperparameter name")[:40]: v for k, v in list(value.items())[:20]
+                if isinstance(v, (bool, int, float)) or (isinstance(v, list) and len(v) <= 4
+                                                         and all(isinstance(x, float) for x in v))}
+
+    steps = [OptimizerStep(optimizer=typed(step["optimizer"], str, "optimizer")[:100],
+                           given=typed(step["given"], bool, "given"),
+                           holds_model=typed(step["holds_model"], bool, "holds_model"),
+                           hyper=hyperparameters(step["hyper"]),
+                           had_grads=typed(step["had_grads"], bool, "had_grads"),
+                           backwards=typed(step["backwards"], int, "backwards"),
+                           before=parameters(step["before"]), after=parameters(step["after"]),
+                           grad_norm_after=typed(step.get("grad_norm_after"), (float, type(None)),
+                                                 "grad_norm_after"))
+             for step in typed(got["steps"], list, "steps")[:10_000]]
+    forwards = [ForwardCall(training=typed(call["training"], bool, "training"),
+                            shape=typed(call["shape"], list, "shape"),
+                            targets=typed(call["targets"], bool, "targets"))
+                for call in typed(got["forwards"], list, "forwards")[:10_000]]
+    return TrainEpochRun(steps=steps, forwards=forwards,
+                         backwards=typed(got["backwards"], int, "backwards"),
+                         end=parameters(got["end"]),
+                         returned=typed(got["returned"], (float, type(None)), "returned"),
+                         returned_type=typed(got["returned_type"], str, "returned_type")[:100])
 
 
 # -- convergence -------------------------------------------------------------------------------
