@@ -16,6 +16,7 @@ from typing import Optional, Tuple
 import torch
 
 from ..verdict import Verdict, fail
+from ..worker.known_good import TrainingStandIn
 from ..worker.protocol import Op
 from .submission import Submission, describe
 
@@ -193,24 +194,13 @@ class OptimizerStep:
 
 
 @dataclass(frozen=True)
-class ForwardCall:
-    """One forward call of the stand-in, as the worker says: training flag, input shape, and
-    whether targets were given."""
-
-    training: bool
-    shape: list
-    targets: bool
-
-
-@dataclass(frozen=True)
 class TrainEpochRun:
-    """steps: every OptimizerStep, in order; forwards: every ForwardCall; backwards: backward
+    """steps: every OptimizerStep, in order; backwards: backward
     passes that reached the model in all (said by the worker); end: the parameters
     when train_epoch returned; returned: its return value as a float (None when it was not a
     number); returned_type: its type's name."""
 
     steps: list
-    forwards: list
     backwards: int
     end: list
     returned: Optional[float]
@@ -233,7 +223,7 @@ def run_train_epoch(submission: Submission, states: torch.Tensor, actions: torch
                                learning_rate=learning_rate,
                                api=vars(api) if api is not None else None)
     try:
-        return _train_epoch_run(got, [parameters[name] for name in ("embedding", "head", "bias")])
+        return _train_epoch_run(got, [parameters[name] for name in TrainingStandIn.PARAMETERS])
     except (TypeError, KeyError, ValueError) as error:
         # Only the submission's code runs in the worker besides the kit's: a reply the kit's
         # op cannot give is the submission's doing.
@@ -275,11 +265,7 @@ def _train_epoch_run(got: dict, like: list) -> TrainEpochRun:
                            grad_norm_after=typed(step.get("grad_norm_after"), (float, type(None)),
                                                  "grad_norm_after"))
              for step in typed(got["steps"], list, "steps")[:10_000]]
-    forwards = [ForwardCall(training=typed(call["training"], bool, "training"),
-                            shape=typed(call["shape"], list, "shape"),
-                            targets=typed(call["targets"], bool, "targets"))
-                for call in typed(got["forwards"], list, "forwards")[:10_000]]
-    return TrainEpochRun(steps=steps, forwards=forwards,
+    return TrainEpochRun(steps=steps,
                          backwards=typed(got["backwards"], int, "backwards"),
                          end=parameters(got["end"]),
                          returned=typed(got["returned"], (float, type(None)), "returned"),

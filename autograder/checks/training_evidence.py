@@ -34,7 +34,6 @@ SPEC = rubric.TRAINING
 VOCAB, SEQ, BATCH, BATCHES, STATE_DIM, DIM = 16, 12, 8, 4, 10, 8
 # grad_scale 40: a batch's unclipped gradient norm is ~12-16, far above the clipping norm.
 GRAD_SCALE, LEARNING_RATE = 40.0, 0.01
-PARAMETERS = ("embedding", "head", "bias")
 ORDER = ("A working order for every batch: optimizer.zero_grad(), forward, loss, "
          "loss.backward(), clip_grad_norm_(model.parameters(), 1.0), optimizer.step().")
 
@@ -50,6 +49,10 @@ class Draw:
     train_offset: torch.Tensor
     actions: torch.Tensor
     states: torch.Tensor
+
+    def initial(self) -> list:
+        """The initial parameters in the order of TrainingStandIn.parameters()."""
+        return [self.parameters[name] for name in TrainingStandIn.PARAMETERS]
 
     def batch(self, index: int) -> torch.Tensor:
         return self.actions[index * BATCH:(index + 1) * BATCH]
@@ -322,11 +325,11 @@ class TrainedEpoch:
             grad_scale=GRAD_SCALE, learning_rate=LEARNING_RATE, api=self.api,
             seconds=SPEC.epoch_seconds)
         self.findings = self._explain()
-        theta = self.findings[-1].step.after if self.findings else list(self.draw.parameters.values())
+        theta = self.findings[-1].step.after if self.findings else self.draw.initial()
         self.changed_after = not all(torch.equal(a, b) for a, b in zip(self.run.end, theta))
 
     def _explain(self) -> list:
-        theta = [t.double() for t in self.draw.parameters.values()]
+        theta = [t.double() for t in self.draw.initial()]
         findings, replay, previous = [], None, None
         for number, step in enumerate(self.run.steps, start=1):
             if not all(torch.equal(b.double(), t) for b, t in zip(step.before, theta)):

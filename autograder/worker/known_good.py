@@ -126,6 +126,8 @@ class TrainingStandIn(torch.nn.Module):
     computed in. grad_scale makes every gradient grad_scale times (embedding, head) what the
     logits alone would give, so a batch's gradient norm is far above the clipping norm."""
 
+    PARAMETERS = ("embedding", "head", "bias")  # the order of parameters()
+
     def __init__(self, embedding: torch.Tensor, head: torch.Tensor, bias: torch.Tensor,
                  train_offset: torch.Tensor, grad_scale: float):
         super().__init__()

@@ -7,10 +7,11 @@ parameters before and after every optimizer step: the grader knows the initial p
 batches, the optimizer and the model's code, so it recomputes on its side what each step must
 produce and judges the targets, the clearing of gradients, the clipping, the mode and the
 returned loss from that (checks/training_evidence.py). The rest of the reply (which optimizer
-stepped, its learning rate, the mode of each forward call, gradient norms seen at zero_grad())
-is what this process says about itself: the grader uses it to word a likely cause, never to
-grant a point. Every optimizer step taken during the call is recorded, whichever optimizer takes
-it (global step hooks), so a train_epoch that steps an optimizer of its own is seen too.
+stepped, its hyperparameters, backward passes, gradient norms seen at zero_grad()) is what this
+process says about itself: the grader uses it to word a likely cause or to pick the update rule
+it replays, never to grant a point. Every optimizer step taken during the call is recorded,
+whichever optimizer takes it (global step hooks), so a train_epoch that steps an optimizer of its
+own is seen too.
 
 The stand-in takes on the student's model API (logits only or more items, a renamed targets
 parameter, the target shift done in the model), so a train_epoch written for such a model is
@@ -66,7 +67,8 @@ def _hyperparameters(optimizer) -> dict:
 
 class SpyModel(known_good.TrainingStandIn):
     """The stand-in called as the student's model is (`api`: forward(input_ids, targets=None) ->
-    (logits, loss) for the template's), recording each forward call and each optimizer step."""
+    (logits, loss) for the template's), recording each optimizer step and the backward passes
+    between them."""
 
     def __init__(self, parameters: dict, train_offset: torch.Tensor, grad_scale: float,
                  api: model_api.ModelAPI):
@@ -74,7 +76,7 @@ class SpyModel(known_good.TrainingStandIn):
                          train_offset, grad_scale)
         self.api = api
         self.vocab_size = train_offset.shape[0]
-        self.forwards, self.steps = [], []
+        self.steps = []
         self.backwards = 0  # backward passes that reached the parameters, in all
         self._backwards_at_step = 0
         self.bias.register_hook(self._count_backward)
@@ -106,8 +108,6 @@ class SpyModel(known_good.TrainingStandIn):
             ignore = -100 if self.api.ignore_index is None else self.api.ignore_index  # -100: none
             loss = F.cross_entropy(scored.reshape(-1, self.vocab_size), wanted.reshape(-1),
                                    ignore_index=ignore)
-        self.forwards.append({"training": self.training, "shape": list(input_ids.shape),
-                              "targets": targets is not None})
         return self.api.output(logits, loss)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -224,8 +224,7 @@ def run_train_epoch(session, states: torch.Tensor, actions: torch.Tensor, batch_
     reached the model since the previous step, "before", "after": the model's
     parameters [embedding, head, bias] around the step, "grad_norm_after": the gradient norm at
     the next zero_grad() or the epoch's end (None: no gradient; absent: neither came)}],
-    "forwards": [per forward call: {"training", "shape", "targets": given}], "backwards": backward
-    passes that reached the model in all, "end": the
+    "backwards": backward passes that reached the model in all, "end": the
     parameters when train_epoch returned, "returned": its return value as a float or None,
     "returned_type": its type's name}."""
     train_epoch = session.require("train_epoch")
@@ -243,7 +242,6 @@ def run_train_epoch(session, states: torch.Tensor, actions: torch.Tensor, batch_
         for hook in hooks:
             hook.remove()
     model.gradients_seen()
-    return {"steps": [step for step in model.steps if "after" in step], "forwards": model.forwards,
-            "backwards": model.backwards,
+    return {"steps": [step for step in model.steps if "after" in step], "backwards": model.backwards,
             "end": _snapshot(model.parameters()), "returned": loss_number(value),
             "returned_type": type(value).__name__}
