@@ -78,13 +78,14 @@ def measure(train_epoch, draw) -> tuple:
     replay = evidence.Replay("SGD", {"lr": evidence.LEARNING_RATE})
     right, wrong, losses = 0.0, float("inf"), []
     for number, (before, after) in enumerate(pairs, start=1):
-        theta, after = [t.double() for t in before], [t.double() for t in after]
+        theta, after = evidence._flat(before), evidence._flat(after)
         truth = evidence.Direction(number - 1, evidence.NEXT, True)
         present = set(draw.batch(number - 1)[:, 1:].flatten().tolist())
+        computed = evidence.Losses(theta, draw)
         for direction in evidence._directions(number):
             if direction.targets.ignore is not None and direction.targets.ignore not in present:
                 continue  # leaving out a token the batch's targets do not hold changes nothing
-            loss, grads, n = evidence.loss_and_gradient(theta, draw, direction)
+            loss, grads, n = computed(direction)
             if direction == truth:
                 losses.append(loss)
             for name, transform in evidence.TRANSFORMS.items():

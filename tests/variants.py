@@ -623,7 +623,7 @@ ALTERNATIVES = [
                   "            _, part_loss = model(part_in, part_tg)\n"
                   "            share = part_in.shape[0] / inputs.shape[0]\n"
                   "            (part_loss * share).backward()\n"
-                  "            loss = loss + part_loss.detach() * share\n")], core=True),
+                  "            loss = loss + part_loss.detach() * share\n")]),
     alternative("training_autocast_guarded",
                 [(TRAIN_LOSS, "        with torch.autocast(device_type=device.type, enabled=device.type == \"cuda\"):\n"
                               "            _, loss = model(inputs, targets)\n")]),

@@ -223,7 +223,7 @@ def run_train_epoch(submission: Submission, states: torch.Tensor, actions: torch
                                learning_rate=learning_rate,
                                api=vars(api) if api is not None else None)
     try:
-        return _train_epoch_run(got, [parameters[name] for name in TrainingStandIn.PARAMETERS])
+        return read_train_epoch_reply(got, [parameters[name] for name in TrainingStandIn.PARAMETERS])
     except (TypeError, KeyError, ValueError) as error:
         # Only the submission's code runs in the worker besides the kit's: a reply the kit's
         # op cannot give is the submission's doing.
@@ -233,7 +233,7 @@ def run_train_epoch(submission: Submission, states: torch.Tensor, actions: torch
                      hint="train_epoch must train the model it is given, not reach into the grader."))
 
 
-def _train_epoch_run(got: dict, like: list) -> TrainEpochRun:
+def read_train_epoch_reply(got: dict, like: list) -> TrainEpochRun:
     """The TrainEpochRun of a reply, every field checked against its type (parameters: float32
     tensors shaped as `like`); raises TypeError, KeyError or ValueError otherwise."""
     def parameters(value):

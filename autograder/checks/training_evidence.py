@@ -108,40 +108,55 @@ class Direction:
     train: bool
 
 
-def _stand_in(theta: list, draw_: Draw, train: bool) -> TrainingStandIn:
-    model = TrainingStandIn(*(t.double() for t in theta), draw_.train_offset.double(), GRAD_SCALE)
-    model.train(train)
-    return model
+def _flat(tensors) -> torch.Tensor:
+    """The parameters (or gradients) [embedding, head, bias] as one float64 vector."""
+    return torch.cat([t.double().reshape(-1) for t in tensors])
 
 
-def loss_and_gradient(theta: list, draw_: Draw, direction: Direction) -> tuple:
-    """(the mean cross-entropy of `direction` at parameters theta, its gradient [per parameter],
-    the number of positions in the loss), in float64 on the grader's side."""
-    inputs, targets = direction.targets.pair(draw_.batch(direction.batch))
-    model = _stand_in(theta, draw_, direction.train)
-    logits = model.logits(inputs)
-    loss = F.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1), ignore_index=-1)
-    grads = torch.autograd.grad(loss, list(model.parameters()))
-    return float(loss.detach()), [g.detach() for g in grads], int(targets.ge(0).sum())
+def _tensors(flat: torch.Tensor) -> list:
+    """A _flat() vector split back into its parameters' parts (flattened)."""
+    return list(flat.split([VOCAB * DIM, VOCAB * DIM, VOCAB]))
+
+
+class Losses:
+    """The losses a step at parameters theta (a _flat() vector) may have been computed from, and
+    their gradients, each computed once, in float64 on the grader's side with the worker's own
+    stand-in code."""
+
+    def __init__(self, theta: torch.Tensor, draw_: Draw):
+        self.draw, self.computed = draw_, {}
+        embedding, head, bias = _tensors(theta)
+        self.models = {}
+        for train in (True, False):
+            model = TrainingStandIn(embedding.reshape(VOCAB, DIM), head.reshape(VOCAB, DIM), bias,
+                                    draw_.train_offset.double(), GRAD_SCALE)
+            self.models[train] = model.train(train)
+
+    def __call__(self, direction: Direction) -> tuple:
+        """(the mean cross-entropy of `direction`, its gradient as a _flat() vector, the number
+        of positions in the loss)."""
+        if direction not in self.computed:
+            inputs, targets = direction.targets.pair(self.draw.batch(direction.batch))
+            model = self.models[direction.train]
+            loss = F.cross_entropy(model.logits(inputs).reshape(-1, VOCAB), targets.reshape(-1),
+                                   ignore_index=-1)
+            grads = torch.autograd.grad(loss, list(model.parameters()))
+            self.computed[direction] = (float(loss.detach()), _flat(grads), int(targets.ge(0).sum()))
+        return self.computed[direction]
 
 
 # -- what clipping may have done to the gradient -----------------------------------------------
 
-def _norm(tensors) -> float:
-    return float(torch.stack([t.double().norm() for t in tensors]).norm())
-
-
-def _clip(grads: list, max_norm: float) -> list:
-    factor = min(1.0, max_norm / (_norm(grads) + 1e-6))  # clip_grad_norm_'s formula
-    return [g * factor for g in grads]
+def _clip(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
+    return grad * min(1.0, max_norm / (float(grad.norm()) + 1e-6))  # clip_grad_norm_'s formula
 
 
 TRANSFORMS = {  # name -> (gradient, positions in the loss) -> the gradient the step applied
-    "clip": lambda grads, _n: _clip(grads, SPEC.max_norm),
-    "none": lambda grads, _n: grads,
-    "none_summed": lambda grads, n: [g * n for g in grads],  # cross-entropy summed, not averaged
-    "per_tensor": lambda grads, _n: [_clip([g], SPEC.max_norm)[0] for g in grads],
-    "values": lambda grads, _n: [g.clamp(-SPEC.max_norm, SPEC.max_norm) for g in grads],
+    "clip": lambda grad, _n: _clip(grad, SPEC.max_norm),
+    "none": lambda grad, _n: grad,
+    "none_summed": lambda grad, n: grad * n,  # cross-entropy summed, not averaged
+    "per_tensor": lambda grad, _n: torch.cat([_clip(g, SPEC.max_norm) for g in _tensors(grad)]),
+    "values": lambda grad, _n: grad.clamp(-SPEC.max_norm, SPEC.max_norm),
 }
 
 
@@ -187,39 +202,32 @@ class Replay:
         h = self.hyper
         return self.kind == "SGD" and not h.get("momentum") and not h.get("weight_decay")
 
-    def update(self, theta: list, grads: list) -> tuple:
-        """(parameters after one step from theta with gradients grads, the new state)."""
+    def update(self, theta: torch.Tensor, grad: torch.Tensor) -> tuple:
+        """(the parameters after one step from theta with gradient grad, both _flat() vectors
+        (every rule here is elementwise), and the new state)."""
         h = self.hyper
         lr = float(h["lr"])
         if h.get("maximize"):
-            grads = [-g for g in grads]
+            grad = -grad
         if self.kind == "SGD":
             momentum, decay = float(h.get("momentum", 0.0)), float(h.get("weight_decay", 0.0))
             dampening, nesterov = float(h.get("dampening", 0.0)), bool(h.get("nesterov", False))
-            new, buffers = [], []
-            for index, (p, g) in enumerate(zip(theta, grads)):
-                d = g + decay * p
-                if momentum:
-                    buf = d if self.state is None else momentum * self.state[index] + (1 - dampening) * d
-                    buffers.append(buf)
-                    d = d + momentum * buf if nesterov else buf
-                new.append(p - lr * d)
-            return new, (buffers or None)
+            d, buffer = grad + decay * theta, None
+            if momentum:
+                buffer = d if self.state is None else momentum * self.state + (1 - dampening) * d
+                d = d + momentum * buffer if nesterov else buffer
+            return theta - lr * d, buffer
         beta1, beta2 = (float(b) for b in h.get("betas", (0.9, 0.999)))
         eps, decay = float(h.get("eps", 1e-8)), float(h.get("weight_decay", 0.0))
-        step, moments = self.state if self.state is not None else (0, [(0.0, 0.0)] * len(theta))
+        step, m, v = self.state if self.state is not None else (0, 0.0, 0.0)
         step += 1
-        new, kept = [], []
-        for p, g, (m, v) in zip(theta, grads, moments):
-            if self.kind == "AdamW":
-                p = p * (1 - lr * decay)
-            elif decay:
-                g = g + decay * p
-            m, v = beta1 * m + (1 - beta1) * g, beta2 * v + (1 - beta2) * g * g
-            denom = (v / (1 - beta2 ** step)).sqrt() + eps
-            new.append(p - lr / (1 - beta1 ** step) * m / denom)
-            kept.append((m, v))
-        return new, (step, kept)
+        if self.kind == "AdamW":
+            theta = theta * (1 - lr * decay)
+        elif decay:
+            grad = grad + decay * theta
+        m, v = beta1 * m + (1 - beta1) * grad, beta2 * v + (1 - beta2) * grad * grad
+        denom = (v / (1 - beta2 ** step)).sqrt() + eps
+        return theta - lr / (1 - beta1 ** step) * m / denom, (step, m, v)
 
 
 # -- one step, explained -----------------------------------------------------------------------
@@ -247,7 +255,7 @@ class StepFinding:
     raw_norm: float = 0.0
     loss: float = 0.0
     positions: int = 0  # positions in that loss
-    applied: Optional[list] = None
+    applied: Optional[torch.Tensor] = None  # the gradient the step applied, a _flat() vector
 
 
 def _directions(number: int):
@@ -260,79 +268,68 @@ def _directions(number: int):
                 yield Direction(batch, targets, train)
 
 
-def _distance(predicted: list, before: list, after: list) -> float:
-    """|predicted - after| relative to |after - before| (the step's size), over all tensors."""
-    moved = _norm([a - b for a, b in zip(after, before)])
-    return _norm([p - a for p, a in zip(predicted, after)]) / max(moved, 1e-30)
+def _distance(predicted: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> float:
+    """|predicted - after| relative to |after - before| (the step's size)."""
+    return float((predicted - after).norm()) / max(float((after - before).norm()), 1e-30)
 
 
-def explain(number: int, step, theta: list, replay: Replay, previous: Optional[StepFinding],
-            draw_: Draw) -> StepFinding:
-    """The StepFinding of `step` (an adapters.OptimizerStep with parameters `before` == theta,
-    float64), replayed with `replay`; `previous` is the last explained step (its applied
+def explain(number: int, step, theta: torch.Tensor, replay: Replay,
+            previous: Optional[StepFinding], draw_: Draw) -> StepFinding:
+    """The StepFinding of `step` (an adapters.OptimizerStep whose parameters `before` are theta,
+    a _flat() vector), replayed with `replay`; `previous` is the last explained step (its applied
     gradient may still be on the parameters)."""
-    after = [t.double() for t in step.after]
-    if all(torch.equal(a, t) for a, t in zip(after, theta)):
+    after = _flat(step.after)
+    if torch.equal(after, theta):
         return StepFinding(number, step, "unchanged", replay)
     leftovers = [False] + ([True] if previous is not None and previous.applied is not None else [])
-    computed = {}
+    losses = Losses(theta, draw_)
     for direction in _directions(number):
-        if direction not in computed:
-            computed[direction] = loss_and_gradient(theta, draw_, direction)
-        loss, grads, positions = computed[direction]
-        raw_norm = _norm(grads)
+        loss, grad, positions = losses(direction)
         for leftover in leftovers:
-            total = [g + p for g, p in zip(grads, previous.applied)] if leftover else grads
+            total = grad + previous.applied if leftover else grad
             for name, transform in TRANSFORMS.items():
                 applied = transform(total, positions)
-                predicted, _ = replay.update(theta, applied)
-                if _distance(predicted, theta, after) <= SPEC.update_rtol:
+                if _distance(replay.update(theta, applied)[0], theta, after) <= SPEC.update_rtol:
                     return StepFinding(number, step, "explained", replay, direction, leftover, name,
-                                       _norm(applied), raw_norm, loss, positions, applied)
+                                       float(applied.norm()), float(grad.norm()), loss, positions,
+                                       applied)
     if not replay.plain_sgd:
         return StepFinding(number, step, "unexplained", replay)
     # Plain SGD: the applied gradient is (before - after) / lr. A clipping the grader does not
     # know still keeps each tensor's direction; a total-norm clip to another norm keeps the
     # whole gradient's.
-    lr = float(replay.hyper["lr"])
-    applied = [(t - a) / lr for t, a in zip(theta, after)]
+    applied = (theta - after) / float(replay.hyper["lr"])
     for direction in _directions(number):
-        loss, grads, positions = computed[direction]
+        loss, grad, positions = losses(direction)
         for leftover in leftovers:
-            total = [g + p for g, p in zip(grads, previous.applied)] if leftover else grads
-            if all(F.cosine_similarity(a.flatten(), g.flatten(), dim=0) >= 1 - SPEC.update_rtol
-                   for a, g in zip(applied, total) if g.abs().max() > 0):
-                scale = _norm(applied) / _norm(total)
-                whole = _distance([g * scale for g in total], [torch.zeros_like(a) for a in applied],
+            total = grad + previous.applied if leftover else grad
+            if all(F.cosine_similarity(a, g, dim=0) >= 1 - SPEC.update_rtol
+                   for a, g in zip(_tensors(applied), _tensors(total)) if g.abs().max() > 0):
+                whole = _distance(total * (applied.norm() / total.norm()), 0 * applied,
                                   applied) <= SPEC.update_rtol
                 return StepFinding(number, step, "direction", replay, direction, leftover,
-                                   "other_norm" if whole else "", _norm(applied), _norm(grads),
-                                   loss, positions, applied)
+                                   "other_norm" if whole else "", float(applied.norm()),
+                                   float(grad.norm()), loss, positions, applied)
     return StepFinding(number, step, "unexplained", replay)
 
 
 # -- one call of train_epoch, explained ---------------------------------------------------------
 
 class TrainedEpoch:
-    """train_epoch run once on the stand-in (run), and each of its steps explained (findings)."""
+    """What train_epoch did on the stand-in (run, from the Draw `draw_`; `api` the model API the
+    stand-in took on), each of its steps explained (findings)."""
 
-    def __init__(self, submission):
-        self.draw = draw()
-        self.api = model_api(submission)
-        self.run: TrainEpochRun = run_train_epoch(
-            submission, states=self.draw.states, actions=self.draw.actions, batch_size=BATCH,
-            parameters=self.draw.parameters, train_offset=self.draw.train_offset,
-            grad_scale=GRAD_SCALE, learning_rate=LEARNING_RATE, api=self.api,
-            seconds=SPEC.epoch_seconds)
+    def __init__(self, draw_: Draw, api: Optional[ModelAPI], run: TrainEpochRun):
+        self.draw, self.api, self.run = draw_, api, run
         self.findings = self._explain()
         theta = self.findings[-1].step.after if self.findings else self.draw.initial()
-        self.changed_after = not all(torch.equal(a, b) for a, b in zip(self.run.end, theta))
+        self.changed_after = not torch.equal(_flat(self.run.end), _flat(theta))
 
     def _explain(self) -> list:
-        theta = [t.double() for t in self.draw.initial()]
+        theta = _flat(self.draw.initial())
         findings, replay, previous = [], None, None
         for number, step in enumerate(self.run.steps, start=1):
-            if not all(torch.equal(b.double(), t) for b, t in zip(step.before, theta)):
+            if not torch.equal(_flat(step.before), theta):
                 findings.append(StepFinding(number, step, "outside"))
                 break
             replay = Replay.of(step, replay)
@@ -346,7 +343,7 @@ class TrainedEpoch:
             if finding.kind != "unchanged":
                 replay.state = replay.update(theta, finding.applied)[1]
                 previous = finding
-                theta = [t.double() for t in step.after]
+                theta = _flat(step.after)
         return findings
 
     @property
@@ -381,7 +378,12 @@ def trained_epoch(submission) -> TrainedEpoch:
     """The grading's TrainedEpoch (train_epoch runs once per grading, on one Draw; a failure of
     that run fails every check that asks, as Submission.call_once does)."""
     if submission not in _EPOCHS:
-        _EPOCHS[submission] = TrainedEpoch(submission)
+        drawn, api = draw(), model_api(submission)
+        run = run_train_epoch(submission, states=drawn.states, actions=drawn.actions,
+                              batch_size=BATCH, parameters=drawn.parameters,
+                              train_offset=drawn.train_offset, grad_scale=GRAD_SCALE,
+                              learning_rate=LEARNING_RATE, api=api, seconds=SPEC.epoch_seconds)
+        _EPOCHS[submission] = TrainedEpoch(drawn, api, run)
     return _EPOCHS[submission]
 
 
