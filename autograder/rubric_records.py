@@ -70,11 +70,15 @@ class WorkerLimits:
 
 @dataclass(frozen=True)
 class TrainingSpec:
-    """The training checks: train_epoch on the grader's spy model (checks/test_training.py)."""
+    """The training checks: train_epoch on the grader's stand-in model, every step recomputed
+    by the grader (checks/test_training.py, checks/training_evidence.py)."""
     # seconds: the model-API request, once per grading, outside every check's time limit
     api_seconds: float
+    # seconds: the train_epoch request, once per grading, outside every check's time limit
+    epoch_seconds: float
     max_norm: float  # the total gradient norm train_epoch must clip to
-    norm_tolerance: float  # allowed |total gradient norm at a step - max_norm|
+    # allowed |parameters after a step - the grader's recomputation|, a fraction of the step's size
+    update_rtol: float
     loss_rtol: float  # allowed |returned loss - mean batch loss|, a fraction of the mean
 
 

@@ -476,6 +476,21 @@ def test_monkeypatching_comparisons_gains_nothing(tmp_path):
     assert patched.seconds < QUICK
 
 
+def test_forging_the_training_records_gains_nothing(tmp_path):
+    # Training that never clips, and rewrites what the grader's model recorded in the worker to
+    # look clipped: the clipping check must still fail, and the category score no higher than
+    # the honest bug's.
+    mutant = next(v for v in VARIANTS if v.name == "training_no_clipping").source()
+    graded = grade(tmp_path, source(mutant, "forged_training_records.py"), only=("training",))
+    assert re.search(r"FORGED [1-9]\d* records", graded.stdout), graded.stdout[-2000:]
+    clip = next(t for t in graded.document["tests"] if t["name"] == rubric.rule_for(
+        "test_training.py::test_gradient_norm_clipped").name)
+    assert clip["score"] == 0, clip["output"]
+    score, maximum = graded.category("training")
+    assert score <= maximum - clip["max_score"], graded.outputs("training")
+    assert graded.seconds < QUICK
+
+
 def test_memorising_the_training_batches_earns_no_convergence_points(tmp_path):
     graded = grade(tmp_path, source(_read(REFERENCE), "memorise.py"), only=("convergence",))
     zero(graded, "convergence")

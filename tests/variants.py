@@ -427,6 +427,18 @@ MUTANTS = [
                               "    DecoderOnlyTransformer(16, 8, 1, 2, 16).parameters())\n\n\n" + TRAIN_SIGNATURE),
             (ZERO_GRAD, "        MODEL_OPTIMIZER.zero_grad()\n"), (STEP, "        MODEL_OPTIMIZER.step()\n")],
            "training", "does not hold this model's parameters"),
+    # zero_grad() once, before the loop: the first step is right, every later one also applies
+    # the gradients left from the steps before it.
+    mutant("training_zero_grad_once_per_epoch",
+           [(ZERO_GRAD, ""), (TRAIN_MODE, TRAIN_MODE + "    optimizer.zero_grad()\n")],
+           "training", "gradients accumulate"),
+    mutant("training_clip_to_half", [(CLIP, CLIP.replace("1.0", "0.5"))], "training", "instead of 1.0"),
+    # A look at the validation loss inside the loop leaves the model in eval mode after the
+    # first step: model.train() is called at the start, and the message must not say otherwise.
+    # With the convergence config's dropout 0, eval mode trains as train mode does.
+    mutant("training_eval_after_first_batch",
+           [(STEP, STEP + "        if num_batches == 0:\n            model.eval()  # a quick look at the loss\n")],
+           "training", "in eval mode from step 2 on", may_lose=""),
 
     # -- convergence: its message names a cause only from the run's evidence ---------------------
     # A target-shift bug trains a model that predicts the wrong action well: a low training loss
@@ -726,6 +738,33 @@ ALTERNATIVES = [
                   ZERO_GRAD + "        logits, _ = model(actions)\n"
                   "        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), "
                   "actions[:, 1:].reshape(-1))\n")]),
+    # Correct loops in other styles (issue 19): judged per optimizer step, not per forward call.
+    # Gradient accumulation within a batch: micro-batches of 3, 3 and 2 sequences, each loss
+    # weighted by its share, one clip and one step (the case micro_batch_accumulation has four).
+    alternative("training_micro_batches_accumulated",
+                [(TRAIN_LOSS + BACKWARD,
+                  "        loss = 0.0\n"
+                  "        for part_in, part_tg in zip(inputs.split(3), targets.split(3)):\n"
+                  "            _, part_loss = model(part_in, part_tg)\n"
+                  "            share = part_in.shape[0] / inputs.shape[0]\n"
+                  "            (part_loss * share).backward()\n"
+                  "            loss = loss + part_loss.detach() * share\n")]),
+    alternative("training_autocast_guarded",
+                [(TRAIN_LOSS, "        with torch.autocast(device_type=device.type, enabled=device.type == \"cuda\"):\n"
+                              "            _, loss = model(inputs, targets)\n")]),
+    # A warm-up scheduler made for the first epoch and stepped after every batch.
+    alternative("training_per_batch_scheduler",
+                [(TRAIN_MODE, TRAIN_MODE + "    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.25, "
+                                           "total_iters=len(dataloader)) if epoch == 0 else None\n"),
+                 (STEP, STEP + "        if warmup is not None:\n            warmup.step()\n")]),
+    alternative("training_cross_entropy_class_dim_first",
+                [(TRAIN_LOSS, "        logits, _ = model(inputs)\n"
+                              "        loss = F.cross_entropy(logits.transpose(1, 2), targets)\n")]),
+    # A look at the loss in eval mode inside the loop, then back to train mode.
+    alternative("training_eval_inside_loop_then_train",
+                [(STEP, STEP + "        if num_batches == 0:\n            model.eval()\n"
+                               "            with torch.no_grad():\n                model(inputs)\n"
+                               "            model.train()\n")]),
     alternative("generate_with_kv_cache",
                 [(ATTENTION_BODY, KV_CACHE_ATTENTION + "\n\n"),
                  ("    def forward(self, x: torch.Tensor, mask: torch.Tensor = None) -> torch.Tensor:\n"

@@ -17,6 +17,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from ..verdict import Verdict, fail
+from ..worker.known_good import TrainingStandIn
 from ..worker.protocol import Op
 from .submission import Submission, describe
 
@@ -168,88 +170,108 @@ def run_model_api(submission: Submission, vocab_size: int, seconds: float) -> Mo
 
 
 # -- train_epoch -------------------------------------------------------------------------------
-# What the spies saw during one call of train_epoch (worker/ops/training.py), in order.
+# What one call of train_epoch did to the grader's stand-in model (worker/ops/training.py). The
+# parameters are raw values the grader checks by recomputing them; every other field is what
+# the student's process says about itself: usable to word a likely cause, never to grant a point.
 
 @dataclass(frozen=True)
-class ForwardCall:
-    """The spy model's forward: its training flag, input_ids (batch, seq), targets as given
-    (None when none) and logits (batch, seq, vocab)."""
+class OptimizerStep:
+    """One step() of any optimizer during the call: before, after: the stand-in's parameters
+    [embedding (vocab, dim), head (vocab, dim), bias (vocab,)] around it. Said by the worker:
+    optimizer, its class name; given, it is the optimizer passed to train_epoch; holds_model, it
+    holds the stand-in's parameters; hyper, its first parameter group's hyperparameters (lr,
+    momentum, betas, ...); had_grads, a non-zero gradient was on the model at step(); backwards,
+    backward passes that reached the model since the previous step; grad_norm_after, the gradient norm at the next zero_grad() or the epoch's end (None: no
+    gradient; absent: neither came)."""
 
-    training: bool
-    input_ids: torch.Tensor
-    targets: Optional[torch.Tensor]
-    logits: torch.Tensor
-
-
-@dataclass(frozen=True)
-class BackwardPass:
-    """A backward through the logits of forward call number `forward` (0-based): d loss / d logits
-    (batch, seq, vocab); stale: the parameters still held non-zero gradients when it began; fresh:
-    per parameter, the gradient this backward produced (None where none)."""
-
-    forward: int
-    grad_logits: torch.Tensor
-    stale: bool
-    fresh: list
-
-
-@dataclass(frozen=True)
-class OptimizerStepCall:
-    """Any optimizer's step(): the spy model's parameters' .grad it found (None where absent),
-    whether it is the optimizer passed to train_epoch, its class name, and whether it holds the
-    spy model's parameters at all."""
-
-    grads: list
-    given: bool
     optimizer: str
+    given: bool
     holds_model: bool
-
-
-@dataclass(frozen=True)
-class GradientsCleared:
-    """A zero_grad() (of the model or the optimizer passed in): the total gradient norm it
-    cleared (None when no parameter had a gradient)."""
-
-    grad_norm: Optional[float]
-
-
-@dataclass(frozen=True)
-class EpochEnd:
-    """train_epoch returned: the total gradient norm left on the parameters (None when none)."""
-
-    grad_norm: Optional[float]
-
-
-_TRAINING_EVENTS = {"forward": ForwardCall, "backward": BackwardPass, "step": OptimizerStepCall,
-                    "zero_grad": GradientsCleared, "end": EpochEnd}
+    hyper: dict
+    had_grads: bool
+    backwards: int
+    before: list
+    after: list
+    grad_norm_after: Optional[float] = None
 
 
 @dataclass(frozen=True)
 class TrainEpochRun:
-    """events: what the spies saw, in order (ForwardCall, BackwardPass, OptimizerStepCall,
-    GradientsCleared, then one EpochEnd). returned: train_epoch's return value as a float (None
-    when it was not a number); returned_type: its type's name."""
+    """steps: every OptimizerStep, in order; backwards: backward
+    passes that reached the model in all (said by the worker); end: the parameters
+    when train_epoch returned; returned: its return value as a float (None when it was not a
+    number); returned_type: its type's name."""
 
-    events: list
+    steps: list
+    backwards: int
+    end: list
     returned: Optional[float]
     returned_type: str
 
 
 def run_train_epoch(submission: Submission, states: torch.Tensor, actions: torch.Tensor,
-                    batch_size: int, vocab_size: int, dim: int, grad_scale: float,
-                    learning_rate: float, seed: int, api: Optional[ModelAPI]) -> TrainEpochRun:
-    """One call of the student's train_epoch on the grader's spy model (an embedding of `dim`
-    and a linear head over `vocab_size` tokens, seeded, its gradients `grad_scale` times those of
-    its logits) taking on `api` (the template's API when None) and a spy SGD(learning_rate), over
-    an unshuffled DataLoader of (states (N, seq, state_dim), actions (N, seq)) in batches of
-    `batch_size`; the model is passed in eval mode."""
-    got = submission.call(Op.TRAIN_EPOCH, "train_epoch", states=states, actions=actions,
-                          batch_size=batch_size, vocab_size=vocab_size, seed=seed,
-                          api=vars(api) if api is not None else None, dim=dim,
-                          grad_scale=grad_scale, learning_rate=learning_rate)
-    events = [_TRAINING_EVENTS[event["kind"]](**{k: v for k, v in event.items() if k != "kind"})
-              for event in got["events"]]
-    return TrainEpochRun(events=events, returned=got["returned"], returned_type=got["returned_type"])
+                    batch_size: int, parameters: dict, train_offset: torch.Tensor,
+                    grad_scale: float, learning_rate: float, api: Optional[ModelAPI],
+                    seconds: float) -> TrainEpochRun:
+    """One call of the student's train_epoch (once per grading: Submission.call_once, under
+    its own time limit of `seconds`) on worker.known_good.TrainingStandIn(**parameters
+    {"embedding", "head", "bias"}, train_offset (vocab,), grad_scale) taking on `api` (the
+    template's API when None), with SGD(learning_rate), over an unshuffled DataLoader of
+    (states (N, seq, state_dim), actions (N, seq)) in batches of `batch_size`; the model is
+    passed in eval mode."""
+    got = submission.call_once(Op.TRAIN_EPOCH, "train_epoch", seconds, states=states,
+                               actions=actions, batch_size=batch_size, parameters=parameters,
+                               train_offset=train_offset, grad_scale=grad_scale,
+                               learning_rate=learning_rate,
+                               api=vars(api) if api is not None else None)
+    try:
+        return read_train_epoch_reply(got, [parameters[name] for name in TrainingStandIn.PARAMETERS])
+    except (TypeError, KeyError, ValueError) as error:
+        # Only the submission's code runs in the worker besides the kit's: a reply the kit's
+        # op cannot give is the submission's doing.
+        fail(Verdict(measured="the worker's reply to the train_epoch request",
+                     found=f"malformed ({str(error)[:200]})", kind="property",
+                     expected="the reply the grader's train_epoch op gives",
+                     hint="train_epoch must train the model it is given, not reach into the grader."))
+
+
+def read_train_epoch_reply(got: dict, like: list) -> TrainEpochRun:
+    """The TrainEpochRun of a reply, every field checked against its type (parameters: float32
+    tensors shaped as `like`); raises TypeError, KeyError or ValueError otherwise."""
+    def parameters(value):
+        if not (isinstance(value, list) and len(value) == len(like) and all(
+                isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.shape == p.shape
+                and t.layout == torch.strided and torch.isfinite(t).all() for t, p in zip(value, like))):
+            raise ValueError("parameters that are not the model's")
+        return value
+
+    def typed(value, kinds, name):
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise TypeError(f"{name} of type {type(value).__name__}")
+        return value
+
+    def hyperparameters(value):
+        typed(value, dict, "hyper")
+        return {typed(k, str, "hyperparameter name")[:40]: v for k, v in list(value.items())[:20]
+                if isinstance(v, (bool, int, float)) or (isinstance(v, list) and len(v) <= 4
+                                                         and all(isinstance(x, float) for x in v))}
+
+    steps = [OptimizerStep(optimizer=typed(step["optimizer"], str, "optimizer")[:100],
+                           given=typed(step["given"], bool, "given"),
+                           holds_model=typed(step["holds_model"], bool, "holds_model"),
+                           hyper=hyperparameters(step["hyper"]),
+                           had_grads=typed(step["had_grads"], bool, "had_grads"),
+                           backwards=typed(step["backwards"], int, "backwards"),
+                           before=parameters(step["before"]), after=parameters(step["after"]),
+                           grad_norm_after=typed(step.get("grad_norm_after"), (float, type(None)),
+                                                 "grad_norm_after"))
+             for step in typed(got["steps"], list, "steps")[:10_000]]
+    return TrainEpochRun(steps=steps,
+                         backwards=typed(got["backwards"], int, "backwards"),
+                         end=parameters(got["end"]),
+                         returned=typed(got["returned"], (float, type(None)), "returned"),
+                         returned_type=typed(got["returned_type"], str, "returned_type")[:100])
 
 
 # -- convergence -------------------------------------------------------------------------------

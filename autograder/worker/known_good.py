@@ -137,3 +137,34 @@ def template_rope(head_dim: int, expected_shape: tuple, own: torch.nn.Module) ->
                                    "which the template's cannot imitate")
 
     return TemplateRope()
+
+
+class TrainingStandIn(torch.nn.Module):
+    """The training checks' model: a token embedding and a linear head over `vocab_size` tokens,
+    each position predicted from its own token (no attention, so no bug of the student's model
+    can reach it). The grader imports this same class to recompute, on its side, every update
+    that train_epoch must make (checks/training_evidence.py).
+
+    Parameters (the grader's, drawn per grading): embedding (vocab, dim), head (vocab, dim),
+    bias (vocab,). logits(input_ids (batch, seq)) -> (batch, seq, vocab)
+    = embedding[ids] * grad_scale @ (head * grad_scale)^T + bias, plus the fixed vector
+    train_offset (vocab,) in train mode only: train and eval mode give different logits, as
+    dropout does, but deterministically, so the grader can tell from an update which mode it was
+    computed in. grad_scale makes every gradient grad_scale times (embedding, head) what the
+    logits alone would give, so a batch's gradient norm is far above the clipping norm."""
+
+    PARAMETERS = ("embedding", "head", "bias")  # the order of parameters()
+
+    def __init__(self, embedding: torch.Tensor, head: torch.Tensor, bias: torch.Tensor,
+                 train_offset: torch.Tensor, grad_scale: float):
+        super().__init__()
+        self.embedding = torch.nn.Parameter(embedding.detach().clone())
+        self.head = torch.nn.Parameter(head.detach().clone())
+        self.bias = torch.nn.Parameter(bias.detach().clone())
+        self.register_buffer("train_offset", train_offset.detach().clone())
+        self.grad_scale = grad_scale
+
+    def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
+        scale = self.grad_scale
+        logits = F.embedding(input_ids, self.embedding * scale) @ (self.head * scale).T + self.bias
+        return logits + self.train_offset if self.training else logits
