@@ -33,7 +33,7 @@ from typing import Tuple
 import torch
 
 from .schema import (INTEGER, MAX_NDIM, REAL, Flag, Integer, ListOf, MapOf, Maybe, Number, Record,
-                     Tagged, Tensor, Text)
+                     Tensor, Text)
 
 
 class Op:
@@ -120,8 +120,8 @@ REQUESTS = {
     Op.TRAINED_ATTENTION: Request(("tokens",)),
     Op.MODEL_LOGITS: Request(("config", "seed", "inputs"), ("train", "substitute_norm")),
     Op.MODEL_API: Request(("vocab_size",)),
-    Op.TRAIN_EPOCH: Request(("states", "actions", "batch_size", "vocab_size", "dim", "grad_scale",
-                             "learning_rate", "seed"), ("epoch", "api")),
+    Op.TRAIN_EPOCH: Request(("states", "actions", "batch_size", "parameters", "train_offset",
+                             "grad_scale", "learning_rate"), ("epoch", "api")),
     Op.CONVERGENCE_TRAIN: Request(("config", "seed", "states", "actions", "batch_size", "epochs",
                                    "learning_rate")),
     Op.CONVERGENCE_PREDICT: Request(("prefixes",)),
@@ -141,18 +141,20 @@ MEMORY = Maybe(Integer())
 GRADIENTS = ListOf(Maybe(Tensor()), max_items=64)
 MANY = 100_000  # a list's items where the count is the submission's (steps, positions)
 
-_TRAINING_EVENTS = {
-    "forward": Record({"kind": Text(), "training": Flag(), "input_ids": Tensor(INTEGER),
-                       "targets": Maybe(Tensor(REAL)), "logits": Tensor()}),
-    "backward": Record({"kind": Text(), "forward": Integer(), "grad_logits": Tensor(),
-                        "stale": Flag(), "fresh": GRADIENTS}),
-    "step": Record({"kind": Text(), "grads": GRADIENTS, "given": Flag(), "optimizer": Text(),
-                    "holds_model": Flag()}),
-    "zero_grad": Record({"kind": Text(), "grad_norm": Maybe(Number())}),
-    "end": Record({"kind": Text(), "grad_norm": Maybe(Number())}),
-}
+# What an optimizer step reports of its optimizer's first parameter group (ops/training.py).
+_HYPERPARAMETERS = Record({}, optional={
+    "lr": Number(), "momentum": Number(), "dampening": Number(), "weight_decay": Number(),
+    "nesterov": Flag(), "betas": ListOf(Number(), max_items=4), "eps": Number(),
+    "amsgrad": Flag(), "maximize": Flag()})
+_STAND_IN_PARAMETERS = ListOf(Tensor(), max_items=3)  # [embedding, head, bias]
+_OPTIMIZER_STEP = Record({"optimizer": Text(100), "given": Flag(), "holds_model": Flag(),
+                          "hyper": _HYPERPARAMETERS, "had_grads": Flag(), "backwards": Integer(),
+                          "before": _STAND_IN_PARAMETERS, "after": _STAND_IN_PARAMETERS},
+                         optional={"grad_norm_after": Maybe(Number())})
 _DECODED = Record({
     "error": Maybe(ERROR), "tokens": Maybe(Tensor(REAL)), "logits_source": Maybe(Text()),
+    "layers_sharing_an_argument": Integer(),
+    "fresh_model": Maybe(Record({"error": Maybe(ERROR), "tokens": Maybe(Tensor(REAL))})),
     "prefill_logits": Maybe(Tensor()), "step_logits": Maybe(Tensor()),
     "embedded": ListOf(Integer(), MANY), "attended": ListOf(Integer(), MANY),
     "prefill_attention": Maybe(Tensor()), "full_tokens": Tensor(INTEGER), "full_logits": Tensor(),
@@ -178,8 +180,9 @@ REPLIES = {
     Op.MODEL_API: Record({"plain": Integer(), "trained": Integer(), "loss_at": Maybe(Integer()),
                           "targets": Maybe(Text(100)), "shifts": Flag(),
                           "ignore_index": Maybe(Integer())}),
-    Op.TRAIN_EPOCH: Record({"events": ListOf(Tagged("kind", _TRAINING_EVENTS), max_items=MANY),
-                            "returned": Maybe(Number()), "returned_type": Text(100)}),
+    Op.TRAIN_EPOCH: Record({"steps": ListOf(_OPTIMIZER_STEP, max_items=MANY), "backwards": Integer(),
+                            "end": _STAND_IN_PARAMETERS, "returned": Maybe(Number()),
+                            "returned_type": Text(100)}),
     Op.CONVERGENCE_TRAIN: Record({"epoch_losses": ListOf(Maybe(Number()), max_items=1000),
                                   "epoch_cpu_seconds": ListOf(Number(), max_items=1000),
                                   "step_losses": ListOf(Number(), max_items=MANY)}),
@@ -187,7 +190,7 @@ REPLIES = {
     Op.KV_CACHE_DECODE: Record(
         {"found": Flag(), "searched": ListOf(Record({
             "path": Text(), "error": Maybe(ERROR), "lengths": ListOf(Integer(), MANY),
-            "cached": Flag()}), max_items=64)},
+            "cached": Flag(), "layers_sharing_an_argument": Integer()}), max_items=64)},
         optional={"path": Text(), "call": Text(), "greedy": Flag(),
                   "cases": ListOf(_DECODED, max_items=64)}),
     Op.KV_CACHE_HYPOTHESES: Record(
