@@ -5,4 +5,5 @@ inputs the grader sent, and returns raw tensors. Judging happens on the trusted 
 """
 
 from . import attention, convergence, figures, model, rmsnorm, rope, training  # noqa: F401  (registers the ops)
+from . import causality  # noqa: F401  (the causal checks' ops)
 from . import generation  # noqa: F401  (the mastery checks' ops)
