@@ -5,7 +5,7 @@ import re
 
 from autograder import rubric
 from grading import REFERENCE
-from test_hostile import QUICK, _read, grade, source, zero
+from test_hostile import _read, grade, source, zero
 
 
 def test_regenerating_the_heldout_data_earns_no_convergence_points(tmp_path):
@@ -18,7 +18,6 @@ def test_regenerating_the_heldout_data_earns_no_convergence_points(tmp_path):
     held_out = float(re.search(r"held-out next-token loss ([\d.]+)", output).group(1))
     assert held_out > 4.0, output[:500]  # untrained: about chance, ln(256) = 5.5
     assert re.fullmatch(r"[0-9a-f]{32}", graded.document["extra_data"]["grading_seed"])
-    assert graded.seconds < QUICK
 
 
 def _causal_scores(graded) -> dict:
@@ -34,7 +33,6 @@ def test_attention_that_remembers_rows_loses_causal_mask(tmp_path):
             if score == 0 and "attends to itself" not in name]
     assert len(lost) == 4, graded.outputs("causal_mask")  # every test of the future, values and gradients
     assert "fresh worker process" in graded.outputs("causal_mask")
-    assert graded.seconds < QUICK
 
 
 def test_mask_applied_only_while_autograd_records_loses_causal_mask(tmp_path):
@@ -44,4 +42,3 @@ def test_mask_applied_only_while_autograd_records_loses_causal_mask(tmp_path):
     scores = _causal_scores(graded)
     assert scores[rubric.rule_for("test_causal_mask.py::test_attention_ignores_future_tokens").name] == 0
     assert "the mask is applied only while autograd records" in graded.outputs("causal_mask")
-    assert graded.seconds < QUICK

@@ -199,15 +199,33 @@ def _attention_runs(submission, probe, inputs) -> tuple:
     got, error = attempt_attention_runs(submission, DIM, HEADS, qkv_weight, out_weight, requests)
     if error:
         return None, error
-    outs = iter(got.outs)
+    outs = iter(_checked(got.outs, requests, "x", "the input's shape", "CausalSelfAttention's output"))
     return {run: [next(outs) for _ in inputs] for run in probe.runs}, got.own_weights
 
 
 def _model_runs(submission, probe, inputs, substitute_norm) -> dict:
     requests = [dict(ids=ids, train=MODES[mode], autograd=autograd)
                 for mode, autograd in probe.runs for ids in inputs]
-    logits = iter(run_model_runs(submission, MODEL, probe.seed, requests, substitute_norm))
+    logits = iter(_checked(run_model_runs(submission, MODEL, probe.seed, requests, substitute_norm),
+                           requests, "ids", f"(batch, seq, {MODEL['vocab_size']})",
+                           "DecoderOnlyTransformer's logits", MODEL["vocab_size"]))
     return {run: [next(logits) for _ in inputs] for run in probe.runs}
+
+
+def _checked(outputs, requests, key, expected, what, last=None) -> list:
+    """The outputs of the runs, once each is a tensor shaped like its input (with `last` as its
+    last dimension, when given); else the check fails: a reply that is not is the submission's."""
+    for output, request in zip(outputs if isinstance(outputs, list) else [], requests):
+        shape = tuple(request[key].shape) if last is None else (*request[key].shape, last)
+        if not isinstance(output, torch.Tensor) or tuple(output.shape) != shape:
+            found = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            fail(Verdict(measured=f"the shape of {what}", found=f"{found} for an input of shape "
+                         f"{tuple(request[key].shape)}", expected=expected))
+    if not isinstance(outputs, list) or len(outputs) != len(requests):
+        fail(Verdict(measured=f"{what} for {len(requests)} inputs",
+                     found=f"{len(outputs) if isinstance(outputs, list) else 'no list of'} outputs",
+                     expected=f"one per input, each {expected}"))
+    return outputs
 
 
 @dataclass
@@ -376,10 +394,6 @@ def attention_causality(submission, probe, witness) -> dict:
     failures, mixing, known = {}, None, _UNKNOWN
     for run in sorted(probe.runs, key=EVERY_RUN.index):
         out = probe.unshuffled(got[run][0])
-        if out.shape != probe.rows.shape:
-            fail(Verdict(measured="the shape of CausalSelfAttention's output",
-                         found=f"{tuple(out.shape)} for an input of shape {tuple(probe.rows.shape)}",
-                         expected="the input's shape"))
         problem = not_finite(out, "the attention output", probe.mask is not None)
         found, only_first = (None, False) if problem else leak(out, probe.spans)
         base = out[0]  # what the witness must agree with: the base as computed alone, if it was
@@ -409,15 +423,9 @@ def attention_causality(submission, probe, witness) -> dict:
 def model_causality(submission, probe, witness, substitute_norm) -> dict:
     """{(mode, autograd): Verdict} for every run in which the model's logits are not causal."""
     got = _model_runs(submission, probe, [probe.batch], substitute_norm)
-    vocab = MODEL["vocab_size"]
     failures, mixing = {}, None
     for run in sorted(probe.runs, key=EVERY_RUN.index):
         logits = probe.unshuffled(got[run][0])
-        expected = (*probe.rows.shape, vocab)
-        if tuple(logits.shape) != expected:
-            fail(Verdict(measured="the shape of DecoderOnlyTransformer's logits",
-                         found=f"{tuple(logits.shape)} for input ids of shape {tuple(probe.rows.shape)}",
-                         expected=f"{expected}"))
         problem = not_finite(logits, "the model's logits", True)
         found = None if problem else leak(logits, probe.spans)[0]
         base = logits[0]  # as for the attention
