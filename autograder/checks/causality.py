@@ -135,10 +135,24 @@ def _probe(base, replace_tokens, generator, runs, **kind) -> Probe:
     return Probe(torch.stack(rows), changed, order, witness, cut, runs, **kind)
 
 
+def random_weights(generator) -> tuple:
+    """Random [W_q; W_k; W_v] and W_o, scaled so scores and outputs are of order one."""
+    return (torch.randn(3 * DIM, DIM, generator=generator) / math.sqrt(DIM),
+            torch.randn(DIM, DIM, generator=generator) / math.sqrt(DIM))
+
+
+def future_gradients(rows) -> torch.Tensor:
+    """[t, s]: the largest |gradient| of the output at position t with respect to input token
+    s > t (0 for s <= t), from rows[t], the gradient of <out[:, t], grad_out[:, t]> w.r.t. x
+    (batch, seq, dim)."""
+    seq_len = rows.shape[0]
+    future = torch.ones(seq_len, seq_len, dtype=torch.bool).triu(1)
+    return rows.abs().amax(dim=(1, 3)).masked_fill(~future, 0.0)
+
+
 def attention_probe(generator, seq_len, pass_mask, runs) -> Probe:
-    """Random weights, scaled so scores and outputs are of order one, and a random base."""
-    weights = (torch.randn(3 * DIM, DIM, generator=generator) / math.sqrt(DIM),
-               torch.randn(DIM, DIM, generator=generator) / math.sqrt(DIM))
+    """Random weights and a random base."""
+    weights = random_weights(generator)
     return _probe(torch.randn(seq_len, DIM, generator=generator),
                   lambda old: torch.randn(old.shape, generator=generator), generator, runs,
                   weights=weights, mask=attribution.model_mask(seq_len) if pass_mask else None)
@@ -180,8 +194,7 @@ def plan(seed: int) -> dict:
                                                                       EVAL_RUNS)
     for seq_len in MODEL_LENGTHS:
         probes.setdefault(("model", seq_len, True), model_probe(generator, seq_len, EVAL_RUNS))
-    weights = (torch.randn(3 * DIM, DIM, generator=generator) / math.sqrt(DIM),
-               torch.randn(DIM, DIM, generator=generator) / math.sqrt(DIM))
+    weights = random_weights(generator)
     probes["gradients", SEQ, False] = GradientProbe(torch.randn(2, SEQ, DIM, generator=generator),
                                                     torch.randn(2, SEQ, DIM, generator=generator),
                                                     weights)

@@ -16,7 +16,8 @@ from ..verdict import Verdict, fail
 from .causality import (ATOL, ATTENTION_LENGTHS, BATCH_MIXING, DIM, EVAL_RUNS, EVERY_RUN, HEADS,
                         MODEL, MODEL_LENGTHS, MODEL_SEQ, MODES, ONLY_FIRST, ONLY_FIRST_HINT, SEQ,
                         UNKNOWN_LEAK, attention, attention_causality, by_run, first_of,
-                        in_context, known_bug, model_causality, not_finite, plan, run_witnesses)
+                        future_gradients, in_context, known_bug, model_causality, not_finite,
+                        plan, random_weights, run_witnesses)
 
 
 def test_attention_ignores_future_tokens(submission, probes, witnesses):
@@ -36,7 +37,7 @@ def test_attention_future_gradients_are_zero(submission, probes, witnesses):
         if problem is not None:
             failures[mode, "enabled"] = problem
             continue
-        size = _future_gradients(got.rows)
+        size = future_gradients(got.rows)
         leaky = torch.nonzero(~(size <= ATOL))  # NaN counts as leaking
         if not len(leaky):
             continue
@@ -44,7 +45,7 @@ def test_attention_future_gradients_are_zero(submission, probes, witnesses):
         # Each sequence on its own, run in the process that never saw this batch (so no rows
         # remembered from it): a leak that is not there comes from mixing the batch's sequences.
         if known is None and isinstance(alone, dict) and all(
-                torch.all(_future_gradients(rows) <= ATOL) for rows in alone[mode]):
+                torch.all(future_gradients(rows) <= ATOL) for rows in alone[mode]):
             submission.note(BATCH_MIXING.format(what="attention"))
             continue
         t = int(leaky[0, 0])
@@ -66,7 +67,7 @@ def test_attention_future_gradients_are_zero(submission, probes, witnesses):
 
 
 def test_attention_sees_itself_and_past(submission, generator):
-    qkv_weight, out_weight = _weights(generator)
+    qkv_weight, out_weight = random_weights(generator)
     # W_q = 0 makes every score 0, so each allowed key gets the same weight and the gradient on
     # token s reaches output t only through s's value: it is non-zero exactly when t sees s.
     qkv_weight[:DIM] = 0.0
@@ -136,7 +137,7 @@ def test_sequence_lengths(submission, probes, witnesses):
         fail(first_of(verdicts))
 
 
-# -- fixtures and helpers -------------------------------------------------------------------------
+# -- fixtures -------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def probes(pytestconfig) -> dict:
@@ -153,18 +154,3 @@ def witnesses(pytestconfig, probes):
     with context.submission.aside("the causal checks' witnesses", seconds):
         return run_witnesses(context.submission, probes,
                              grading_seed.generator(context.seed, "test_causal_mask.py/witnesses"))
-
-
-def _weights(generator, dim=DIM):
-    """Random [W_q; W_k; W_v] and W_o, scaled so scores and outputs are of order one."""
-    return (torch.randn(3 * dim, dim, generator=generator) / dim ** 0.5,
-            torch.randn(dim, dim, generator=generator) / dim ** 0.5)
-
-
-def _future_gradients(rows) -> torch.Tensor:
-    """[t, s]: the largest |gradient| of the output at position t with respect to input token
-    s > t (0 for s <= t), from rows[t], the gradient of <out[:, t], grad_out[:, t]> w.r.t. x
-    (batch, seq, dim)."""
-    seq_len = rows.shape[0]
-    future = torch.ones(seq_len, seq_len, dtype=torch.bool).triu(1)
-    return rows.abs().amax(dim=(1, 3)).masked_fill(~future, 0.0)
