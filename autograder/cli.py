@@ -3,8 +3,9 @@
     run_autograder                                       Gradescope: /autograder/submission ->
                                                          /autograder/results/results.json
     run_autograder --submission PATH --results FILE      locally; PATH is a backbone.py, a
-                   [--figures DIR]                       folder or a zip; --figures also writes
-                                                         the PNGs of figures.py to DIR
+                   [--figures DIR] [--seed HEX]          folder or a zip; --figures also writes
+                                                         the PNGs of figures.py to DIR; --seed
+                                                         repeats a grading (grading_seed.py)
     run_autograder --batch DIR --out OUT [--jobs N]      a TA's batch run over every submission
                    [--regrade] [--drop TEST]             in DIR (see ta/batch.py; the ledger,
                    [--never-lower]                       drops and overrides: ta/ledger.py)
@@ -33,7 +34,7 @@ import traceback
 import pytest
 import torch
 
-from . import grading_plugin, intake, kit_version, results, rubric
+from . import grading_plugin, grading_seed, intake, kit_version, results, rubric
 from .checks.submission import Submission
 from .sandbox import protections
 from .sandbox.client import Worker
@@ -52,18 +53,22 @@ class GradingContext:
     where a check leaves raw numbers to draw after grading (see figures.py), and `graded`, the
     outcome of every test graded earlier in this run (rubric test "file::function" -> passed;
     grading_plugin.ResultsPlugin fills it as each test ends, in the rubric's order), the evidence a
-    later check may cite for a likely cause."""
+    later check may cite for a likely cause. `seed` is the grading's secret (grading_seed.py):
+    the checks derive every input the submission sees from it, and never send it."""
 
-    def __init__(self, found: intake.Intake, worker):
+    def __init__(self, found: intake.Intake, worker, seed: int):
         self.intake = found
         self.worker = worker
+        self.seed = seed
         self.submission = Submission(worker, unavailable=found.problem)
         self.figures = {}
         self.graded = {}
 
 
-def grade(submission: str, results_path: str, categories=None, figures_dir=None) -> dict:
+def grade(submission: str, results_path: str, categories=None, figures_dir=None, seed=None) -> dict:
+    """`seed`: the grading's secret to reuse (int), else a fresh one (grading_seed.draw)."""
     start = time.monotonic()
+    secret = grading_seed.draw() if seed is None else seed
     torch.set_num_threads(1)
     found = intake.locate(submission)
     submitted = results.file_sha256(found.file) if found.file else ""  # read before any grading
@@ -72,7 +77,7 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
     if found.file:
         worker = Worker(found.file, limits, rubric.WORKER.import_timeout,
                         rubric.WORKER.start_timeout)
-    context = GradingContext(found, worker)
+    context = GradingContext(found, worker, secret)
     plugin = grading_plugin.ResultsPlugin(context, categories)
     watchdog = threading.Timer(WRITE_BY_SECONDS, _out_of_time, (results_path, start, worker))
     watchdog.daemon = True
@@ -121,6 +126,7 @@ def grade(submission: str, results_path: str, categories=None, figures_dir=None)
         print(f"---- internal error of the grader in '{name}' ----\n{details}")
     document.setdefault("extra_data", {})["kit"] = kit_version.fingerprint()
     document["extra_data"][results.SUBMISSION_HASH] = submitted
+    document["extra_data"]["grading_seed"] = grading_seed.text(secret)
     return results.write(document, results_path)
 
 
@@ -250,6 +256,9 @@ def main(argv=None) -> int:
                         help="grade only this category (repeatable); for re-runs and debugging, "
                              "the results then hold only those tests")
     parser.add_argument("--figures", metavar="DIR", help="also write the figures (PNG) to DIR")
+    parser.add_argument("--seed", metavar="HEX", default="",
+                        help="repeat a grading: its extra_data.grading_seed (default: a fresh "
+                             f"secret, or ${grading_seed.ENVIRONMENT})")
     batch_options = parser.add_argument_group("batch grading (a TA's run over a folder; see ta/batch.py)")
     batch_options.add_argument("--batch", metavar="DIR", help="grade every submission in DIR")
     batch_options.add_argument("--out", metavar="DIR", help="results, summary.csv and report/ go here")
@@ -293,7 +302,11 @@ def main(argv=None) -> int:
     submission = os.path.join(invoked_from, args.submission) if args.submission else GRADESCOPE_SUBMISSION
     results_path = os.path.join(invoked_from, args.results) if args.results else GRADESCOPE_RESULTS
     figures_dir = os.path.join(invoked_from, args.figures) if args.figures else None
-    document = grade(submission, results_path, args.only, figures_dir)
+    try:
+        seed = grading_seed.draw(args.seed)
+    except ValueError as error:
+        parser.error(str(error))
+    document = grade(submission, results_path, args.only, figures_dir, seed)
     cause = results.internal_error_of(document)
     if cause:
         print(f"INTERNAL ERROR of the grader (exit status 1): {cause}", file=sys.stderr)

@@ -165,11 +165,9 @@ TRAINING = TrainingSpec(  # see bench/CALIBRATION.md#training
 CONVERGENCE = ConvergenceSpec(  # see bench/CALIBRATION.md#convergence and bench/CONVERGENCE.md
     target_loss=1.0,
     tiers=((1.0, 1.0), (1.5, 0.5), (2.5, 0.2)),
-    data=ConvergenceData(train_sequences=960, val_sequences=64, seq_length=50, train_seed=1001,
-                         val_seed=2002),
+    data=ConvergenceData(train_sequences=960, val_sequences=64, seq_length=50),
     model=ModelConfig(vocab_size=256, dim=64, num_layers=2, num_heads=4, ff_hidden_dim=256,
                       max_seq_len=50, dropout=0.0),
-    seed=0,
     batch_size=32,
     epochs=2,  # 2 x 30 batches = 60 optimizer steps
     learning_rate=3e-3,

@@ -100,12 +100,11 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ConvergenceData:
-    """The grader's dataset (student/generate_data.py, built by autograder/dataset.py)."""
+    """The grader's dataset (student/generate_data.py, built by autograder/dataset.py from
+    seeds drawn per grading)."""
     train_sequences: int
     val_sequences: int  # held out
     seq_length: int  # tokens per sequence
-    train_seed: int
-    val_seed: int
 
 
 @dataclass(frozen=True)
@@ -114,9 +113,8 @@ class ConvergenceSpec:
     target_loss: float  # held-out next-token cross-entropy (nats) for full marks
     tiers: tuple  # ((held-out loss below, fraction of the points), ...): the first reached counts
     data: ConvergenceData
-    model: ModelConfig
-    seed: int  # torch.manual_seed before the model is built; the DataLoader's shuffling seed
-    batch_size: int  # sequences per optimizer step
+    model: ModelConfig  # built after torch.manual_seed of a seed drawn per grading
+    batch_size: int  # sequences per optimizer step (a DataLoader shuffled with that seed)
     epochs: int
     learning_rate: float  # AdamW's
 

@@ -112,15 +112,17 @@ def grade_once(pin: bool) -> dict:
 
 
 def convergence_seed(seed: int) -> dict:
-    """The convergence check's training with the reference, evaluated after every step."""
+    """The convergence check's training with the reference, evaluated after every step, on the
+    data of a fresh grading seed (as every grading draws its own); `seed` seeds the model and
+    the shuffling."""
     import torch
     import torch.nn.functional as F
 
-    from autograder import dataset, rubric
+    from autograder import dataset, grading_seed, rubric
     from autograder.checks import oracle
 
     torch.set_num_threads(1)
-    spec, data = rubric.CONVERGENCE, dataset.load()
+    spec, data = rubric.CONVERGENCE, dataset.load(grading_seed.draw())
     reference = oracle.reference()
     torch.manual_seed(seed)
     model = reference.DecoderOnlyTransformer(**spec.model.kwargs())

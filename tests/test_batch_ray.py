@@ -27,8 +27,10 @@ needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
 
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 # Ray's token authentication (its default for `ray start` since 2.59), as README tells TAs to set
-# it; the token is Ray's own file in ~/.ray
-ENVIRONMENT = dict(os.environ, RAY_AUTH_MODE="token",
+# it; the token is Ray's own file in ~/.ray. One grading seed for every grading of both runs (each
+# grading otherwise draws its own inputs, autograder/grading_seed.py), so that the local and the
+# Ray results can be compared whole.
+ENVIRONMENT = dict(os.environ, RAY_AUTH_MODE="token", SCRATCH1_GRADING_SEED="5eed",
                    PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
 MUTANT = next(m for m in MUTANTS if m.name == "rmsnorm_layernorm")
 

@@ -2,7 +2,7 @@
 tests graded before it (GradingContext.graded), never from the losses' shape alone."""
 
 from autograder import rubric
-from autograder.checks.test_convergence import heldout_verdict
+from autograder.checks.heldout import heldout_verdict
 
 LEAK = ([2.0, 0.1], 3.0)  # training loss low, held-out loss high
 STALLED = ([5.5, 5.4], 5.4)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from autograder import rubric
-from autograder.checks import compare, test_causal_mask
+from autograder.checks import causality, compare
 
 
 def test_mismatch_shows_the_difference_between_close_numbers():
@@ -28,12 +28,12 @@ def test_a_mismatch_is_filed_under_what_it_was_compared_with():
 def test_a_leak_at_length_2_does_not_claim_only_position_0_leaks():
     """At length 2 only position 0 has a later token: a leak there is no evidence that the other
     positions are causal (the hint that names a mask hiding the diagonal rests on that)."""
-    spans = test_causal_mask._spans(2)
+    spans = causality.spans(2)
     out = torch.zeros(len(spans) + 1, 2, 4)
     out[1:, 0] = 1.0  # position 0 moved when token 1 changed
-    leak, only_first = test_causal_mask._leak(out, spans)
+    leak, only_first = causality.leak(out, spans)
     assert leak is not None and not only_first
-    spans = test_causal_mask._spans(8)
+    spans = causality.spans(8)
     out = torch.zeros(len(spans) + 1, 8, 4)
     out[1:, 0] = 1.0  # only position 0 moved, though positions 1-6 could have
-    assert test_causal_mask._leak(out, spans)[1]
+    assert causality.leak(out, spans)[1]

@@ -128,16 +128,39 @@ def run_load(submission: Submission) -> LoadRun:
     return LoadRun(**reply["result"])
 
 
-# -- model_logits ------------------------------------------------------------------------------
+# -- attention_runs, model_runs (the causal checks: several runs of one module) ----------------
 
-def run_model_logits(submission: Submission, config: dict, seed: int, inputs: list, train: bool = False,
-                     substitute_norm: bool = False) -> list:
-    """Logits (batch, seq, vocab_size) for each input_ids tensor (batch, seq) in `inputs`, from
-    one student DecoderOnlyTransformer(**config) built after torch.manual_seed(seed), every
-    dropout set to 0, in train or eval mode. substitute_norm builds it with torch.nn.RMSNorm in
-    place of the student's RMSNorm."""
-    return submission.call(Op.MODEL_LOGITS, "DecoderOnlyTransformer", config=config, seed=seed,
-                           inputs=inputs, train=train, substitute_norm=substitute_norm)["logits"]
+@dataclass(frozen=True)
+class AttentionRuns:
+    """outs: the output (batch, seq, dim) of each run, in the order sent; own_weights: the
+    module ran with its own initial weights (the grader's could not be mapped onto it)."""
+
+    outs: list
+    own_weights: bool = False
+
+
+def attempt_attention_runs(submission: Submission, dim: int, num_heads: int,
+                           qkv_weight: torch.Tensor, out_weight: torch.Tensor, runs: list,
+                           own_weights_fallback: bool = True) -> Tuple[Optional[AttentionRuns], str]:
+    """One student CausalSelfAttention(dim, num_heads), dropout 0, with the projection weights
+    qkv_weight (3 * dim, dim) = [W_q; W_k; W_v] and out_weight (dim, dim), run on each of
+    `runs` in turn: {"x": (batch, seq, dim), "mask": (seq, seq) 1 = may attend, or None,
+    "train": bool, "autograd": "enabled" | "no_grad" | "inference_mode"}. (AttentionRuns, '')
+    or, when the student's code raised, (None, the error described)."""
+    result, error = submission.attempt(Op.ATTENTION_RUNS, ATTENTION, dim=dim, num_heads=num_heads,
+                                       qkv_weight=qkv_weight, out_weight=out_weight, runs=runs,
+                                       own_weights_fallback=own_weights_fallback)
+    return (None if error else AttentionRuns(**result)), error
+
+
+def run_model_runs(submission: Submission, config: dict, seed: int, runs: list,
+                   substitute_norm: bool = False) -> list:
+    """The logits (batch, seq, vocab_size) of each of `runs` ({"ids": (batch, seq), "train":
+    bool, "autograd": as for attempt_attention_runs}) from one student
+    DecoderOnlyTransformer(**config) built with `seed` (the same in every worker process),
+    every dropout 0; substitute_norm builds it with torch.nn.RMSNorm in place of the student's."""
+    return submission.call(Op.MODEL_RUNS, "DecoderOnlyTransformer", config=config, seed=seed,
+                           runs=runs, substitute_norm=substitute_norm)["logits"]
 
 
 # -- model_api ---------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
-"""Fixtures of the graded tests: the submission handle, the reference oracle and seeded generators."""
-
-import zlib
+"""Fixtures of the graded tests: the submission handle, the reference oracle and the generators
+of each test's inputs, drawn from the grading's secret (grading_seed.py)."""
 
 import pytest
 import torch
 
+from .. import grading_seed
 from ..grading_plugin import CONTEXT, CREDIT, EXTRA, Credit
 from . import oracle
 
@@ -27,9 +27,11 @@ def reference():
 
 
 @pytest.fixture
-def generator(request) -> torch.Generator:
-    """A generator seeded from the test's name: the same inputs on every run, different per test."""
-    return torch.Generator().manual_seed(zlib.crc32(request.node.name.encode()))
+def generator(request, context) -> torch.Generator:
+    """The test's own generator, its whole state derived from the grading's secret and the test's
+    name: new inputs at every grading, that no input sent earlier predicts (grading_seed.py), and
+    the same again when a TA repeats the grading with its seed."""
+    return grading_seed.generator(context.seed, request.node.nodeid)
 
 
 @pytest.fixture

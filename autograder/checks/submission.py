@@ -15,6 +15,8 @@ self-test, which grades the reference in the real sandbox, is what proves the ki
 code. Only what the grader detects itself is its own error (sandbox/errors.py).
 """
 
+import contextlib
+
 from ..sandbox.errors import StudentError, WorkerFailure
 from ..verdict import WORKER_FAILURE_KINDS, Failed, Verdict, fail
 
@@ -137,6 +139,29 @@ class Submission:
             self.note(text)
         return reply.result, ""
 
+    def fresh_process(self) -> None:
+        """The next request goes to a fresh worker process: nothing the submission kept in
+        memory from the requests before can shape its answer."""
+        if self.worker is not None:
+            self.worker.renew()
+
+    @contextlib.contextmanager
+    def aside(self, name: str, seconds: float):
+        """Requests made within the block run under a time limit of their own (`seconds`),
+        outside the running check's, so that a hang or a crash there costs the check nothing.
+        Their notes are not the check's: the block gets them as a list."""
+        worker, saved, self.notes = self.worker, self.notes, []
+        check = (worker.budget.check, worker.budget.check_seconds) if worker is not None else None
+        if worker is not None:
+            worker.begin_check(name, seconds)
+        notes = self.notes
+        try:
+            yield notes
+        finally:
+            self.notes = saved
+            if check is not None:
+                worker.begin_check(*check)
+
     def call_once(self, op: str, what: str, seconds: float, **args) -> dict:
         """op's result, requested once per grading (with the same arguments at every call) and
         cached with its notes, which every caller gets again. It runs under a time limit of its
@@ -144,18 +169,11 @@ class Submission:
         check nothing (the worker restarts for the check's own requests). A failure is cached
         too and fails every caller alike."""
         if op not in self._once:
-            worker, saved, self.notes = self.worker, self.notes, []
-            check = (worker.budget.check, worker.budget.check_seconds) if worker is not None else None
-            if worker is not None:
-                worker.begin_check(f"once per grading: {op}", seconds)
-            try:
-                self._once[op] = (self.call(op, what, **args), None, self.notes)
-            except Failed as failure:
-                self._once[op] = (None, failure.verdict, self.notes)
-            finally:
-                self.notes = saved
-                if check is not None:
-                    worker.begin_check(*check)
+            with self.aside(f"once per grading: {op}", seconds) as notes:
+                try:
+                    self._once[op] = (self.call(op, what, **args), None, notes)
+                except Failed as failure:
+                    self._once[op] = (None, failure.verdict, notes)
         result, verdict, notes = self._once[op]
         for text in notes:
             self.note(text)

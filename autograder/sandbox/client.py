@@ -67,6 +67,14 @@ class Worker:
             self.cgroup.remove()
             self.cgroup = None
 
+    def renew(self) -> None:
+        """Stop the worker, so that the next request goes to a fresh process that holds nothing
+        of the requests before (evidence the submission cannot shape with state it keeps); not
+        counted as a restart. A failed import stays remembered (it is not retried)."""
+        self.stop()
+        if isinstance(self.load_reply, dict):
+            self.load_reply = None
+
     def captured_output(self) -> str:
         """What every worker of this grading printed, each cut to limits.output_chars."""
         current = [self.process.printed()] if self.process is not None else []

@@ -46,8 +46,9 @@ class Op:
     RMSNORM = "rmsnorm"
     ROPE = "rope"
     ATTENTION = "attention"
+    ATTENTION_RUNS = "attention_runs"
     TRAINED_ATTENTION = "trained_attention"
-    MODEL_LOGITS = "model_logits"
+    MODEL_RUNS = "model_runs"
     MODEL_API = "model_api"
     TRAIN_EPOCH = "train_epoch"
     CONVERGENCE_TRAIN = "convergence_train"
@@ -69,7 +70,8 @@ _STUDENT_CODE = {
     Op.RMSNORM: frozenset({"RMSNorm"}),
     Op.ROPE: frozenset({"RotaryPositionalEmbedding"}),
     Op.ATTENTION: frozenset({"CausalSelfAttention", "RotaryPositionalEmbedding"}),
-    Op.MODEL_LOGITS: MODEL_CODE,
+    Op.ATTENTION_RUNS: frozenset({"CausalSelfAttention", "RotaryPositionalEmbedding"}),
+    Op.MODEL_RUNS: MODEL_CODE,
     Op.MODEL_API: frozenset({"TransformerBlock", "DecoderOnlyTransformer"}),
     Op.TRAIN_EPOCH: frozenset({"train_epoch"}),
     Op.CONVERGENCE_TRAIN: MODEL_CODE | {"train_epoch"},
@@ -84,11 +86,11 @@ _STUDENT_CODE = {
 def student_code(op: str, args: dict) -> frozenset:
     """The names of the student's code a request runs (empty for preflight; the import, `load`,
     is remembered on its own). The template's RoPE standing in (attention, rope="template")
-    takes the student's out, as torch.nn.RMSNorm does (model_logits, substitute_norm)."""
+    takes the student's out, as torch.nn.RMSNorm does (model_runs, substitute_norm)."""
     code = _STUDENT_CODE.get(op, frozenset())
     if op == Op.ATTENTION and args.get("rope") == "template":
         code -= {"RotaryPositionalEmbedding"}
-    if op == Op.MODEL_LOGITS and args.get("substitute_norm"):
+    if op == Op.MODEL_RUNS and args.get("substitute_norm"):
         code -= {"RMSNorm"}
     return code
 
@@ -118,7 +120,9 @@ REQUESTS = {
                           ("mask", "train", "grad_out", "per_position_grads", "rope", "dropout",
                            "repeat", "own_weights_fallback")),
     Op.TRAINED_ATTENTION: Request(("tokens",)),
-    Op.MODEL_LOGITS: Request(("config", "seed", "inputs"), ("train", "substitute_norm")),
+    Op.ATTENTION_RUNS: Request(("dim", "num_heads", "qkv_weight", "out_weight", "runs"),
+                               ("own_weights_fallback",)),
+    Op.MODEL_RUNS: Request(("config", "seed", "runs"), ("substitute_norm",)),
     Op.MODEL_API: Request(("vocab_size",)),
     Op.TRAIN_EPOCH: Request(("states", "actions", "batch_size", "parameters", "train_offset",
                              "grad_scale", "learning_rate"), ("epoch", "api")),
@@ -140,6 +144,7 @@ NOTES = ListOf(Text(500), max_items=20, clip=True)
 MEMORY = Maybe(Integer())
 GRADIENTS = ListOf(Maybe(Tensor()), max_items=64)
 MANY = 100_000  # a list's items where the count is the submission's (steps, positions)
+RUNS = 256  # runs of one module in one causal request (checks/causality.py sends at most ~40)
 
 # What an optimizer step reports of its optimizer's first parameter group (ops/training.py).
 _HYPERPARAMETERS = Record({}, optional={
@@ -176,7 +181,8 @@ REPLIES = {
                          optional={"again": Tensor(), "grad_x": Tensor(), "rows": Tensor(),
                                    "rope": Text(20), "rope_not_substituted": Text(300)}),
     Op.TRAINED_ATTENTION: Record({"weights": Tensor(), "source": Text(20)}),
-    Op.MODEL_LOGITS: Record({"logits": ListOf(Tensor(), max_items=64)}),
+    Op.ATTENTION_RUNS: Record({"outs": ListOf(Tensor(), max_items=RUNS), "own_weights": Flag()}),
+    Op.MODEL_RUNS: Record({"logits": ListOf(Tensor(), max_items=RUNS)}),
     Op.MODEL_API: Record({"plain": Integer(), "trained": Integer(), "loss_at": Maybe(Integer()),
                           "targets": Maybe(Text(100)), "shifts": Flag(),
                           "ignore_index": Maybe(Integer())}),

@@ -4,5 +4,6 @@ Each op builds the student's object the template's way (through worker/adapt/), 
 inputs the grader sent, and returns raw tensors. Judging happens on the trusted side.
 """
 
-from . import attention, convergence, figures, model, rmsnorm, rope, training  # noqa: F401  (registers the ops)
+from . import attention, convergence, figures, rmsnorm, rope, training  # noqa: F401  (registers the ops)
+from . import causality  # noqa: F401  (the causal checks' ops)
 from . import generation  # noqa: F401  (the mastery checks' ops)
