@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import types
 
 import pytest
@@ -198,8 +197,8 @@ sys.exit(cli.main(sys.argv[1:]))
 
 
 def test_a_stuck_grader_still_writes_results_before_gradescope_stops_it(tmp_path):
-    start = time.monotonic()
+    # Without the watchdog, pytest-timeout's backstop ends the process after 160 s with no
+    # results.json at all; the cause below is the watchdog's, written at 5 s.
     completed, document, outputs = _grade_rmsnorm(tmp_path, STUCK_GRADER, REFERENCE)
     assert completed.returncode == 1 and outputs == [], completed.stderr[-2000:]
     assert "did not finish within 5 s" in document["extra_data"]["internal_error"], document
-    assert time.monotonic() - start < 60
