@@ -267,7 +267,7 @@ train_epoch = _sleeping(train_epoch)
 
 
 @pytest.mark.parametrize("limits, message", [
-    (dict(timeout_budget=2.5), r"not run: your code exceeded the time limit in 3 earlier checks"),
+    (dict(timeout_budget=2.5), r"not run: your code exceeded the time limit in [23] earlier checks"),
     (dict(total_seconds=8.0), r"(not run: your code used up|no answer within) the 8 s (it|your code) gets for the whole grading"),
 ], ids=["timeout_budget", "total_seconds"])
 def test_remaining_checks_fail_fast_once_the_time_budget_is_spent(tmp_path, limits, message):

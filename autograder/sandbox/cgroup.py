@@ -42,7 +42,6 @@ def _folders() -> tuple:
     children for every controller, else (0, {})."""
     paths, v1, v2 = _own_paths(), {}, None
     for mount_root, mount_point, kind, options in memory.mounts():
-        relative = None
         if kind == "cgroup":
             for name in CONTROLLERS:
                 if name in options and name in paths:

@@ -1,7 +1,7 @@
-"""How the worker is fenced in on this machine: the unprivileged identity it runs as (when the
-grader is root: a uid and gid of its own for each grading, identity.py), the namespaces it gets (bubblewrap's, with a filesystem of its own: filesystem.py;
-else unshare's, with the kit hidden; else none), the command line that sets both up, and the
-resource limits it starts under."""
+"""How the worker is fenced in on this machine: the unprivileged ids it runs as (when the grader
+is root: a uid and gid of its own for each grading, identity.py), the namespaces it gets
+(bubblewrap's, with a filesystem of its own: filesystem.py; else unshare's, with the kit hidden;
+else none), the command line that sets both up, and the resource limits it starts under."""
 
 import functools
 import os
@@ -47,8 +47,8 @@ def hidden_paths() -> list:
 
 
 def _privilege_drop() -> list:
-    """setpriv down to this grading's worker ids (as root) or to a root without capabilities (in our own
-    user namespace), so the worker can neither undo the hiding mounts nor gain privileges."""
+    """setpriv down to this grading's worker ids (as root) or to a root without capabilities (in
+    our own user namespace), so the worker can neither undo the hiding mounts nor gain privileges."""
     command = ["setpriv", "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all"]
     user = worker_user()
     if user:

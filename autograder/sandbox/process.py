@@ -107,7 +107,7 @@ def _sandbox_folder(submission_file: str) -> str:
 
 
 def _in_the_child(limits: Limits, cgroup) -> None:
-    """Between fork and exec, as root: the worker's resource limits, and its cgroup."""
+    """Between fork and exec, as the grader's user: the worker's resource limits and cgroup."""
     isolation.limit_resources(limits)
     if cgroup is not None:
         cgroup.join()
