@@ -796,6 +796,14 @@ API_VARIANTS = [
                 [(PROJECT, "        return self.resid_dropout(self.out_proj(out)), weights, (k, v)\n"),
                  (BLOCK_CALL, "        x = x + self.attn(self.norm1(x), mask)[0]\n")],
                 note="returned a tuple of 3 items"),
+    # The block keeps the attention weights its attention returns: the grader's attention,
+    # returning None there, cannot stand in, so the model API is read off the student's own model.
+    alternative("api_block_keeps_attention_weights",
+                [(PROJECT, "        return self.resid_dropout(self.out_proj(out)), weights\n"),
+                 (BLOCK_CALL, "        attended, weights = self.attn(self.norm1(x), mask)\n"
+                              "        self.attention_entropy = -(weights * weights.clamp_min(1e-9).log()).sum(-1).mean().detach()\n"
+                              "        x = x + attended\n")],
+                note="it was read off your own model instead"),
     # Extra constructor keywords with defaults need no adaptation: the mask is a buffer built
     # for max_seq_len and sliced correctly.
     alternative("api_attention_extra_constructor_keywords",

@@ -11,9 +11,12 @@ or minus gradients left from the previous step, clipped or not, through the opti
 The first hypothesis that reproduces the parameters the step produced (within
 rubric.TRAINING.update_rtol) names what train_epoch did at that step (StepFinding); the next
 step is recomputed from there. A step no hypothesis reproduces is unexplained, and no check
-passes on it. What the worker says about itself (which optimizer, its learning rate, the
-mode of each call, gradient norms seen) only words a likely cause and picks the optimizer whose
-update is recomputed: a false claim can only make the recomputation fail.
+passes on it. What the worker says about itself (which optimizer, its hyperparameters, backward
+passes, gradient norms seen) only words a likely cause and picks the update rule the grader
+replays: a false claim makes the recomputation fail, or costs points, with one bounded
+exception: a learning rate below the one set, claimed for the SGD passed in (as a scheduler
+sets it), is believed, which could hide a clip to a norm below 1.0 but never an unclipped step
+(norm 12-31) nor a clip to a larger norm.
 """
 
 import math
@@ -32,7 +35,7 @@ from .adapters import ModelAPI, TrainEpochRun, run_model_api, run_train_epoch
 
 SPEC = rubric.TRAINING
 VOCAB, SEQ, BATCH, BATCHES, STATE_DIM, DIM = 16, 12, 8, 4, 10, 8
-# grad_scale 40: a batch's unclipped gradient norm is ~12-16, far above the clipping norm.
+# grad_scale 40: a batch's unclipped gradient norm is 12-31, far above the clipping norm.
 GRAD_SCALE, LEARNING_RATE = 40.0, 0.01
 ORDER = ("A working order for every batch: optimizer.zero_grad(), forward, loss, "
          "loss.backward(), clip_grad_norm_(model.parameters(), 1.0), optimizer.step().")
@@ -166,7 +169,7 @@ class Replay:
     """The update rule of the optimizer that took a step, run by the grader: the SGD passed in
     (learning rate LEARNING_RATE, or the lower one a scheduler set), or an SGD, Adam or AdamW
     that train_epoch made itself, with the hyperparameters the worker reports. `state` holds its
-    momentum buffers or moments, advanced by commit()."""
+    momentum buffer or moments, which the caller advances after each explained step."""
 
     KINDS = ("SGD", "Adam", "AdamW")
 
@@ -177,15 +180,18 @@ class Replay:
     def of(cls, step, previous: Optional["Replay"]) -> Optional["Replay"]:
         """The Replay of `step` (an adapters.OptimizerStep), continuing `previous` when it is
         the same optimizer; None when the grader cannot replay it."""
-        hyper = {k: v for k, v in step.hyper.items() if isinstance(v, (bool, int, float, list))}
+        hyper = {k: v for k, v in step.hyper.items() if isinstance(v, (bool, int, float))}
+        betas = step.hyper.get("betas", [0.9, 0.999])
         lr = hyper.get("lr")
         if step.given:
-            # A scheduler may lower the rate (warm-up, decay); a rate above the one the grader set
-            # is not the optimizer it passed in.
-            lr = lr if isinstance(lr, (int, float)) and 0 < lr <= LEARNING_RATE * (1 + 1e-6) else LEARNING_RATE
+            # A scheduler may lower the rate (warm-up, decay); a rate above the one the grader
+            # set is not the optimizer it passed in.
+            if not (isinstance(lr, (int, float)) and 0 < lr <= LEARNING_RATE * (1 + 1e-6)):
+                lr = LEARNING_RATE
             kind, hyper = "SGD", {"lr": float(lr)}
-        elif step.optimizer in cls.KINDS and isinstance(lr, (int, float)) and lr > 0:
-            kind = step.optimizer
+        elif (step.optimizer in cls.KINDS and isinstance(lr, (int, float)) and lr > 0
+              and isinstance(betas, list) and len(betas) == 2 and all(0 <= b < 1 for b in betas)):
+            kind, hyper = step.optimizer, dict(hyper, betas=betas)
         else:
             return None
         replay = cls(kind, hyper)
