@@ -1,6 +1,8 @@
 """The grading's secret (autograder/grading_seed.py): what the submission sees is new at every
 grading, no part of it predicts another, and a TA can repeat a grading from its recorded seed."""
 
+import json
+import os
 import subprocess
 import sys
 
@@ -9,6 +11,7 @@ import torch
 
 from autograder import dataset, grading_seed
 from grading import KIT
+from variants import MUTANTS
 
 
 def test_each_grading_draws_its_own_seed():
@@ -50,3 +53,22 @@ def test_a_bad_seed_stops_run_autograder_before_grading(tmp_path):
                                text=True, timeout=120)
     assert completed.returncode == 2 and "hexadecimal" in completed.stderr
     assert not (tmp_path / "r.json").exists()
+
+
+def test_a_grading_repeated_with_its_seed_gives_the_same_results(tmp_path):
+    """What a TA does to reproduce a student's grading, by --seed or by the grader's environment:
+    the same inputs, so the same measured numbers in every message."""
+    mutant = next(m for m in MUTANTS if m.name == "rmsnorm_eps_outside_sqrt")
+    (tmp_path / "backbone.py").write_text(mutant.source())
+
+    def outputs(name, seed_option=(), environment=None):
+        command = [os.path.join(KIT, "run_autograder"), "--submission", str(tmp_path / "backbone.py"),
+                   "--results", str(tmp_path / f"{name}.json"), "--only", "rmsnorm", *seed_option]
+        subprocess.run(command, capture_output=True, timeout=600, env=dict(os.environ, **(environment or {})))
+        document = json.loads((tmp_path / f"{name}.json").read_text())
+        assert document["extra_data"]["grading_seed"] == grading_seed.text(0xA1B2C3)
+        return [test["output"] for test in document["tests"] if test["tags"] == ["rmsnorm"]]
+
+    first = outputs("first", ("--seed", "a1b2c3"))
+    assert any("max abs error" in text for text in first), first  # numbers measured on the inputs
+    assert outputs("again", environment={grading_seed.ENVIRONMENT: "0xa1b2c3"}) == first
