@@ -73,6 +73,12 @@ def test_entry(rule: rubric.Rule, number: str, fraction: float, output: str,
     }
 
 
+def attempted(test: dict) -> bool:
+    """False for an optional check that found nothing to grade (test_entry's attempted=False):
+    neither passed nor failed, left out of pass rates and of "every test passed"."""
+    return test.get("extra_data", {}).get("attempted", True)
+
+
 def numbers() -> dict:
     """'<category index>.<index within category>' for every rubric test, e.g. '3.2'."""
     result, counters = {}, {}

@@ -172,3 +172,25 @@ def test_template_qkv_proj_keeps_its_documented_blocks(attention, by_role):
     load_projections(session, attention, qkv_weight, torch.randn(DIM, DIM), HEADS)
     assert any("found by how it moves" in note for note in session.notes) == by_role
     assert torch.equal(attention.qkv_proj.weight, qkv_weight) != by_role
+
+
+class _MergedWithoutTranspose(_Attention):
+    """kv per element, heads merged without transposing back: positions mix into the heads, so
+    no row's role reads cleanly."""
+
+    def forward(self, x, mask=None):
+        batch, seq, _ = x.shape
+        q, k, v = _split("kv per element", self.q_proj, self.kv_proj, x)
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=torch.ones(seq, seq, dtype=torch.bool).tril())
+        return self.out_proj(out.reshape(batch, seq, DIM))
+
+
+def test_a_layout_behaviour_cannot_read_is_loaded_as_named_and_says_so():
+    session = _Session()
+    attention = _MergedWithoutTranspose("kv per element")
+    qkv_weight = torch.randn(3 * DIM, DIM)
+    load_projections(session, attention, qkv_weight, torch.randn(DIM, DIM), HEADS)
+    assert torch.equal(attention.kv_proj.weight, qkv_weight[DIM:])
+    assert any("could not be found from how it moves" in note and "kv_proj" in note
+               for note in session.notes), session.notes

@@ -177,6 +177,12 @@ def load_projections(session, attention, qkv_weight: torch.Tensor, out_weight: t
     if not template:
         session.note(f"CausalSelfAttention uses {projections.describe()} instead of qkv_proj and "
                      "out_proj: loaded the grader's W_q, W_k, W_v, W_o into them by role")
+    guessed = [name for name, _, _, roles in projections.inputs if len(roles) > 1]
+    if rows is None and guessed and not template:
+        session.note(f"the role of each row of {' and '.join(guessed)} could not be found from how it "
+                     "moves your attention's output: its rows were taken as blocks in the order "
+                     f"{projections.describe()} gives, a guess from shape and name; a numeric "
+                     "difference may come from this layout rather than from your computation")
     if reordered and not (template and projections.blockwise(rows)):
         projections.rows = rows
         names = " and ".join(name for name, *_ in projections.inputs)
