@@ -20,7 +20,7 @@ def test_every_rule_worth_points_has_a_mutant_that_must_fail_it():
     worth_points = {rule.test for rule in rubric.RULES if rule.weight > 0}
     uncovered = sorted(worth_points - set(RULE_MUTANTS) - set(RULES_FAILED_ELSEWHERE))
     assert not uncovered, (f"rules worth points with no mutant that fails them: {uncovered}; add one "
-                           "to tests/variants.py (MUTANTS and RULE_MUTANTS), see README 'A new check'")
+                           "to tests/variants.py (MUTANTS and RULE_MUTANTS), see README 'Adding a check'")
 
 
 def test_the_declared_mutants_exist_and_lose_the_rules_category():

@@ -54,15 +54,18 @@ def _history(folder, checkpoints):
 
 
 def test_ctrl_c_saves_and_resume_continues_with_the_same_loss_history(folder):
+    """Also the way the README tells students to work: Ctrl-C, --resume, then visualize.py,
+    which reads checkpoints/last.pt by default (test_visualize_* below: before an epoch ends)."""
     done = _train(folder, "--epochs", "2", "--checkpoints", "straight")
     assert done.returncode == 0, done.stderr
-    code, output = _interrupt(folder, signal.SIGINT, 3, "--epochs", "2", "--checkpoints", "stopped")
+    code, output = _interrupt(folder, signal.SIGINT, 3, "--epochs", "2", "--checkpoints", "checkpoints")
     assert code == 130 and "Traceback" not in output, output
     saved = re.search(r"saved \S+ at epoch 1, step (\d+): continue with `python backbone.py --resume`", output)
     assert saved and int(saved[1]) in (3, 4), output  # the step under way when Ctrl-C came is finished
-    resumed = _train(folder, "--epochs", "2", "--checkpoints", "stopped", "--resume")
-    assert resumed.returncode == 0 and f"resuming stopped/last.pt: epoch 1, step {saved[1]}" in resumed.stdout
-    straight, stopped = _history(folder, "straight"), _history(folder, "stopped")
+    resumed = _train(folder, "--epochs", "2", "--checkpoints", "checkpoints", "--resume")
+    assert resumed.returncode == 0 and f"resuming checkpoints/last.pt: epoch 1, step {saved[1]}" in resumed.stdout
+    _assert_visualize(folder, r"loss_curve\.png: validation loss \d\.\d+ after 2 epochs")
+    straight, stopped = _history(folder, "straight"), _history(folder, "checkpoints")
     assert len(straight["steps"]) == 2 * STEPS
     assert stopped["steps"] == straight["steps"]
     assert stopped["epochs"][0]["train_loss"] == pytest.approx(straight["epochs"][0]["train_loss"], rel=1e-12)
@@ -91,29 +94,44 @@ def test_fresh_run_and_resume_are_explicit_and_epoch_files_are_small(folder):
     assert epoch < last / 2, "epoch_N.pt should hold the weights only, not the optimizer state"
 
 
-def _visualize(folder, *args):
-    return subprocess.run([sys.executable, "visualize.py", "--data", "small.pkl", "--audit-batches", "2",
-                           *args], cwd=folder, capture_output=True, text=True, timeout=300)
 
-
-def test_visualize_draws_from_last_pt_after_ctrl_c_and_after_a_resume(folder):
-    """The way the README tells students to work: Ctrl-C, look at the figures, --resume, look
-    again. visualize.py reads checkpoints/last.pt by default and draws the per-step losses
-    whether or not an epoch has finished."""
+def _assert_visualize(folder, loss_curve: str):
+    """visualize.py with its defaults (checkpoints/last.pt) on the small dataset writes the three
+    figures, the loss curve as `loss_curve` (a pattern of its printed line) says."""
     shutil.copy(os.path.join(KIT, "student", "visualize.py"), folder)
-    code, output = _interrupt(folder, signal.SIGINT, 3, "--epochs", "1", "--checkpoints", "checkpoints")
-    assert code == 130, output
     images = folder / "images"
-    stopped = _visualize(folder)
-    assert stopped.returncode == 0 and "Traceback" not in stopped.stderr, stopped.stdout + stopped.stderr
-    assert "checkpoints/last.pt (epoch 1, step " in stopped.stdout
-    assert re.search(r"loss_curve\.png: \d+ steps, no finished epoch yet", stopped.stdout), stopped.stdout
-    assert re.search(r"causal audit: 2 training batches .* about \d+ s", stopped.stdout), stopped.stdout
+    shutil.rmtree(images, ignore_errors=True)
+    run = subprocess.run([sys.executable, "visualize.py", "--data", "small.pkl", "--audit-batches", "1",
+                          "--audit-sequences", "4"], cwd=folder, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stdout + run.stderr
+    assert re.search(loss_curve, run.stdout) and "checkpoints/last.pt (epoch " in run.stdout, run.stdout
+    assert re.search(r"causal audit: 1 training batches .* about \d+ s", run.stdout), run.stdout
     for name in ("loss_curve.png", "attention_maps.png", "causal_audit.png"):
         assert (images / name).stat().st_size > 10_000, name
-        (images / name).unlink()
-    assert _train(folder, "--epochs", "1", "--checkpoints", "checkpoints", "--resume").returncode == 0
-    finished = _visualize(folder)
-    assert finished.returncode == 0, finished.stdout + finished.stderr
-    assert re.search(r"loss_curve\.png: validation loss \d\.\d+ after 1 epochs", finished.stdout), finished.stdout
-    assert (images / "loss_curve.png").exists() and (images / "causal_audit.png").exists()
+
+
+@pytest.fixture
+def visualize(folder, monkeypatch):
+    """student/visualize.py imported as a student runs it (backbone.py beside it)."""
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.syspath_prepend(os.path.join(KIT, "student"))
+    for name in ("visualize", "backbone", "generate_data"):
+        sys.modules.pop(name, None)
+    import visualize
+    yield visualize
+    for name in ("visualize", "backbone", "generate_data"):
+        sys.modules.pop(name, None)
+
+
+def test_visualize_finds_last_pt_and_draws_the_steps_before_an_epoch_ends(visualize, tmp_path, capsys):
+    """After Ctrl-C in the first epoch there is checkpoints/last.pt and a step history, no
+    epoch_N.pt and no finished epoch: the default checkpoint and the loss curve still exist."""
+    (tmp_path / "last.pt").write_bytes(b"")
+    assert visualize.default_checkpoint(str(tmp_path)) == str(tmp_path / "last.pt")
+    history = tmp_path / "loss_history.json"
+    history.write_text(json.dumps({"epochs": [], "steps": [[0, step, 5.0 - 0.03 * step] for step in range(114)]}))
+    visualize.plot_loss_curve(str(history), str(tmp_path / "loss_curve.png"))
+    assert "loss_curve.png: 114 steps, no finished epoch yet" in capsys.readouterr().out
+    assert (tmp_path / "loss_curve.png").stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="train first"):
+        visualize.default_checkpoint(str(tmp_path / "empty"))

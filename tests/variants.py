@@ -487,7 +487,7 @@ MUTANTS = [
 
 # Every rubric rule worth points and the mutants that must fail it (test_grading.py grades each
 # mutant and checks that these tests failed; test_rule_coverage.py fails when a rule worth points
-# has none). A new check adds the mutant only it catches here (README: "A new check").
+# has none). A new check adds the mutant only it catches here (README: "Adding a check").
 RULE_MUTANTS = {
     "test_interface.py::test_required_names": ("interface_feedforward_renamed",),
     "test_rmsnorm.py::test_forward_matches_reference": ("rmsnorm_layernorm",),
