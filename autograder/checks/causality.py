@@ -363,16 +363,31 @@ def known_bug(out, own_weights, x, weights):
                                      out_weight, HEADS))
 
 
-def _no_default_mask(submission, seq_len, error, retry) -> None:
+def _square(x: torch.Tensor) -> torch.Tensor:
+    """x's first sequence repeated into a batch as long as the sequence (seq, seq, dim)."""
+    return x[:1].expand(x.shape[1], -1, -1).contiguous()
+
+
+def _own_mask_cause(runs_square) -> str:
+    """Why forward(x) raises without a mask while it runs with the model's, from one more run
+    (runs_square() -> whether it runs without a mask on a batch as long as the sequence)."""
+    if runs_square():
+        return ("forward(x, mask=None) builds its own mask from the batch size, not the sequence "
+                "length: it runs only when the batch is as long as the sequence (x is (batch, "
+                "seq, dim): the sequence length is x.shape[1])")
+    return "forward(x, mask=None) builds no causal mask of its own, or builds one that fails"
+
+
+def _no_default_mask(submission, seq_len, error, retry, runs_square) -> None:
     """Fails the test for a forward(x) that raised without a mask, saying whether it runs with
     the model's mask passed (retry(mask) -> whether it ran; then the missing default is the
-    cause)."""
+    cause, told apart by runs_square: see _own_mask_cause)."""
     runs = retry(attribution.model_mask(seq_len))
     fail(Verdict(measured="CausalSelfAttention.forward(x)",
                  found=f"raised {error} when no mask was passed"
                        + (f". With the model's mask torch.tril(torch.ones({seq_len}, {seq_len})) "
                           "passed it runs" if runs else ""),
-                 cause="forward(x, mask=None) builds no causal mask of its own" if runs else "",
+                 cause=_own_mask_cause(runs_square) if runs else "",
                  hint=("forward(x, mask=None) must build its own causal mask when no mask is "
                        "passed (the template's contract: the class is causal on its own)."
                        if runs else ""), kind="raised"))
@@ -383,8 +398,11 @@ def attention(submission, **request):
     that raises without a mask fails the test, saying whether it runs with the model's mask."""
     result, error = attempt_attention(submission, **request)
     if error and request.get("mask") is None:
+        forward_only = {key: value for key, value in request.items()
+                        if key not in ("grad_out", "per_position_grads")}
         _no_default_mask(submission, request["x"].shape[1], error, lambda mask: not attempt_attention(
-            submission, **{**request, "mask": mask})[1])
+            submission, **{**request, "mask": mask})[1], lambda: not attempt_attention(
+            submission, **{**forward_only, "x": _square(request["x"])})[1])
     if error:
         fail(raised(ATTENTION, error))
     return result
@@ -401,7 +419,8 @@ def attention_causality(submission, probe, witness) -> dict:
         error = own_weights
         if probe.mask is None:
             _no_default_mask(submission, probe.seq_len, error, lambda mask: _attention_runs(
-                submission, replace(probe, mask=mask), [probe.batch])[0] is not None)
+                submission, replace(probe, mask=mask), [probe.batch])[0] is not None,
+                lambda: _attention_runs(submission, probe, [_square(probe.batch)])[0] is not None)
         fail(raised(ATTENTION, error))
     # whether a leak was the batch's, and the known bug it matches: measured once per probe
     failures, mixing, known = {}, None, _UNKNOWN
