@@ -4,7 +4,8 @@ reference and the template graded each in a fresh container under the default 0.
 where Docker's seccomp profile refuses namespaces and the worker's own confinement must hold.
 
 Slow (`pytest -m slow`): the image build alone took 4-5 min on a shared 2-core machine (load ~14),
-and needs root and Docker; skipped, with the reason, where either is missing.
+the whole test 13 min at load ~40; it needs root and Docker and is skipped, with the reason,
+where either is missing.
 """
 
 import json
