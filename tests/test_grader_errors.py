@@ -74,7 +74,7 @@ def test_a_request_for_an_unknown_op_is_the_graders_error(tmp_path):
             worker.call("rmsnrom", dim=4)
         assert worker.process is None  # found before anything was sent
     finally:
-        worker.stop()
+        worker.close()
 
 
 # A bug of the kit's own worker code injected into the real grading: the grader runs on a copy
