@@ -11,12 +11,12 @@ Re-run it after any change of the rubric (weights, titles, visibility, the maste
     python scripts/make_points_table.py --check  # exit 1 if it is out of date
 """
 
-import argparse
 import pathlib
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import generated  # noqa: E402  (beside this script)
 from autograder import rubric  # noqa: E402  (torch-free)
 
 README = ROOT / "student" / "README.md"
@@ -74,19 +74,8 @@ def with_table(readme: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only check that the table is current")
-    args = parser.parse_args()
-    current = README.read_text()
-    expected = with_table(current)
-    if args.check:
-        if current != expected:
-            print(f"{README} is stale: run python scripts/make_points_table.py", file=sys.stderr)
-            return 1
-        return 0
-    README.write_text(expected)
-    print(f"wrote the points table of {README}")
-    return 0
+    return generated.main(__doc__.splitlines()[0], README, lambda: with_table(README.read_text()),
+                          "python scripts/make_points_table.py")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ tests/test_template.py fails if student/backbone.py is not the output of this sc
     python scripts/make_template.py --check  # exit 1 if it is out of date
 """
 
-import argparse
 import pathlib
 import re
 import sys
+
+import generated
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "reference" / "backbone.py"
@@ -40,18 +41,8 @@ def make_template(reference_source: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only check that the template is current")
-    args = parser.parse_args()
-    expected = make_template(REFERENCE.read_text())
-    if args.check:
-        if TEMPLATE.read_text() != expected:
-            print(f"{TEMPLATE} is out of date: run python scripts/make_template.py")
-            return 1
-        return 0
-    TEMPLATE.write_text(expected)
-    print(f"wrote {TEMPLATE.relative_to(ROOT)}")
-    return 0
+    return generated.main(__doc__.splitlines()[0], TEMPLATE, lambda: make_template(REFERENCE.read_text()),
+                          "python scripts/make_template.py")
 
 
 if __name__ == "__main__":

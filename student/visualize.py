@@ -14,8 +14,8 @@ The attention maps are the weights YOUR CausalSelfAttention computes: they are r
 template routes them (the input of self.attn_dropout, or else the output of the softmax). The
 audit removes the mask by making torch.tril return all ones while the model runs, and trains a
 copy of your model for --audit-batches batches that way (with your train_epoch); its losses are
-measured on the first --audit-sequences validation sequences (the defaults take about a minute
-on a laptop CPU; the script prints its estimate before the audit starts).
+measured on the first --audit-sequences validation sequences. The copy's training is most of
+the time; the script prints its estimate before the audit starts.
 """
 
 import argparse
