@@ -35,7 +35,7 @@ from typing import Optional
 import torch
 
 from .. import rubric
-from ..verdict import fail
+from ..verdict import Verdict, fail
 from . import compare, diagnoses, oracle
 from .adapters import ATTENTION, AttentionRun, attempt_attention, run_attention
 from .diagnoses import Diagnosis
@@ -191,6 +191,38 @@ def attention(submission, *, x, mask=None, **request) -> Measurement:
     return Measurement(run)
 
 
+INERT_HINT = ("Points for these properties go to attention that attends to the past: a forward that "
+              "returns its input, zeros or a constant has them by doing nothing. See the test "
+              "'Each position attends to itself and to its past'.")
+
+
+def inert(measured: str, found: str, expected: str) -> Verdict:
+    """The Verdict on an attention (or model) whose outputs no earlier token moves: a property
+    it holds vacuously earns nothing."""
+    return Verdict(measured=measured, found=found, expected=expected, hint=INERT_HINT, kind="property")
+
+
+def attends_to_past(submission, x: torch.Tensor, **request) -> bool:
+    """Whether the attention's outputs after position 0 change when token 0 of every sequence
+    changes, with the model's mask passed and the template's RoPE (so that no mask or RoPE bug
+    decides it). request: run_attention's weights (dim, num_heads, qkv_weight, out_weight...)."""
+    request = {**request, "mask": model_mask(x.shape[1]), "rope": "template"}
+    changed = x.clone()
+    changed[:, 0] = changed[:, 0] + 1.0
+    before = attention(submission, x=x, **request).run.out
+    after = attention(submission, x=changed, **request).run.out
+    return bool(((after[:, 1:] - before[:, 1:]).abs() > rubric.TOLERANCES.attention.atol).any())
+
+
+def require_attention_to_past(submission, x: torch.Tensor, **request) -> None:
+    """Fails the check (inert) when the attention does not attend to the past at all."""
+    if not attends_to_past(submission, x, **request):
+        fail(inert("CausalSelfAttention's outputs after position 0, when token 0 changes",
+                   "unchanged: no position depends on the tokens before it",
+                   "a change (each position attends to its past), so that the property "
+                   "checked here means something"))
+
+
 def leaks_future(submission, dim: int, num_heads: int, **request) -> str:
     """'' if forward(x) without a mask is causal on one random input (outputs at positions < 4
     unchanged when only the tokens after them change), else what moved, in words."""
@@ -245,7 +277,7 @@ def mask_note(what: str, form: str) -> str:
     """The note of a check that found the mask to be the only difference."""
     return (f"{what} differs from the reference's, but with {form} passed, every key allowed, "
             "your attention equals the reference's without a mask: the difference lies in how "
-            "the causal mask is applied, which costs points in the causal_mask tests only")
+            "the causal mask is applied, which the causal_mask tests grade, not this one")
 
 
 def with_mask_if_not_causal(submission, leak: str, seq_len: int) -> torch.Tensor:

@@ -150,6 +150,13 @@ def future_gradients(rows) -> torch.Tensor:
     return rows.abs().amax(dim=(1, 3)).masked_fill(~future, 0.0)
 
 
+def past_gradients(rows) -> torch.Tensor:
+    """[t, s]: as future_gradients, for input tokens s < t (0 elsewhere)."""
+    seq_len = rows.shape[0]
+    past = torch.ones(seq_len, seq_len, dtype=torch.bool).tril(-1)
+    return rows.abs().amax(dim=(1, 3)).masked_fill(~past, 0.0)
+
+
 def attention_probe(generator, seq_len, pass_mask, runs) -> Probe:
     """Random weights and a random base."""
     weights = random_weights(generator)
@@ -326,6 +333,26 @@ def leak(out, changed):
     return worst, only_first
 
 
+def attends_to_past(out, changed) -> Optional[bool]:
+    """Whether some output moved when only tokens before it changed (a position that sees its
+    past); None when no position comes after a changed token (sequences of length <= 2)."""
+    measurable = False
+    for row, (_first, last) in enumerate(changed, start=1):
+        if last + 1 < out.shape[1]:
+            measurable = True
+            if bool(((out[row, last + 1:] - out[0, last + 1:]).abs() > ATOL).any()):
+                return True
+    return False if measurable else None
+
+
+def inert_verdict(what) -> Verdict:
+    """The Verdict on outputs that no earlier token moves: causality holds, but vacuously."""
+    return attribution.inert(f"{what} at the positions after a changed token",
+                             "never changed: no position depends on the tokens before it",
+                             "a change wherever an earlier token changed (attention to the "
+                             "past), so that ignoring the future means something")
+
+
 def leak_verdict(what, found, cause="", hint="") -> Verdict:
     position, (first, last), delta = found
     changed = f"token {first} was" if first == last else f"tokens {first}-{last} were"
@@ -444,6 +471,8 @@ def attention_causality(submission, probe, witness) -> dict:
             cause, hint = ((known.cause, known.hint) if known else
                            (ONLY_FIRST, ONLY_FIRST_HINT) if only_first else ("", UNKNOWN_LEAK))
             problem = leak_verdict("outputs", found, cause=cause, hint=hint)
+        if problem is None and attends_to_past(out, probe.spans) is False:
+            problem = inert_verdict("outputs")
         if problem is None and probe.witness is not None:
             problem = _witness_verdict("outputs", base, witness[run] if isinstance(witness, dict)
                                        else witness, probe.cut)
@@ -470,6 +499,8 @@ def model_causality(submission, probe, witness, substitute_norm) -> dict:
                 found, base = None, alone[run][0][0]
         if found is not None:
             problem = leak_verdict("the model's logits", found, hint=MODEL_LEAK_HINT)
+        if problem is None and attends_to_past(logits, probe.spans) is False:
+            problem = inert_verdict("the model's logits")
         if problem is None and probe.witness is not None:
             problem = _witness_verdict("the model's logits", base, witness[run] if isinstance(
                 witness, dict) else witness, probe.cut)

@@ -195,8 +195,8 @@ def _mask_bug_with_correct_rope(submission, generator, out, probe) -> bool:
     if attribution.causal_mask_bug(distinct_out, *distinct, 1) != found:
         return False
     submission.note("the attention weights could not be read off the probe, but your attention "
-                    "equals correct RoPE with a causal-mask bug, which costs points in the "
-                    f"causal_mask tests only ({found})")
+                    "equals correct RoPE with a causal-mask bug, which the causal_mask tests "
+                    f"grade, not this one ({found})")
     return True
 
 

@@ -81,7 +81,7 @@ def _check(submission, measured, inputs, mask=None, gradient=False):
     attributed = attribution.attention_difference(actual, x, qkv_weight, out_weight, HEADS, measure)
     if attributed.category != "attention":
         submission.note(f"{what} equals the reference's with a {attributed.category} bug, which "
-                        f"costs points in the {attributed.category} tests only "
+                        f"the {attributed.category} tests grade, not this one "
                         f"({attributed.diagnosis})")
         return
     if mask is None and not measurement.mask_passed:
@@ -151,6 +151,7 @@ def test_deterministic_in_eval_mode(submission, generator):
     weights = dict(dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight, out_weight=out_weight, x=x,
                    own_weights_fallback=True)  # compares the module with itself only
     built = f"CausalSelfAttention(dim={DIM}, num_heads={HEADS}, dropout={EVAL_DROPOUT}) in eval mode"
+    attribution.require_attention_to_past(submission, **weights)
     measurement = attribution.attention(submission, dropout=EVAL_DROPOUT, repeat=True, **weights)
     got = measurement.run
     if not _same(got.again, got.out):
@@ -176,6 +177,9 @@ def test_sequences_attended_independently(submission, generator):
     x, qkv_weight, out_weight, _ = _inputs(generator)
     others = x.clone()
     others[1:] = torch.randn(others[1:].shape, generator=generator)
+    attribution.require_attention_to_past(submission, x=x, dim=DIM, num_heads=HEADS,
+                                          qkv_weight=qkv_weight, out_weight=out_weight,
+                                          own_weights_fallback=True)
     request = dict(dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight, out_weight=out_weight,
                    mask=attribution.model_mask(SEQ), rope="template", own_weights_fallback=True)
     first = attribution.attention(submission, x=x, **request).run.out[0]

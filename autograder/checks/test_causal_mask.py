@@ -17,7 +17,8 @@ from . import margin
 from .causality import (ATOL, ATTENTION_LENGTHS, BATCH_MIXING, DIM, EVAL_RUNS, EVERY_RUN, HEADS,
                         MODEL, MODEL_LENGTHS, MODEL_SEQ, MODES, ONLY_FIRST, ONLY_FIRST_HINT, SEQ,
                         UNKNOWN_LEAK, attention, attention_causality, by_run, first_of,
-                        future_gradients, in_context, known_bug, model_causality, not_finite,
+                        future_gradients, in_context, inert_verdict, known_bug, model_causality,
+                        not_finite, past_gradients,
                         plan, random_weights, run_witnesses)
 
 
@@ -42,6 +43,10 @@ def test_attention_future_gradients_are_zero(submission, probes, witnesses, extr
         leaky = torch.nonzero(~(size <= ATOL))  # NaN counts as leaking
         margin.record(extra, margin.at_most(size.max(), ATOL, "max |gradient from a future token| <= atol"))
         if not len(leaky):
+            if not bool((past_gradients(got.rows) > ATOL).any()):
+                failures[mode, "enabled"] = replace(
+                    inert_verdict("the gradients of the outputs"),
+                    found="zero from every earlier token: no position depends on its past")
             continue
         known = known_bug(got.out, got.own_weights, probe.x, probe.weights)
         # Each sequence on its own, run in the process that never saw this batch (so no rows
