@@ -169,6 +169,10 @@ MUTANTS = [
 
     # -- causal_mask ------------------------------------------------------------------------------
     mutant("causal_no_mask", [(FILL, "")], "causal_mask", "no mask at all", core=True),
+    # Attention left as a stub that passes its input through: causal by doing nothing, so its
+    # causal and attention properties earn nothing (the reference's attention is never run).
+    mutant("attention_stub_returns_input", [(SPLIT, "        return x\n" + SPLIT)],
+           "causal_mask rope attention", "a forward that returns its input, zeros or a constant"),
     mutant("causal_mask_after_softmax",
            [(FILL + SOFTMAX, "        weights = F.softmax(scores, dim=-1).masked_fill(mask == 0, 0.0)\n"
                              "        weights = self.attn_dropout(weights)\n")],
