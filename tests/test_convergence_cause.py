@@ -39,3 +39,12 @@ def test_a_hidden_test_that_supports_the_cause_is_counted_not_named():
     assert "Likely cause: the model sees future tokens" in message
     assert f"{len(hidden)} tests shown after the due date" in message
     assert not any(rule.name in message for rule in hidden), message
+
+
+def test_a_bug_graded_elsewhere_is_said_to_cost_points_here_too():
+    """Convergence measures the whole model: a RoPE bug that lowers it is fairly charged here as
+    well, and the message says so rather than that it costs points elsewhere only (issue 19)."""
+    rope = [rule.test for rule in rubric.RULES if rule.category == "rope"]
+    message = heldout_verdict(*STALLED, _graded(rope)).text()
+    assert "Likely cause: the attention or its RoPE" in message
+    assert "also costs points here" in message and "tests only" not in message
