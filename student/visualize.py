@@ -1,21 +1,22 @@
 """Figures for your Scratch-1 report, from what `python backbone.py` saved.
 
     python visualize.py [--checkpoint checkpoints/last.pt] [--data data/trajectories.pkl]
-                        [--out images] [--audit-sequences 256] [--audit-batches 30]
+                        [--out images] [--audit [--audit-sequences 256] [--audit-batches 30]]
 
 Works from any checkpoint the training writes: by default checkpoints/last.pt (the newest
 state, also after Ctrl-C or mid-epoch), else the latest checkpoints/epoch_N.pt. Writes to --out:
     loss_curve.png      the training loss of every step (and per epoch, with the validation
                         loss, once an epoch has finished), from checkpoints/loss_history.json
     attention_maps.png  the attention weights of every layer and head on one validation sequence
-    causal_audit.png    the causal-mask audit: the validation loss with and without the mask
+    causal_audit.png    with --audit, the causal-mask audit: the validation loss with and
+                        without the mask
 
 The attention maps are the weights YOUR CausalSelfAttention computes: they are read where the
 template routes them (the input of self.attn_dropout, or else the output of the softmax). The
 audit removes the mask by making torch.tril return all ones while the model runs, and trains a
 copy of your model for --audit-batches batches that way (with your train_epoch); its losses are
-measured on the first --audit-sequences validation sequences. The copy's training is most of
-the time; the script prints its estimate before the audit starts.
+measured on the first --audit-sequences validation sequences. The copy's training takes minutes
+(the rest, seconds), so the audit runs only with --audit; the script prints its estimate first.
 """
 
 import argparse
@@ -282,6 +283,8 @@ def main():
                         "checkpoints/last.pt (the default when it exists) or checkpoints/epoch_N.pt")
     parser.add_argument("--data", default="data/trajectories.pkl")
     parser.add_argument("--out", default="images")
+    parser.add_argument("--audit", action="store_true",
+                        help="also run the causal-mask audit (trains a copy of your model: minutes)")
     parser.add_argument("--audit-sequences", type=int, default=256,
                         help="validation sequences the causal audit measures its losses on "
                              "(default 256; more for a tighter estimate, slower)")
@@ -320,9 +323,13 @@ def main():
               "self.attn_dropout as the template does)")
     else:
         plot_attention(maps, os.path.join(args.out, "attention_maps.png"))
-    print("[3/3] causal audit")
-    causal_audit(model, train_loader, val_batches, ids, args.audit_batches,
-                 os.path.join(args.out, "causal_audit.png"))
+    if args.audit:
+        print("[3/3] causal audit")
+        causal_audit(model, train_loader, val_batches, ids, args.audit_batches,
+                     os.path.join(args.out, "causal_audit.png"))
+    else:
+        print("[3/3] causal audit skipped: `python visualize.py --audit` runs it (it trains a "
+              "copy of your model without the mask, which takes minutes)")
     print(f"done in {time.time() - start:.0f} s")
 
 

@@ -101,7 +101,7 @@ def _assert_visualize(folder, loss_curve: str):
     shutil.copy(os.path.join(KIT, "student", "visualize.py"), folder)
     images = folder / "images"
     shutil.rmtree(images, ignore_errors=True)
-    run = subprocess.run([sys.executable, "visualize.py", "--data", "small.pkl", "--audit-batches", "1",
+    run = subprocess.run([sys.executable, "visualize.py", "--data", "small.pkl", "--audit", "--audit-batches", "1",
                           "--audit-sequences", "4"], cwd=folder, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0 and "Traceback" not in run.stderr, run.stdout + run.stderr
     assert re.search(loss_curve, run.stdout) and "checkpoints/last.pt (epoch " in run.stdout, run.stdout
