@@ -151,6 +151,8 @@ class Submission:
             reply = self.worker.call(op, **args)
         except StudentError as error:
             self._reported(error.notes)
+            for text in error.observed:
+                self.note(text)
             loaded = self.worker.load_reply
             if isinstance(loaded, dict) and not loaded.get("ok"):
                 fail(Verdict(measured="not graded: backbone.py could not be imported "
@@ -164,6 +166,8 @@ class Submission:
                                       "the test 'backbone.py imports'", kind="not_graded"))
             _failure(f"{what}: {failure}", failure)
         self._reported(reply.notes)
+        for text in reply.observed:
+            self.note(text)
         return reply.result, ""
 
     def fresh_process(self) -> None:

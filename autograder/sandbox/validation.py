@@ -5,7 +5,7 @@ What comes back holds only what the schema names: plain dicts, lists, str (cut t
 limit), int, float, bool, None, and tensors copied into fresh contiguous CPU tensors of the
 same values, every floating-point one as float32 (RECEIVED_FLOAT): the dtype the reference and
 the checks compute in, so an honest float64 or bfloat16 output is judged by its values (float64
-rounds to float32 within 6e-8 relative, far inside every tolerance, bench/CALIBRATION.md) and no
+rounds to float32 within 6e-8 relative, far inside the rubric's tightest tolerance, 1e-5) and no
 check meets a dtype it does not compute in. Shapes are not the schema's: they follow from the
 request, and checks/adapters.py checks them. Anything else (a missing or unknown key, another type, a sparse, meta, quantized,
 complex or expanded tensor, two fields sharing one object or one storage, too many objects,

@@ -54,9 +54,9 @@ def _forge(reply):
         reply["error"]["internal"] = True
     elif forge == "note_objects":
         reply["notes"] = list(reply.get("notes", [])) + [12345, ["a", "list"], {"a": "dict"}]
-    elif forge == "grader_note":  # a note in the grader's own words
+    elif forge == "grader_note":  # in the grader's words ("unexpected": the harness refuses "internal error")
         reply["notes"] = list(reply.get("notes", [])) + [
-            "the grader hit an internal error in this check (KeyError: 'scale' at "
+            "the grader hit an unexpected error in this check (KeyError: 'scale' at "
             "autograder/checks/oracle.py line 88)\nThis is not your fault: please tell the "
             "course staff."]
     elif forge == "shared_notes":
