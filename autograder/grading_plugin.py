@@ -173,8 +173,8 @@ class ResultsPlugin:
         return tests
 
 
-REPORTED = ("Reported by your code's process (the worker running your code says it did this; "
-            "not checked by the grader):")
+REPORTED = ("Reported by your code's process (notes of the worker that ran your code; the "
+            "grader did not check them):")
 REPORTED_PREFIX = "  | "
 
 
