@@ -111,7 +111,7 @@ OPS = {
          "step_losses": [2.5, 2.0, 1.5, 1.0]}),
     Op.CONVERGENCE_PREDICT: (lambda s: adapters.run_convergence_predict(s, _ids(B, S), V),
                              {"logits": _tensor(B, V)}),
-    Op.TRAINED_ATTENTION: (lambda s: adapters.run_trained_attention(s, _ids(1, S)),
+    Op.TRAINED_ATTENTION: (lambda s: adapters.run_trained_attention(s, _ids(1, S), 1, H),
                            {"weights": _tensor(1, H, S, S).softmax(-1), "source": "softmax"}),
     Op.KV_CACHE_DECODE: (lambda s: adapters.run_kv_cache_decode(
         s, CONFIG, 0, {"prompt": _ids(2, 2), "new_tokens": 2},

@@ -209,7 +209,8 @@ def run_load(submission: Submission) -> LoadRun:
     reply = submission.load()
     if not reply.get("ok"):
         return LoadRun(error=describe(reply["error"]))
-    return LoadRun(**reply["result"])
+    return LoadRun(seconds=finite(reply["result"]["seconds"], "the seconds the import took", 0.0),
+                   names=reply["result"]["names"])
 
 
 # -- attention_runs, model_runs (the causal checks: several runs of one module) ----------------
@@ -451,11 +452,13 @@ class AttentionMaps:
     source: str
 
 
-def run_trained_attention(submission: Submission, tokens: torch.Tensor) -> AttentionMaps:
-    """The trained model's attention weights on tokens (1, seq), for the figures."""
+def run_trained_attention(submission: Submission, tokens: torch.Tensor, num_layers: int,
+                          num_heads: int) -> AttentionMaps:
+    """The trained model's (num_layers layers of num_heads heads) attention weights on tokens
+    (1, seq), for the figures."""
     got = submission.call(Op.TRAINED_ATTENTION, "drawing your model's attention maps", tokens=tokens)
     seq = tokens.shape[1]
-    return AttentionMaps(weights=shaped(got["weights"], (ANY, ANY, seq, seq),
+    return AttentionMaps(weights=shaped(got["weights"], (num_layers, num_heads, seq, seq),
                                         "the trained model's attention weights"),
                          source=got["source"])
 

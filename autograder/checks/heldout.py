@@ -114,7 +114,7 @@ def heldout_verdict(train_losses, loss: float, graded: dict) -> Verdict:
 def attention_maps(submission, tokens: torch.Tensor):
     """The trained model's attention weights for the figures, or None: never costs points."""
     try:
-        return run_trained_attention(submission, tokens)
+        return run_trained_attention(submission, tokens, SPEC.model.num_layers, SPEC.model.num_heads)
     except Failed as failure:
         submission.note("(does not affect your score) the attention maps could not be drawn: "
                         f"{failure.verdict.text()}")
