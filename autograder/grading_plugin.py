@@ -4,7 +4,9 @@ Each collected test is matched to its rubric rule (weight, category, visibility,
 test missing from the rubric, or a rule with no test, stops grading with an error, so the two
 cannot drift. A failure is kept as a Verdict (verdict.py): the check's own, or one built here for
 an exception, a timeout or an internal error. A test's output is its verdicts' text (written for
-the student), then the adaptations the worker made, then any notes the check recorded on success;
+the student), then the checks' own notes, then, last and under their own label, the notes the
+worker's replies carried (REPORTED: claims of the submission's process, such as the adaptations
+the worker made, each on one indented line, so that no text of theirs reads as the grader's);
 the verdicts themselves go into the entry's extra_data["verdicts"] for the TA's reports.
 """
 
@@ -46,7 +48,8 @@ class Outcome:
     runs: int = 0
     seconds: float = 0.0  # wall time of setup, call and teardown, summed over cases
     failures: list = field(default_factory=list)  # Verdicts, without repeats
-    notes: list = field(default_factory=list)
+    notes: list = field(default_factory=list)  # the checks' own
+    reported: list = field(default_factory=list)  # the worker's replies' (see the module docstring)
     fraction: float = None
     skipped: str = ""  # why an optional check had nothing to grade (pytest.skip)
     extra: dict = field(default_factory=dict)
@@ -116,7 +119,9 @@ class ResultsPlugin:
                 report.longrepr = verdict.text()
         if report.when == "teardown":
             self.context.graded[outcome.rule.test] = outcome.passed
-            outcome.notes.extend(n for n in self.context.submission.end_test() if n not in outcome.notes)
+            notes = self.context.submission.end_test()
+            outcome.notes.extend(n for n in notes.own if n not in outcome.notes)
+            outcome.reported.extend(n for n in notes.reported if n not in outcome.reported)
             credit = item.stash.get(CREDIT, None)
             if credit is not None and credit.fraction is not None:
                 outcome.fraction = credit.fraction
@@ -160,11 +165,26 @@ class ResultsPlugin:
             lines.extend(verdict.text() for verdict in outcome.failures)
             lines.extend([outcome.skipped] if outcome.skipped else [])
             lines.extend(outcome.notes)
+            lines.extend(reported_lines(outcome.reported))
             extra = dict(outcome.extra, verdicts=[v.as_dict() for v in outcome.failures])
             tests.append(results.test_entry(outcome.rule, numbering[test], fraction,
                                             "\n".join(lines), outcome.seconds, extra,
                                             attempted=not outcome.skipped))
         return tests
+
+
+REPORTED = ("Reported by your code's process (notes of the worker that ran your code; the "
+            "grader did not check them):")
+REPORTED_PREFIX = "  | "
+
+
+def reported_lines(notes: list) -> list:
+    """The worker's notes as a test's output shows them: under REPORTED, each on one line
+    (line breaks and other unprintable characters made spaces) after REPORTED_PREFIX."""
+    if not notes:
+        return []
+    return [REPORTED] + [REPORTED_PREFIX + " ".join("".join(
+        c if c.isprintable() else " " for c in note).split()) for note in notes]
 
 
 CHECKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checks")

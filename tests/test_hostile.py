@@ -25,6 +25,7 @@ import pytest
 
 from autograder import results, rubric
 from autograder.checks.submission import CLAIMED_FAULT
+from autograder.grading_plugin import REPORTED, REPORTED_PREFIX
 from autograder.sandbox.wire import MALFORMED
 from autograder.sandbox import isolation, protections
 from autograder.sandbox.limits import Limits
@@ -543,6 +544,19 @@ def test_a_non_string_note_in_the_import_reply_fails_the_import(tmp_path):
     assert found["status"] == compiles["status"] == "passed"
     assert f"{MALFORMED}: notes[0]: int, expected a str" in imports["output"], imports["output"]
     assert MALFORMED in names["output"], names["output"]
+    assert graded.seconds < QUICK
+
+
+def test_a_note_in_the_graders_words_reads_as_the_submissions_claim(tmp_path):
+    # Before: the note was printed verbatim as a line of each test's output, the same as the
+    # grader's own "the grader hit an internal error in this check ... not your fault".
+    graded = grade(tmp_path, forged(_read(REFERENCE), rmsnorm="grader_note"), only=("rmsnorm",))
+    full_marks(graded, "rmsnorm")
+    for test in graded.document["tests"]:
+        lines = test["output"].splitlines()
+        forged_at = [i for i, line in enumerate(lines) if "the grader hit" in line or "not your fault" in line]
+        assert forged_at and all(lines[i].startswith(REPORTED_PREFIX) for i in forged_at), lines
+        assert lines.index(REPORTED) < min(forged_at), lines
     assert graded.seconds < QUICK
 
 

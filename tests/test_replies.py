@@ -125,12 +125,12 @@ def test_deep_nesting_and_object_floods_are_refused():
     deeper = b"\x80\x02" + b"]" * 20_000 + b"a" * 19_999 + b"."  # 20,000 nested lists
     with pytest.raises(MalformedReply, match="list, expected a dict"):
         validated(protocol.decode(_archive(deeper), bounded=True), Op.RMSNORM)
-    events = [{"kind": "zero_grad", "grad_norm": 1.0} for _ in range(600)]  # 3 objects each
-    reply = {"ok": True, "result": {"events": events, "returned": 1.0, "returned_type": "float"},
-             "notes": [], "memory": None}
-    assert len(validated(reply, Op.TRAIN_EPOCH)["result"]["events"]) == 600
+    losses = [1.0] * 1500
+    reply = {"ok": True, "result": {"epoch_losses": [], "epoch_cpu_seconds": [],
+                                    "step_losses": losses}, "notes": [], "memory": None}
+    assert len(validated(reply, Op.CONVERGENCE_TRAIN)["result"]["step_losses"]) == 1500
     with pytest.raises(MalformedReply, match="more than 1000 objects"):
-        validated(reply, Op.TRAIN_EPOCH, max_objects=1000)
+        validated(reply, Op.CONVERGENCE_TRAIN, max_objects=1000)
 
 
 def _archive(pickled: bytes, compression=zipfile.ZIP_STORED) -> bytes:

@@ -113,3 +113,31 @@ def test_the_students_summary_explains_the_sum_shown_now_against_the_recorded_to
     mastery = [line for line in summary.splitlines() if line.strip().startswith("mastery")]
     # a 0-point category is no score line, only what was attempted and passed
     assert rubric.MASTERY_BONUS or mastery == ["  mastery      2 of 2 checks passed (information only, no points)"]
+
+
+FORGED_NOTE = ("the grader hit an internal error in this check (KeyError at oracle.py line 88)\n"
+               "This is not your fault: please tell the course staff.\u2028Points restored")
+
+
+def test_the_workers_notes_read_as_its_claims_after_the_graders_words():
+    # Before: a worker's note was a line of the output like the grader's own, verbatim.
+    from autograder.grading_plugin import REPORTED, REPORTED_PREFIX, ResultsPlugin
+    from autograder.ta.html_report import _test_html
+    from autograder.verdict import Verdict
+
+    plugin = ResultsPlugin(context=None)
+    outcome = plugin.outcomes[rubric.RULES[1].test]
+    outcome.runs = 1
+    outcome.failures = [Verdict(measured="RMSNorm(dim=16) on input (4, 16)", found="max abs error 0.3")]
+    outcome.notes = ["the grader's own note"]
+    outcome.reported = ["forward takes no `mask` argument: called forward(x)", FORGED_NOTE]
+    entry = next(e for e in plugin.entries() if e["name"] == outcome.rule.name)
+    lines = entry["output"].splitlines()
+    assert lines[:3] == [outcome.failures[0].text(), "the grader's own note", REPORTED], lines
+    assert lines[3:] == [REPORTED_PREFIX + "forward takes no `mask` argument: called forward(x)",
+                         REPORTED_PREFIX + " ".join(FORGED_NOTE.split())], lines
+    page = _test_html(entry, lines=0)
+    verdict_end = page.index("</div>")
+    label = page.index("Reported by your code")
+    assert verdict_end < label < page.index("the grader hit") < page.index("not your fault")
+    assert "\nThis is not your fault" not in page and "\nthe grader hit" not in page

@@ -10,7 +10,17 @@ A new check is the recipe of README.md, "Adding a check": its test function (cal
 run_<component> here, comparing with checks/oracle.py or a property of the student's own output,
 failing with a verdict.Verdict), its rubric rule, a mutant only it catches (tests/variants.py),
 its calibration note and the regenerated students' table.
+
+A reply reaches an adapter already checked against its op's schema (sandbox/validation.py: keys,
+types, dense CPU tensors, floating ones as float32); what the schema cannot know follows from the
+request, and each adapter checks it before returning: every tensor's shape (`shaped`: a
+property verdict, since honest code can get a shape wrong), a list's length, a count's range, a
+number that must be finite (`listed`, `counted`, `finite`: "malformed", since only a process
+that rewrites the worker's replies can get those wrong). Either way the check fails as the
+submission's: no check ever meets a tensor or number it cannot compute with.
 """
+
+import math
 
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
@@ -21,6 +31,59 @@ from ..verdict import Verdict, fail
 from ..worker.known_good import TrainingStandIn
 from ..worker.protocol import Op
 from .submission import Submission, describe
+
+ANY = None  # in an expected shape: a dimension of any size >= 1
+MALFORMED_HINT = ("The grader reads this from your code's process, which must not change the "
+                  "grader's worker.")
+SHAPE_HINT = ("Check the shape of what your code returns (reshapes, transposes, squeezes and "
+              "dtype casts before the return).")
+
+
+def _shape_words(shape) -> str:
+    return "(" + ", ".join("any" if size is ANY else str(size) for size in shape) + \
+        ("," if len(shape) == 1 else "") + ")"
+
+
+def _malformed(what: str, found: str, expected: str):
+    fail(Verdict(measured=what, found=found, expected=expected, hint=MALFORMED_HINT,
+                 kind="malformed"))
+
+
+def shaped(tensor, shape: tuple, what: str, optional: bool = False):
+    """`tensor` (a received tensor; None allowed when `optional`) once its shape is `shape`
+    (ANY: any size >= 1 there); otherwise the check fails with a property verdict naming the
+    shape found and the one expected (an honest bug, e.g. a forgotten reshape, looks the same)."""
+    if tensor is None and optional:
+        return None
+    found = f"shape {tuple(tensor.shape)}" if isinstance(tensor, torch.Tensor) else "no tensor"
+    if not isinstance(tensor, torch.Tensor) or tensor.dim() != len(shape) or any(
+            size < 1 if want is ANY else size != want for size, want in zip(tensor.shape, shape)):
+        fail(Verdict(measured=f"the shape of {what}", found=found,
+                     expected=f"shape {_shape_words(shape)}", hint=SHAPE_HINT, kind="property"))
+    return tensor
+
+
+def listed(values: list, count: int, what: str) -> list:
+    """`values` once it has `count` items; otherwise the check fails, the submission's."""
+    if len(values) != count:
+        _malformed(f"the number of {what}", f"{len(values)}", f"{count}")
+    return values
+
+
+def counted(value: int, what: str, low: int = 0, high: int = 2**31) -> int:
+    """`value` (an int) once low <= value <= high; otherwise the check fails, the submission's."""
+    if not low <= value <= high:
+        _malformed(what, f"{value}", f"a count from {low} to {high}")
+    return value
+
+
+def finite(value: float, what: str, low: float = -math.inf) -> float:
+    """`value` (a float) once it is finite and >= low; otherwise the check fails, the
+    submission's."""
+    if not (math.isfinite(value) and value >= low):
+        _malformed(what, f"{value}", f"a finite number of at least {low:g}" if low > -math.inf
+                   else "a finite number")
+    return value
 
 
 @dataclass(frozen=True)
@@ -40,8 +103,15 @@ def run_rmsnorm(submission: Submission, dim: int, eps: float, scale: torch.Tenso
                 grad_out: torch.Tensor) -> RMSNormRun:
     """The student's RMSNorm(dim, eps) with its scale set to `scale` (dim,), run on x (..., dim)
     and backward from <out, grad_out>."""
-    return RMSNormRun(**submission.call(Op.RMSNORM, "RMSNorm", dim=dim, eps=eps, scale=scale, x=x,
-                                        grad_out=grad_out))
+    got = submission.call(Op.RMSNORM, "RMSNorm", dim=dim, eps=eps, scale=scale, x=x,
+                          grad_out=grad_out)
+    return RMSNormRun(out=shaped(got["out"], x.shape, "RMSNorm's output"),
+                      grad_x=shaped(got["grad_x"], x.shape, "RMSNorm's gradient w.r.t. its input",
+                                    optional=True),
+                      grad_scale=shaped(got["grad_scale"], scale.shape,
+                                        "RMSNorm's gradient w.r.t. its scale", optional=True),
+                      scale_is_parameter=got["scale_is_parameter"],
+                      scale_shape=got["scale_shape"])
 
 
 @dataclass(frozen=True)
@@ -56,8 +126,10 @@ def run_rope(submission: Submission, dim: int, max_seq_len: int, q: torch.Tensor
              k: torch.Tensor) -> RopeRun:
     """The student's RotaryPositionalEmbedding(dim, max_seq_len) applied to q and k, both
     (batch, heads, seq, dim)."""
-    return RopeRun(**submission.call(Op.ROPE, "RotaryPositionalEmbedding", dim=dim,
-                                     max_seq_len=max_seq_len, q=q, k=k))
+    got = submission.call(Op.ROPE, "RotaryPositionalEmbedding", dim=dim, max_seq_len=max_seq_len,
+                          q=q, k=k)
+    return RopeRun(q=shaped(got["q"], q.shape, "RotaryPositionalEmbedding's rotated queries"),
+                   k=shaped(got["k"], k.shape, "RotaryPositionalEmbedding's rotated keys"))
 
 
 ATTENTION = "CausalSelfAttention"  # what an attention request runs, in messages
@@ -95,18 +167,30 @@ def run_attention(submission: Submission, dim: int, num_heads: int, qkv_weight: 
     so). rope="template": the template's RotaryPositionalEmbedding stands in for self.rope where
     it can. own_weights_fallback: keep the module's own weights when the grader's cannot be
     mapped. The other arguments ask for the AttentionRun fields they name."""
-    return AttentionRun(**submission.call(
+    return _attention_run(submission.call(
         Op.ATTENTION, ATTENTION, dim=dim, num_heads=num_heads, qkv_weight=qkv_weight,
         out_weight=out_weight, x=x, mask=mask, train=train, grad_out=grad_out,
         per_position_grads=per_position_grads, rope=rope, dropout=dropout, repeat=repeat,
-        own_weights_fallback=own_weights_fallback))
+        own_weights_fallback=own_weights_fallback), x)
+
+
+def _attention_run(got: dict, x: torch.Tensor) -> AttentionRun:
+    """The AttentionRun of a reply to a request on x (batch, seq, dim)."""
+    batch, seq, dim = x.shape
+    optional = dict(again=(x.shape, "CausalSelfAttention's output of a second call"),
+                    grad_x=(x.shape, "CausalSelfAttention's gradient w.r.t. its input"),
+                    rows=((seq, batch, seq, dim),
+                          "CausalSelfAttention's gradients w.r.t. its input, one per position"))
+    return AttentionRun(**{**got, "out": shaped(got["out"], x.shape, "CausalSelfAttention's output"),
+                           **{name: shaped(got[name], shape, what)
+                              for name, (shape, what) in optional.items() if name in got}})
 
 
 def attempt_attention(submission: Submission, **request) -> Tuple[Optional[AttentionRun], str]:
     """run_attention with the same keyword arguments, except that when the student's code raises
     it returns (None, the error described) instead of failing the check: (run, '') otherwise."""
     result, error = submission.attempt(Op.ATTENTION, ATTENTION, **request)
-    return (None if error else AttentionRun(**result)), error
+    return (None if error else _attention_run(result, request["x"])), error
 
 
 @dataclass(frozen=True)
@@ -125,7 +209,8 @@ def run_load(submission: Submission) -> LoadRun:
     reply = submission.load()
     if not reply.get("ok"):
         return LoadRun(error=describe(reply["error"]))
-    return LoadRun(**reply["result"])
+    return LoadRun(seconds=finite(reply["result"]["seconds"], "the seconds the import took", 0.0),
+                   names=reply["result"]["names"])
 
 
 # -- attention_runs, model_runs (the causal checks: several runs of one module) ----------------
@@ -150,7 +235,12 @@ def attempt_attention_runs(submission: Submission, dim: int, num_heads: int,
     result, error = submission.attempt(Op.ATTENTION_RUNS, ATTENTION, dim=dim, num_heads=num_heads,
                                        qkv_weight=qkv_weight, out_weight=out_weight, runs=runs,
                                        own_weights_fallback=own_weights_fallback)
-    return (None if error else AttentionRuns(**result)), error
+    if error:
+        return None, error
+    outs = listed(result["outs"], len(runs), "CausalSelfAttention's outputs, one per run")
+    return AttentionRuns(outs=[shaped(out, run["x"].shape, "CausalSelfAttention's output")
+                               for out, run in zip(outs, runs)],
+                         own_weights=result["own_weights"]), ""
 
 
 def run_model_runs(submission: Submission, config: dict, seed: int, runs: list,
@@ -159,8 +249,11 @@ def run_model_runs(submission: Submission, config: dict, seed: int, runs: list,
     bool, "autograd": as for attempt_attention_runs}) from one student
     DecoderOnlyTransformer(**config) built with `seed` (the same in every worker process),
     every dropout 0; substitute_norm builds it with torch.nn.RMSNorm in place of the student's."""
-    return submission.call(Op.MODEL_RUNS, "DecoderOnlyTransformer", config=config, seed=seed,
-                           runs=runs, substitute_norm=substitute_norm)["logits"]
+    logits = listed(submission.call(Op.MODEL_RUNS, "DecoderOnlyTransformer", config=config,
+                                    seed=seed, runs=runs, substitute_norm=substitute_norm)["logits"],
+                    len(runs), "DecoderOnlyTransformer's logits, one per run")
+    return [shaped(out, (*run["ids"].shape, config["vocab_size"]), "DecoderOnlyTransformer's logits")
+            for out, run in zip(logits, runs)]
 
 
 # -- model_api ---------------------------------------------------------------------------------
@@ -182,14 +275,23 @@ class ModelAPI:
     ignore_index: Optional[int] = None
 
 
+MAX_RETURNED = 1024  # items of a tuple forward returns: far more than any API the template allows
+
+
 def run_model_api(submission: Submission, vocab_size: int, seconds: float) -> ModelAPI:
     """The student's model API, read off their DecoderOnlyTransformer with `vocab_size` tokens
     built with the grader's attention and RMSNorm. Requested once per grading
     (Submission.call_once, under its own time limit of `seconds`): every caller gets the same
     answer, or the same failed Verdict."""
-    return ModelAPI(**submission.call_once(
+    got = submission.call_once(
         Op.MODEL_API, "reading the API of your DecoderOnlyTransformer (built with the grader's "
-        "attention and RMSNorm)", seconds, vocab_size=vocab_size))
+        "attention and RMSNorm)", seconds, vocab_size=vocab_size)
+    layout = "the layout of what forward returns (0: logits, n: an n-tuple, -1: a dict)"
+    return ModelAPI(**{**got, "plain": counted(got["plain"], layout, -1, MAX_RETURNED),
+                       "trained": counted(got["trained"], layout, -1, MAX_RETURNED),
+                       "loss_at": None if got["loss_at"] is None else counted(
+                           got["loss_at"], "the loss's place in what forward returns", 0,
+                           MAX_RETURNED - 1)})
 
 
 # -- train_epoch -------------------------------------------------------------------------------
@@ -276,9 +378,13 @@ def read_train_epoch_reply(got: dict, like: list) -> TrainEpochRun:
 
     def hyperparameters(value):
         typed(value, dict, "hyper")
-        return {typed(k, str, "hyperparameter name")[:40]: v for k, v in list(value.items())[:20]
+        kept = {typed(k, str, "hyperparameter name")[:40]: v for k, v in list(value.items())[:20]
                 if isinstance(v, (bool, int, float)) or (isinstance(v, list) and len(v) <= 4
                                                          and all(isinstance(x, float) for x in v))}
+        numbers = [v for v in kept.values() if not isinstance(v, list)] + kept.get("betas", [])
+        if not all(math.isfinite(v) for v in numbers) or len(kept.get("betas", [0, 0])) != 2:
+            raise ValueError("hyperparameters that are not numbers an optimizer holds")
+        return kept
 
     steps = [OptimizerStep(optimizer=typed(step["optimizer"], str, "optimizer")[:100],
                            given=typed(step["given"], bool, "given"),
@@ -317,15 +423,24 @@ def run_convergence_train(submission: Submission, config: dict, seed: int, state
     `epochs` epochs with AdamW(learning_rate) over a shuffled (seeded) DataLoader of (states
     (N, seq, state_dim), actions (N, seq)); the worker keeps the trained model for
     run_convergence_predict and run_trained_attention."""
-    return ConvergenceTraining(**submission.call(
+    got = submission.call(
         Op.CONVERGENCE_TRAIN, "training your DecoderOnlyTransformer with your train_epoch",
         config=config, seed=seed, states=states, actions=actions, batch_size=batch_size,
-        epochs=epochs, learning_rate=learning_rate))
+        epochs=epochs, learning_rate=learning_rate)
+    return ConvergenceTraining(
+        epoch_losses=listed(got["epoch_losses"], epochs, "losses train_epoch returned, one per epoch"),
+        epoch_cpu_seconds=[finite(seconds, "the CPU seconds of an epoch", 0.0) for seconds in listed(
+            got["epoch_cpu_seconds"], epochs, "epoch times, one per epoch")],
+        step_losses=got["step_losses"])
 
 
-def run_convergence_predict(submission: Submission, prefixes: torch.Tensor) -> torch.Tensor:
-    """The trained model's logits (batch, vocab) at the last position of each prefix (batch, t)."""
-    return submission.call(Op.CONVERGENCE_PREDICT, "your trained model", prefixes=prefixes)["logits"]
+def run_convergence_predict(submission: Submission, prefixes: torch.Tensor,
+                            vocab_size: int) -> torch.Tensor:
+    """The trained model's logits (batch, vocab_size) at the last position of each prefix
+    (batch, t)."""
+    logits = submission.call(Op.CONVERGENCE_PREDICT, "your trained model", prefixes=prefixes)["logits"]
+    return shaped(logits, (prefixes.shape[0], vocab_size),
+                  "the trained model's logits at the last position")
 
 
 @dataclass(frozen=True)
@@ -337,10 +452,15 @@ class AttentionMaps:
     source: str
 
 
-def run_trained_attention(submission: Submission, tokens: torch.Tensor) -> AttentionMaps:
-    """The trained model's attention weights on tokens (1, seq), for the figures."""
-    return AttentionMaps(**submission.call(Op.TRAINED_ATTENTION, "drawing your model's attention maps",
-                                           tokens=tokens))
+def run_trained_attention(submission: Submission, tokens: torch.Tensor, num_layers: int,
+                          num_heads: int) -> AttentionMaps:
+    """The trained model's (num_layers layers of num_heads heads) attention weights on tokens
+    (1, seq), for the figures."""
+    got = submission.call(Op.TRAINED_ATTENTION, "drawing your model's attention maps", tokens=tokens)
+    seq = tokens.shape[1]
+    return AttentionMaps(weights=shaped(got["weights"], (num_layers, num_heads, seq, seq),
+                                        "the trained model's attention weights"),
+                         source=got["source"])
 
 
 # -- kv_cache ----------------------------------------------------------------------------------
@@ -415,8 +535,42 @@ def run_kv_cache_decode(submission: Submission, config: dict, seed: int, probe: 
     "top_k" for top_k=1, "temperature" for temperature 1e-6) and by full forward passes."""
     got = submission.call(Op.KV_CACHE_DECODE, KV_CACHE, config=config, seed=seed, probe=probe,
                           cases=cases, greedy=greedy)
-    return KVCacheDecoding(**{**got, "searched": [SearchedPath(**entry) for entry in got["searched"]],
-                              "cases": [DecodedCase(**case) for case in got.get("cases", [])]})
+    searched = [SearchedPath(**{**entry, "layers_sharing_an_argument": counted(
+        entry["layers_sharing_an_argument"], "attention layers sharing an argument")})
+        for entry in got["searched"]]
+    decoded = listed(got.get("cases", []), len(cases) if got["found"] else 0,
+                     "decoded cases, one per prompt")
+    return KVCacheDecoding(**{**got, "searched": searched, "cases": [
+        _decoded_case(case, spec["prompt"].shape, spec["new_tokens"], config)
+        for case, spec in zip(decoded, cases)]})
+
+
+def _decoded_case(got: dict, prompt: tuple, new: int, config: dict) -> DecodedCase:
+    """The DecodedCase of one case's reply for a prompt of shape (batch, P), `new` tokens. What
+    the full passes give has its exact shape; what the cached path gives, its rank (a wrong
+    length is the check's to judge)."""
+    batch, length = prompt
+    vocab, dim = config["vocab_size"], config["dim"]
+    fresh = got["fresh_model"]
+    return DecodedCase(**{
+        **got,
+        "tokens": shaped(got["tokens"], (batch, ANY), "the cached path's ids", optional=True),
+        "prefill_logits": shaped(got["prefill_logits"], (batch, ANY, vocab),
+                                 "the cached path's prompt logits", optional=True),
+        "step_logits": shaped(got["step_logits"], (batch, ANY, vocab),
+                              "the cached path's logits at each step", optional=True),
+        "prefill_attention": shaped(got["prefill_attention"], (batch, ANY, dim),
+                                    "the cached path's first attention output", optional=True),
+        "full_tokens": shaped(got["full_tokens"], (batch, length + new), "full decoding's ids"),
+        "full_logits": shaped(got["full_logits"], (batch, new, vocab), "full decoding's logits"),
+        "full_prompt_logits": shaped(got["full_prompt_logits"], (batch, length, vocab),
+                                     "full decoding's prompt logits", optional=True),
+        "full_prompt_attention": shaped(got["full_prompt_attention"], (batch, length, dim),
+                                        "full decoding's first attention output", optional=True),
+        "layers_sharing_an_argument": counted(got["layers_sharing_an_argument"],
+                                              "attention layers sharing an argument"),
+        "fresh_model": None if fresh is None else {**fresh, "tokens": shaped(
+            fresh["tokens"], (batch, ANY), "a fresh model's cached ids", optional=True)}})
 
 
 @dataclass(frozen=True)
@@ -459,10 +613,29 @@ def run_kv_cache_hypotheses(submission: Submission, config: dict, seed: int, pat
     cached path's output for `prompt`) with the new positions rotated at position 0."""
     got = submission.call(Op.KV_CACHE_HYPOTHESES, KV_CACHE, config=config, seed=seed, path=path,
                           greedy=greedy, prompt=prompt, new_tokens=new_tokens, tokens=tokens)
+    rope_modules = counted(got["rope_modules"], "RotaryPositionalEmbedding modules")
+    if rope_modules and not {"without_rope", "position_zero"} <= set(got):
+        _malformed("the reruns with RoPE changed", "missing", "both, since the model has RoPE")
+    if not rope_modules:
+        return RopeHypotheses(rope_modules=0)
+    batch, length = prompt.shape
+    vocab = config["vocab_size"]
+    off, zero = got["without_rope"], got["position_zero"]
     return RopeHypotheses(
-        rope_modules=got["rope_modules"],
-        without_rope=DecodingWithoutRope(**got["without_rope"]) if "without_rope" in got else None,
-        position_zero=PositionZero(**got["position_zero"]) if "position_zero" in got else None)
+        rope_modules=rope_modules,
+        without_rope=DecodingWithoutRope(
+            error=off["error"],
+            tokens=shaped(off["tokens"], (batch, ANY), "the ids without RoPE", optional=True),
+            step_logits=shaped(off["step_logits"], (batch, ANY, vocab),
+                               "the cached path's logits without RoPE", optional=True),
+            full_tokens=shaped(off["full_tokens"], (batch, length + new_tokens),
+                               "full decoding's ids without RoPE"),
+            full_logits=shaped(off["full_logits"], (batch, new_tokens, vocab),
+                               "full decoding's logits without RoPE")),
+        position_zero=PositionZero(
+            calls=counted(zero["calls"], "RoPE calls"),
+            logits=shaped(zero["logits"], (batch, ANY, vocab),
+                          "the logits with new positions rotated at 0")))
 
 
 @dataclass(frozen=True)
@@ -478,6 +651,8 @@ def run_kv_cache_speed(submission: Submission, config: dict, seed: int, path: st
                        greedy: Optional[str], prompt: torch.Tensor, new_tokens: int) -> DecodingSpeed:
     """Time `new_tokens` of decoding after `prompt` (1, P) through the cached path `path` and by
     full forward passes, each after a 2-token warm-up."""
-    return DecodingSpeed(**submission.call(Op.KV_CACHE_SPEED, KV_CACHE, config=config, seed=seed,
-                                           path=path, greedy=greedy, prompt=prompt,
-                                           new_tokens=new_tokens))
+    got = submission.call(Op.KV_CACHE_SPEED, KV_CACHE, config=config, seed=seed, path=path,
+                          greedy=greedy, prompt=prompt, new_tokens=new_tokens)
+    return DecodingSpeed(**{name: finite(got[name], f"the CPU seconds of {words}", 0.0)
+                            for name, words in (("cached_seconds", "cached decoding"),
+                                                ("full_seconds", "full passes"))})

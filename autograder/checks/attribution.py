@@ -234,8 +234,6 @@ def leaks_future(submission, dim: int, num_heads: int, **request) -> str:
     out_weight = torch.randn(dim, dim, generator=generator) / dim ** 0.5
     out = run_attention(submission, dim=dim, num_heads=num_heads, qkv_weight=qkv_weight,
                         out_weight=out_weight, x=x, **request).out
-    if out.shape != x.shape:
-        return ""  # the checks that read the output report its shape
     moved = (out[1, :split] - out[0, :split]).abs().nan_to_num(float("inf")).max()
     if moved <= rubric.TOLERANCES.causal.atol:
         return ""

@@ -219,33 +219,15 @@ def _attention_runs(submission, probe, inputs) -> tuple:
     got, error = attempt_attention_runs(submission, DIM, HEADS, qkv_weight, out_weight, requests)
     if error:
         return None, error
-    outs = iter(_checked(got.outs, requests, "x", "the input's shape", "CausalSelfAttention's output"))
+    outs = iter(got.outs)
     return {run: [next(outs) for _ in inputs] for run in probe.runs}, got.own_weights
 
 
 def _model_runs(submission, probe, inputs, substitute_norm) -> dict:
     requests = [dict(ids=ids, train=MODES[mode], autograd=autograd)
                 for mode, autograd in probe.runs for ids in inputs]
-    logits = iter(_checked(run_model_runs(submission, MODEL, probe.seed, requests, substitute_norm),
-                           requests, "ids", f"(batch, seq, {MODEL['vocab_size']})",
-                           "DecoderOnlyTransformer's logits", MODEL["vocab_size"]))
+    logits = iter(run_model_runs(submission, MODEL, probe.seed, requests, substitute_norm))
     return {run: [next(logits) for _ in inputs] for run in probe.runs}
-
-
-def _checked(outputs, requests, key, expected, what, last=None) -> list:
-    """The outputs of the runs, once each is a tensor shaped like its input (with `last` as its
-    last dimension, when given); else the check fails: a reply that is not is the submission's."""
-    for output, request in zip(outputs if isinstance(outputs, list) else [], requests):
-        shape = tuple(request[key].shape) if last is None else (*request[key].shape, last)
-        if not isinstance(output, torch.Tensor) or tuple(output.shape) != shape:
-            found = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-            fail(Verdict(measured=f"the shape of {what}", found=f"{found} for an input of shape "
-                         f"{tuple(request[key].shape)}", expected=expected))
-    if not isinstance(outputs, list) or len(outputs) != len(requests):
-        fail(Verdict(measured=f"{what} for {len(requests)} inputs",
-                     found=f"{len(outputs) if isinstance(outputs, list) else 'no list of'} outputs",
-                     expected=f"one per input, each {expected}"))
-    return outputs
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import rubric
-from ..verdict import Failed, Verdict, fail
+from ..verdict import Failed, Verdict
 from .adapters import run_convergence_predict, run_trained_attention
 
 SPEC = rubric.CONVERGENCE
@@ -30,12 +30,9 @@ WHOLE_MODEL = ("This test trains your whole model with your train_epoch, so a bu
 def heldout_loss(submission, sequences: torch.Tensor) -> float:
     """Mean cross-entropy of token t given tokens < t, over every held-out position t >= 1."""
     total, count = 0.0, 0
-    expected = (sequences.shape[0], SPEC.model.vocab_size)
     for t in range(1, sequences.shape[1]):
-        logits = run_convergence_predict(submission, prefixes=sequences[:, :t])
-        if tuple(logits.shape) != expected:
-            fail(Verdict(measured="the trained model's logits at the last position",
-                         found=f"shape {tuple(logits.shape)}", expected=f"shape {expected}"))
+        logits = run_convergence_predict(submission, prefixes=sequences[:, :t],
+                                         vocab_size=SPEC.model.vocab_size)
         total += float(F.cross_entropy(logits.double(), sequences[:, t], reduction="sum"))
         count += sequences.shape[0]
     return total / count
@@ -117,7 +114,7 @@ def heldout_verdict(train_losses, loss: float, graded: dict) -> Verdict:
 def attention_maps(submission, tokens: torch.Tensor):
     """The trained model's attention weights for the figures, or None: never costs points."""
     try:
-        return run_trained_attention(submission, tokens)
+        return run_trained_attention(submission, tokens, SPEC.model.num_layers, SPEC.model.num_heads)
     except Failed as failure:
         submission.note("(does not affect your score) the attention maps could not be drawn: "
                         f"{failure.verdict.text()}")

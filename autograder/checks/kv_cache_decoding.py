@@ -236,7 +236,8 @@ class Case:
         off = hypotheses.without_rope
         if off.error or off.tokens is None or not torch.equal(off.tokens, off.full_tokens):
             return
-        if off.step_logits is not None and (_excess(off.step_logits, off.full_logits) > 0).any():
+        if off.step_logits is not None and (off.step_logits.shape != off.full_logits.shape or (
+                _excess(off.step_logits, off.full_logits) > 0).any()):
             return
         first = self.length + self.step - 1  # the position the first wrong cached step feeds
         zero = hypotheses.position_zero

@@ -62,16 +62,6 @@ def make_probe(generator, constant: bool, num_heads: int = 1):
     return x, qkv_weight.reshape(3 * dim, dim), torch.eye(dim)
 
 
-def _attention(submission, x, **request) -> attribution.Measurement:
-    measurement = attribution.attention(submission, x=x, **request)
-    out = measurement.run.out
-    if out.shape != x.shape:
-        fail(Verdict(measured=f"CausalSelfAttention output for an input of shape {tuple(x.shape)}",
-                     found=f"shape {tuple(out.shape)}", expected="the input's shape",
-                     kind="property"))
-    return measurement
-
-
 def run_probe(submission, probe, num_heads: int = 1, rope: str = "own") -> attribution.Measurement:
     """The attention run on the probe (rope="template": with the template's RoPE in place of
     self.rope where it can stand in). An unreadable output of a forward(x) that is not causal
@@ -79,17 +69,18 @@ def run_probe(submission, probe, num_heads: int = 1, rope: str = "own") -> attri
     x, qkv_weight, out_weight = probe
     request = dict(dim=x.shape[-1], num_heads=num_heads, qkv_weight=qkv_weight,
                    out_weight=out_weight, rope=rope)
-    measurement = _attention(submission, x, **request)
+    measurement = attribution.attention(submission, x=x, **request)
     if read_log_weights(measurement.run.out) is None and not measurement.mask_passed:
         leak = attribution.leaks_future(submission, x.shape[-1], num_heads)
         if leak:
             mask = attribution.with_mask_if_not_causal(submission, leak, SEQ)
-            measurement = attribution.Measurement(_attention(submission, x, mask=mask, **request).run,
+            measurement = attribution.Measurement(attribution.attention(submission, x=x, mask=mask,
+                                                                        **request).run,
                                                   mask_passed=True)
     if read_log_weights(measurement.run.out) is None:
         tried = "the model's mask" if measurement.mask_passed else "forward's own mask"
         for form, run in attribution.with_every_key(submission, x=x, **request):
-            if run.out.shape == x.shape and read_log_weights(run.out) is not None:
+            if read_log_weights(run.out) is not None:
                 submission.note(f"the attention weights could not be read off the probe with {tried}; "
                                 f"with {form} passed, every key allowed, they could, and RoPE was read "
                                 "from them: how the causal mask is applied is graded by the "

@@ -13,9 +13,13 @@ check in the submission's name, with a message that says what was claimed. A cla
 is kept in `claimed_faults` for the TA (results.json's extra_data, the run's log); the install's
 self-test, which grades the reference in the real sandbox, is what proves the kit's own worker
 code. Only what the grader detects itself is its own error (sandbox/errors.py).
+
+A reply's notes (what the worker says it adapted) are claims of that process too: they are kept
+apart from the checks' own notes (Notes.reported) and rendered as such (grading_plugin.py).
 """
 
 import contextlib
+from dataclasses import dataclass, field
 
 from ..sandbox.errors import StudentError, WorkerFailure
 from ..verdict import WORKER_FAILURE_KINDS, Failed, Verdict, fail
@@ -55,11 +59,32 @@ def describe(error: dict) -> str:
     return f"{kind}: {message}{location}"
 
 
+@dataclass
+class Notes:
+    """What a test's output says besides its verdicts, by author: `own`, the checks' (the
+    grader's words); `reported`, the notes of the worker's replies (the submission's process's
+    words: what the worker says it adapted to run the code). Each without repeats, in order."""
+
+    own: list = field(default_factory=list)
+    reported: list = field(default_factory=list)
+
+    def add(self, text: str, reported: bool = False) -> None:
+        kept = self.reported if reported else self.own
+        if text not in kept:
+            kept.append(text)
+
+    def extend(self, other: "Notes") -> None:
+        for text in other.own:
+            self.add(text)
+        for text in other.reported:
+            self.add(text, reported=True)
+
+
 class Submission:
     def __init__(self, worker=None, unavailable: str = ""):
         self.worker = worker
         self.unavailable = unavailable  # why there is nothing to grade, if so
-        self.notes = []
+        self.notes = Notes()
         self._once = {}  # op -> (result or None, Verdict or None, notes) of call_once
         self.claimed_faults = []  # {"op", "error"} of each error the worker flagged "internal"
         self.claimed_count = 0
@@ -68,17 +93,22 @@ class Submission:
 
     def begin_test(self, rule) -> None:
         """A test of `rule` starts: its requests share the rule's timeout (seconds)."""
-        self.notes = []
+        self.notes = Notes()
         if self.worker is not None:
             self.worker.begin_check(rule.test, rule.timeout)
 
-    def end_test(self) -> list:
-        notes, self.notes = self.notes, []
+    def end_test(self) -> Notes:
+        notes, self.notes = self.notes, Notes()
         return notes
 
     def note(self, text: str) -> None:
-        if text not in self.notes:
-            self.notes.append(text)
+        """A note of the running check's own (the grader's words)."""
+        self.notes.add(text)
+
+    def _reported(self, texts: list) -> None:
+        """The notes of a worker's reply: the submission's process's words."""
+        for text in texts:
+            self.notes.add(text, reported=True)
 
     def _claimed(self, op: str, error: dict) -> None:
         """Keep a kit fault the worker claimed (error["internal"]) for the TA."""
@@ -99,8 +129,7 @@ class Submission:
             _failure(f"importing backbone.py did not finish: {failure}", failure)
         if not reply["ok"]:
             self._claimed("load", reply["error"])
-        for text in reply["notes"]:
-            self.note(text)
+        self._reported(reply["notes"])
         return reply
 
     def call(self, op: str, what: str, **args) -> dict:
@@ -121,7 +150,8 @@ class Submission:
         try:
             reply = self.worker.call(op, **args)
         except StudentError as error:
-            for text in error.notes:
+            self._reported(error.notes)
+            for text in error.observed:
                 self.note(text)
             loaded = self.worker.load_reply
             if isinstance(loaded, dict) and not loaded.get("ok"):
@@ -135,7 +165,8 @@ class Submission:
                 fail(Verdict(measured=f"not graded: importing backbone.py failed: {failure}; see "
                                       "the test 'backbone.py imports'", kind="not_graded"))
             _failure(f"{what}: {failure}", failure)
-        for text in reply.notes:
+        self._reported(reply.notes)
+        for text in reply.observed:
             self.note(text)
         return reply.result, ""
 
@@ -149,8 +180,8 @@ class Submission:
     def aside(self, name: str, seconds: float):
         """Requests made within the block run under a time limit of their own (`seconds`),
         outside the running check's, so that a hang or a crash there costs the check nothing.
-        Their notes are not the check's: the block gets them as a list."""
-        worker, saved, self.notes = self.worker, self.notes, []
+        Their notes are not the check's: the block gets them (Notes)."""
+        worker, saved, self.notes = self.worker, self.notes, Notes()
         check = (worker.budget.check, worker.budget.check_seconds) if worker is not None else None
         if worker is not None:
             worker.begin_check(name, seconds)
@@ -175,8 +206,7 @@ class Submission:
                 except Failed as failure:
                     self._once[op] = (None, failure.verdict, notes)
         result, verdict, notes = self._once[op]
-        for text in notes:
-            self.note(text)
+        self.notes.extend(notes)
         if verdict is not None:
             fail(verdict)
         return result

@@ -30,12 +30,14 @@ class GraderError(Exception):
 
 class StudentError(Exception):
     """The worker answered, but the student's code raised: carries the worker's error record
-    (kind, message, line...) and the notes of the request."""
+    (kind, message, line...), the notes of the request (the worker's claims) and what the
+    grader observed of it."""
 
-    def __init__(self, error: dict, notes: list):
+    def __init__(self, error: dict, notes: list, observed: list = ()):
         super().__init__(error.get("message", ""))
         self.error = error
         self.notes = notes
+        self.observed = list(observed)
 
     @property
     def out_of_memory(self) -> bool:

@@ -3,7 +3,11 @@ in the words of worker/schema.py) before any check reads it, and rebuilt from fr
 
 What comes back holds only what the schema names: plain dicts, lists, str (cut to their
 limit), int, float, bool, None, and tensors copied into fresh contiguous CPU tensors of the
-same values. Anything else (a missing or unknown key, another type, a sparse, meta, quantized,
+same values, every floating-point one as float32 (RECEIVED_FLOAT): the dtype the reference and
+the checks compute in, so an honest float64 or bfloat16 output is judged by its values (float64
+rounds to float32 within 6e-8 relative, far inside the rubric's tightest tolerance, 1e-5) and no
+check meets a dtype it does not compute in. Shapes are not the schema's: they follow from the
+request, and checks/adapters.py checks them. Anything else (a missing or unknown key, another type, a sparse, meta, quantized,
 complex or expanded tensor, two fields sharing one object or one storage, too many objects,
 too deep, too slow to read) raises MalformedReply, which the caller charges to the submission:
 only the submission's process could have produced it.
@@ -23,6 +27,7 @@ _DTYPES = {
 }
 _DTYPES[REAL] = _DTYPES[FLOATING] + _DTYPES[INTEGER]
 _INT64 = (-2**63, 2**63 - 1)
+RECEIVED_FLOAT = torch.float32
 
 
 class MalformedReply(Exception):
@@ -114,7 +119,7 @@ class _Receipt:
                 for key, item in value.items()}
 
     def tensor(self, value, schema: Tensor, where: str) -> torch.Tensor:
-        """A fresh contiguous copy of `value`, once it is a dense CPU tensor of the schema's
+        """A fresh contiguous copy of `value` (float32 when floating), once it is a dense CPU tensor of the schema's
         dtype class and rank whose storage no other field shares and whose elements each have
         their own place in it (no stride 0, no overlap): a copy is then no larger than what the
         frame carried."""
@@ -139,7 +144,8 @@ class _Receipt:
         if value.numel() and not _dense(value, storage.nbytes() // value.element_size()):
             raise MalformedReply(f"{where}: a tensor whose elements overlap or leave gaps in its "
                                  "storage (expanded or strided), expected a dense one")
-        copy = torch.empty(value.shape, dtype=value.dtype)
+        copy = torch.empty(value.shape, dtype=RECEIVED_FLOAT if value.dtype.is_floating_point
+                           else value.dtype)
         copy.copy_(value)
         return copy
 

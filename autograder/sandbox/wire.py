@@ -18,7 +18,8 @@ from .validation import MalformedReply, reply as validated
 @dataclass
 class Reply:
     result: dict  # the op's result (tensors, numbers...)
-    notes: list = field(default_factory=list)  # what the worker adapted or noticed, for the student
+    notes: list = field(default_factory=list)  # what the worker says it adapted: its claims
+    observed: list = field(default_factory=list)  # what the grader noticed of the request
 
 
 MALFORMED = "your code's process returned a reply the grader cannot accept"
@@ -112,7 +113,7 @@ def reply(answer: dict, limits: Limits) -> Reply:
     """The Reply of a validated answer (exchange), or raises: WorkerFailure "memory" (it
     succeeded but left the worker at its memory limit), StudentError (the student's code
     raised, or the worker claimed a fault of the kit's own: a claim, see checks/submission.py)."""
-    notes = answer["notes"]
+    notes, observed = answer["notes"], []
     if limits.memory_used_up(answer["memory"]):
         if answer["ok"]:
             raise WorkerFailure("memory", f"your code used up its memory: when the request "
@@ -120,7 +121,7 @@ def reply(answer: dict, limits: Limits) -> Reply:
                                           "could not go on (" + limits.memory_text() +
                                           "); memory kept alive between calls, such as "
                                           "tensors appended to a global list, is the usual cause")
-        notes.append("your code used up its memory in this request (" + limits.memory_text() + ")")
+        observed.append("your code used up its memory in this request (" + limits.memory_text() + ")")
     if not answer["ok"]:
-        raise StudentError(answer["error"], notes)
-    return Reply(result=answer["result"], notes=notes)
+        raise StudentError(answer["error"], notes, observed)
+    return Reply(result=answer["result"], notes=notes, observed=observed)

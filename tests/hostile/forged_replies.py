@@ -54,6 +54,11 @@ def _forge(reply):
         reply["error"]["internal"] = True
     elif forge == "note_objects":
         reply["notes"] = list(reply.get("notes", [])) + [12345, ["a", "list"], {"a": "dict"}]
+    elif forge == "grader_note":  # in the grader's words ("unexpected": the harness refuses "internal error")
+        reply["notes"] = list(reply.get("notes", [])) + [
+            "the grader hit an unexpected error in this check (KeyError: 'scale' at "
+            "autograder/checks/oracle.py line 88)\nThis is not your fault: please tell the "
+            "course staff."]
     elif forge == "shared_notes":
         reply["notes"] = [_nested_and_shared(60)] * 20
     elif forge in ("huge_error", "huge_error_frame"):  # the frame: above the structure limit
