@@ -65,6 +65,38 @@ def test_cleanup_reaches_only_its_own_processes_and_files():
         shutil.rmtree(shared)
 
 
+# Makes one SysV shared memory segment, semaphore set and message queue as the caller, prints
+# their ids and leaves them behind, as a worker killed mid-grading would.
+MAKE_IPC = """
+import ctypes
+libc = ctypes.CDLL(None)
+print(libc.shmget(0, 4096, 0o600), libc.semget(0, 1, 0o600), libc.msgget(0, 0o600))
+"""
+
+
+def _ipc_ids(kind: str) -> set:
+    with open(f"/proc/sysvipc/{kind}") as file:
+        return {int(line.split()[1]) for line in file.read().splitlines()[1:]}
+
+
+@pytest.mark.skipif(not ROOT, reason="only root switches to the worker's ids")
+def test_cleanup_removes_its_own_sysv_ipc_only():
+    mine, other = identity.Identity(0x7FFFFF00, 0x7FFFFF00), identity.Identity(0x7FFFFF01, 0x7FFFFF01)
+    made = {}
+    for ids in (mine, other):
+        made[ids] = [int(n) for n in subprocess.run(
+            ["setpriv", f"--reuid={ids.uid}", f"--regid={ids.gid}", "--clear-groups", "--",
+             sys.executable, "-I", "-c", MAKE_IPC], capture_output=True, text=True, check=True).stdout.split()]
+        assert min(made[ids]) >= 0, made  # the host allows SysV IPC: the test means something
+    try:
+        removed = identity.remove_ipc(mine)
+        assert sorted(removed) == sorted(f"{kind} {n}" for kind, n in zip(("shm", "sem", "msg"), made[mine]))
+        for kind, number, theirs in zip(("shm", "sem", "msg"), made[mine], made[other]):
+            assert number not in _ipc_ids(kind) and theirs in _ipc_ids(kind)
+    finally:
+        identity.remove_ipc(other)
+        identity.remove_ipc(mine)
+
 def test_a_batch_without_namespaces_warns_when_the_worker_can_read_the_kit(tmp_path):
     (tmp_path / "in").mkdir()
     shutil.copy(os.path.join(KIT, "student", "backbone.py"), tmp_path / "in" / "template.py")

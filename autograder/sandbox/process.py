@@ -192,10 +192,12 @@ class WorkerProcess:
         goes (no other grading's: identity.py). Without bubblewrap's private /tmp, every file
         its uid left in the world-writable folders (/tmp, /dev/shm...) goes too: the next worker
         starts from nothing, as under bubblewrap, and memory-backed files stop counting against
-        the memory of the next."""
+        the memory of the next. Without an IPC namespace, its System V shared memory, semaphores
+        and queues go too (they outlive every process and count against no limit of its own)."""
         drawn = identity.current()
         if drawn and not isolation.namespaces():
             identity.kill_processes(drawn)
+            identity.remove_ipc(drawn)
         if drawn and isolation.namespaces() != "bwrap":
             identity.remove_files(drawn)
 
