@@ -139,6 +139,7 @@ WORKER = WorkerLimits(  # see bench/CALIBRATION.md#worker
     memory_margin_bytes=32 * 2**20,
     cpu_seconds=300,
     file_bytes=64 * 2**20,
+    disk_bytes=256 * 2**20,
     processes=64,
     output_chars=20_000,
     reply_bytes=16 * 2**20,

@@ -61,6 +61,9 @@ class WorkerLimits:
     memory_margin_bytes: int
     cpu_seconds: int  # RLIMIT_CPU, seconds of CPU
     file_bytes: int  # RLIMIT_FSIZE, bytes
+    # bytes: all the files the worker's processes keep (its work folder, and its files in /tmp,
+    # /var/tmp, /dev/shm without bubblewrap); above it the worker is stopped (sandbox/process.py)
+    disk_bytes: int
     processes: int  # RLIMIT_NPROC of the worker user (as root only)
     output_chars: int  # the worker's printed output kept, in characters
     reply_bytes: int  # bytes: the largest reply accepted from the worker

@@ -300,6 +300,18 @@ def test_huge_allocation_fails_inside_the_worker(tmp_path, allocation):
     assert graded.seconds < QUICK
 
 
+def test_filling_the_disk_stops_the_worker(tmp_path):
+    """RLIMIT_FSIZE bounds one file: twenty 16 MB files pass it, not the limit on all of them."""
+    fill = "[open(f'filled{n}.bin', 'wb').write(b'x' * 2**24) for n in range(20)]"
+    graded = grade(tmp_path, with_forward(_read(REFERENCE), "RMSNorm", fill), only=("rmsnorm", "attention"))
+    zero(graded, "rmsnorm")
+    limit = f"above the {rubric.WORKER.disk_bytes // 2**20} MB limit"
+    assert re.search(r"your code wrote \d+ MB of files", graded.outputs("rmsnorm")), graded.outputs("rmsnorm")
+    assert limit in graded.outputs("rmsnorm")
+    full_marks(graded, "attention")
+    assert graded.seconds < QUICK
+
+
 def test_200MB_of_output_is_cut(tmp_path):
     flood = "import sys\nfor _ in range(200):\n    sys.stdout.write('flood ' * (2**20 // 6) + '\\n')"
     graded = grade(tmp_path, source(_read(REFERENCE), flood), only=("rmsnorm",))

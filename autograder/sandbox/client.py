@@ -81,12 +81,16 @@ class Worker:
         return "\n".join(self.logs + current)
 
     def _exchange(self, request: dict, seconds: float, what: str):
-        """wire.exchange; on a WorkerFailure the worker is stopped (but after a malformed
-        reply, a whole frame read), a timeout counted and charged to the student's code the
-        request runs."""
+        """wire.exchange, then the worker's files measured (above limits.disk_bytes: a
+        WorkerFailure); on a WorkerFailure the worker is stopped (but after a malformed reply, a
+        whole frame read), a timeout counted and charged to the student's code the request runs."""
         started = time.monotonic()
         try:
-            return wire.exchange(self.process, request, seconds, what)
+            answer = wire.exchange(self.process, request, seconds, what)
+            disk = self.process.disk
+            if disk.check():  # files written faster than its watch looks: measured after each reply
+                raise WorkerFailure("disk", disk.message())
+            return answer
         except WorkerFailure as failure:
             if failure.kind != "malformed":
                 self.stop()

@@ -112,11 +112,29 @@ def kill_processes(identity: Identity) -> None:
     os.waitpid(pid, 0)
 
 
-def remove_files(identity: Identity, roots=WRITABLE_ROOTS) -> list:
-    """Remove what the identity left in the world-writable folders (a file, or a folder with all
-    it holds) and return the paths removed. Only folders it could write into are searched: the
-    world-writable ones and, removed whole, its own. Call it once its processes are gone."""
-    removed = []
+def tree_bytes(path: str) -> int:
+    """The disk (or memory, on a tmpfs) the files under `path` take, itself included."""
+    total, pending = 0, [path]
+    while pending:
+        folder = pending.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            total += info.st_blocks * 512
+            if stat.S_ISDIR(info.st_mode):
+                pending.append(entry.path)
+    return total
+
+
+def _own_entries(identity: Identity, roots):
+    """(path, stat) of each file or folder the identity owns in the world-writable folders,
+    found as remove_files finds them (not below its own folders)."""
     pending = [root for root in roots if os.path.isdir(root) and not os.path.islink(root)]
     while pending:
         folder = pending.pop()
@@ -130,16 +148,32 @@ def remove_files(identity: Identity, roots=WRITABLE_ROOTS) -> list:
             except OSError:
                 continue
             if info.st_uid == identity.uid:
-                if stat.S_ISDIR(info.st_mode):
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                else:
-                    try:
-                        os.unlink(entry.path)
-                    except OSError:
-                        continue
-                removed.append(entry.path)
+                yield entry.path, info
             elif stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_IWOTH:
                 pending.append(entry.path)
+
+
+def disk_bytes(identity: Identity, roots=WRITABLE_ROOTS) -> int:
+    """Bytes of disk (or memory, on a tmpfs) that the identity's files in the world-writable
+    folders take, its folders' whole contents included."""
+    return sum(info.st_blocks * 512 + (tree_bytes(path) if stat.S_ISDIR(info.st_mode) else 0)
+               for path, info in _own_entries(identity, roots))
+
+
+def remove_files(identity: Identity, roots=WRITABLE_ROOTS) -> list:
+    """Remove what the identity left in the world-writable folders (a file, or a folder with all
+    it holds) and return the paths removed. Only folders it could write into are searched: the
+    world-writable ones and, removed whole, its own. Call it once its processes are gone."""
+    removed = []
+    for path, info in list(_own_entries(identity, roots)):
+        if stat.S_ISDIR(info.st_mode):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                continue
+        removed.append(path)
     return removed
 
 
