@@ -138,6 +138,7 @@ WORKER = WorkerLimits(  # see bench/CALIBRATION.md#worker
     grader_memory_bytes=336 * 2**20,
     memory_margin_bytes=32 * 2**20,
     cpu_seconds=300,
+    cpu_cores=1.0,
     file_bytes=64 * 2**20,
     disk_bytes=256 * 2**20,
     processes=64,

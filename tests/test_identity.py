@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from autograder.sandbox import identity, protections
+from autograder.sandbox import cgroup, identity, protections
 
 ROOT = os.geteuid() == 0
 KIT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -174,3 +174,31 @@ def test_a_batch_of_identical_thread_using_copies_scores_them_all_alike(tmp_path
     assert completed.returncode == 0, completed.stderr[-3000:]
     scores = [_graded(tmp_path / "out" / "results" / f"copy{n}.json")["score"] for n in range(4)]
     assert scores == [100.0] * 4, scores
+
+
+
+# Two processes (a parent and its forked child, reaped) that spin for 1.5 s of wall time.
+SPIN = ("import os, time\nchild = os.fork()\nend = time.monotonic() + 1.5\n"
+        "while time.monotonic() < end:\n    pass\nos.waitpid(child, 0) if child else os._exit(0)\n")
+
+
+def _stat(folder: str) -> dict:
+    with open(os.path.join(folder, "cpu.stat")) as file:
+        return {key: int(value) for key, value in (line.split() for line in file)}
+
+
+@pytest.mark.skipif(not (ROOT and cgroup.cpu_limited()), reason="needs a cgroup with the cpu controller")
+def test_the_cgroup_caps_the_cpu_of_all_its_processes():
+    """Two spinning processes in a worker cgroup of 0.25 core get ~0.4 CPU-s in 1.5 s, not up to
+    3 (issue 22's tester slowed another grading six-fold with 40 of them)."""
+    made = cgroup.WorkerCgroup.create(f"scratch1-test-{os.getpid()}", 64 * 2**20, 16, cpu_cores=0.25)
+    assert made is not None and made.cpu_cores == 0.25
+    try:
+        before = os.times()
+        subprocess.run([sys.executable, "-I", "-S", "-c", SPIN], preexec_fn=made.join, check=True, timeout=30)
+        after = os.times()
+        throttled = _stat(made.folders["cpu"])["nr_throttled"]
+    finally:
+        made.remove()
+    used = after.children_user + after.children_system - before.children_user - before.children_system
+    assert throttled > 0 and used < 1.0, (throttled, used)

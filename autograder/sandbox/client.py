@@ -128,7 +128,8 @@ class Worker:
         busy with other gradings a start can be starved or cut off once."""
         if self.cgroup is None and identity.current():
             self.cgroup = cgroup.WorkerCgroup.create(f"scratch1-worker-{os.getpid()}",
-                                                     self.limits.memory_bytes, self.limits.processes)
+                                                     self.limits.memory_bytes, self.limits.processes,
+                                                     self.limits.cpu_cores)
         try:
             self.process = WorkerProcess(self.submission_file, self.limits, self.cgroup)
             self._preflight()
