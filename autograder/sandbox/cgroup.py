@@ -124,6 +124,15 @@ class WorkerCgroup:
         for folder in set(self.folders.values()):
             _write(os.path.join(folder, "cgroup.procs"), str(os.getpid()))
 
+    def memory_used(self) -> Optional[int]:
+        """Bytes charged to it now (its processes' memory, and tmpfs pages they wrote)."""
+        name = "memory.usage_in_bytes" if self.version == 1 else "memory.current"
+        try:
+            with open(os.path.join(self.folders["memory"], name)) as file:
+                return int(file.read())
+        except (OSError, ValueError):
+            return None
+
     def oom_kills(self) -> Optional[int]:
         """How many processes the kernel killed in it for want of memory."""
         name = "memory.oom_control" if self.version == 1 else "memory.events"
