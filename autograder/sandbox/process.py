@@ -68,7 +68,8 @@ class _OutputTail(threading.Thread):
 class DiskWatch(threading.Thread):
     """Measures every `seconds` the files the worker keeps (its work folder and, without
     bubblewrap's private /tmp, its uid's files in /tmp, /var/tmp, /dev/shm) and calls `over`
-    once with the bytes measured when they pass `limit`. RLIMIT_FSIZE bounds one file only; this
+    (which kills the worker) once they pass `limit` bytes, keeping what it measured in
+    `exceeded`. RLIMIT_FSIZE bounds one file only; this
     bounds them all (the disk of a shared machine, or memory where they are on a tmpfs)."""
 
     def __init__(self, work: str, limit: int, over, seconds: float = 0.5):
