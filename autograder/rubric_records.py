@@ -60,7 +60,13 @@ class WorkerLimits:
     # memory; the check fails with a memory message and the worker is restarted for the next one
     memory_margin_bytes: int
     cpu_seconds: int  # RLIMIT_CPU, seconds of CPU
+    # cores: the CPU all the worker's processes share per second of wall time, where it has a
+    # cgroup with the cpu controller (sandbox/cgroup.py); a spinning process slows no other grading
+    cpu_cores: float
     file_bytes: int  # RLIMIT_FSIZE, bytes
+    # bytes: all the files the worker's processes keep (its work folder, and its files in /tmp,
+    # /var/tmp, /dev/shm without bubblewrap); above it the worker is stopped (sandbox/process.py)
+    disk_bytes: int
     processes: int  # RLIMIT_NPROC of the worker user (as root only)
     output_chars: int  # the worker's printed output kept, in characters
     reply_bytes: int  # bytes: the largest reply accepted from the worker

@@ -7,6 +7,7 @@ Each test confines a fresh interpreter (never this one: confinement cannot be un
 what it measured. Seconds each: no torch.
 """
 
+import errno
 import json
 import os
 import subprocess
@@ -38,6 +39,13 @@ sys.path.insert(0, {autograder!r})
 from worker.confine import INSTALLED, install, probe  # all loaded before the view narrows
 install(sandbox)
 found = {{"installed": dict(INSTALLED), "report": probe.report(planted)}}
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+found["sysv"] = [(libc.shmget(0, 4096, 0o600), ctypes.get_errno()), (libc.semget(0, 1, 0o600), ctypes.get_errno()),
+                 (libc.msgget(0, 0o600), ctypes.get_errno())]
+for (number, _), remove in zip(found["sysv"], ((libc.shmctl, 0, None), (libc.semctl, 0, 0), (libc.msgctl, 0, None))):
+    if number >= 0:  # made (the filter failed): never left on the host
+        remove[0](number, *remove[1:])
 left, right = socket.socketpair(socket.AF_UNIX)
 left.sendall(b"unix"); found["unix"] = right.recv(4).decode()
 found["child_reads_planted"] = subprocess.run(["cat", planted], capture_output=True).returncode == 0
@@ -74,6 +82,14 @@ def test_network_is_refused_but_for_unix_sockets(confined):
     assert found["unix"] == "unix"  # torch's DataLoader workers need AF_UNIX
     judged = confinement.judge(found["report"], planted)
     assert judged.network_blocked and "network blocked by a seccomp filter" in confinement.network_sentence(judged)
+
+
+def test_sysv_ipc_is_refused(confined):
+    """Shared memory, semaphores and queues of System V outlive the worker and count against no
+    limit of its own (issue 22's tester filled the host's memory with them): refused."""
+    found, _, _ = confined
+    assert found["installed"]["ipc"] == "", found["installed"]
+    assert found["sysv"] == [[-1, errno.EPERM]] * 3
 
 
 @LANDLOCK

@@ -301,6 +301,37 @@ def test_huge_allocation_fails_inside_the_worker(tmp_path, allocation):
     assert graded.seconds < QUICK
 
 
+def test_filling_the_disk_stops_the_worker(tmp_path):
+    """RLIMIT_FSIZE bounds one file: twenty 16 MB files pass it, not the limit on all of them."""
+    fill = "[open(f'filled{n}.bin', 'wb').write(b'x' * 2**24) for n in range(20)]"
+    graded = grade(tmp_path, with_forward(_read(REFERENCE), "RMSNorm", fill), only=("rmsnorm", "attention"))
+    zero(graded, "rmsnorm")
+    limit = f"above the {rubric.WORKER.disk_bytes // 2**20} MB limit"
+    assert re.search(r"your code wrote \d+ MB of files", graded.outputs("rmsnorm")), graded.outputs("rmsnorm")
+    assert limit in graded.outputs("rmsnorm")
+    full_marks(graded, "attention")
+    assert graded.seconds < QUICK
+
+
+def _sysv_keys() -> set:
+    with open("/proc/sysvipc/shm") as file:
+        return {int(line.split()[0]) for line in file.read().splitlines()[1:]}
+
+
+@pytest.mark.skipif(not ISOLATED, reason="the worker's own uid needs root")
+def test_sysv_shared_memory_never_outlives_the_grading(tmp_path, monkeypatch):
+    """Without namespaces (Gradescope's Docker) a SysV segment would stay on the host after the
+    grading, its memory counted by no limit: refused, and removed should it be made."""
+    monkeypatch.setenv("SCRATCH1_NAMESPACES", "none")
+    key = 0x5C5C0000 + os.getpid() % 0x10000
+    try:
+        graded = grade(tmp_path, source(_read(REFERENCE), "sysv_shm.py", key=key), only=("rmsnorm",))
+        assert key not in _sysv_keys()
+        full_marks(graded, "rmsnorm")  # the attack gains nothing, and costs nothing else
+    finally:
+        subprocess.run(["ipcrm", "-M", str(key)], capture_output=True)
+
+
 def test_200MB_of_output_is_cut(tmp_path):
     flood = "import sys\nfor _ in range(200):\n    sys.stdout.write('flood ' * (2**20 // 6) + '\\n')"
     graded = grade(tmp_path, source(_read(REFERENCE), flood), only=("rmsnorm",))

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from autograder.sandbox import identity, protections
+from autograder.sandbox import cgroup, identity, protections
 
 ROOT = os.geteuid() == 0
 KIT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,6 +64,38 @@ def test_cleanup_reaches_only_its_own_processes_and_files():
             process.wait()
         shutil.rmtree(shared)
 
+
+# Makes one SysV shared memory segment, semaphore set and message queue as the caller, prints
+# their ids and leaves them behind, as a worker killed mid-grading would.
+MAKE_IPC = """
+import ctypes
+libc = ctypes.CDLL(None)
+print(libc.shmget(0, 4096, 0o600), libc.semget(0, 1, 0o600), libc.msgget(0, 0o600))
+"""
+
+
+def _ipc_ids(kind: str) -> set:
+    with open(f"/proc/sysvipc/{kind}") as file:
+        return {int(line.split()[1]) for line in file.read().splitlines()[1:]}
+
+
+@pytest.mark.skipif(not ROOT, reason="only root switches to the worker's ids")
+def test_cleanup_removes_its_own_sysv_ipc_only():
+    mine, other = identity.Identity(0x7FFFFF00, 0x7FFFFF00), identity.Identity(0x7FFFFF01, 0x7FFFFF01)
+    made = {}
+    for ids in (mine, other):
+        made[ids] = [int(n) for n in subprocess.run(
+            ["setpriv", f"--reuid={ids.uid}", f"--regid={ids.gid}", "--clear-groups", "--",
+             sys.executable, "-I", "-c", MAKE_IPC], capture_output=True, text=True, check=True).stdout.split()]
+        assert min(made[ids]) >= 0, made  # the host allows SysV IPC: the test means something
+    try:
+        removed = identity.remove_ipc(mine)
+        assert sorted(removed) == sorted(f"{kind} {n}" for kind, n in zip(("shm", "sem", "msg"), made[mine]))
+        for kind, number, theirs in zip(("shm", "sem", "msg"), made[mine], made[other]):
+            assert number not in _ipc_ids(kind) and theirs in _ipc_ids(kind)
+    finally:
+        identity.remove_ipc(other)
+        identity.remove_ipc(mine)
 
 def test_a_batch_without_namespaces_warns_when_the_worker_can_read_the_kit(tmp_path):
     (tmp_path / "in").mkdir()
@@ -142,3 +174,31 @@ def test_a_batch_of_identical_thread_using_copies_scores_them_all_alike(tmp_path
     assert completed.returncode == 0, completed.stderr[-3000:]
     scores = [_graded(tmp_path / "out" / "results" / f"copy{n}.json")["score"] for n in range(4)]
     assert scores == [100.0] * 4, scores
+
+
+
+# Two processes (a parent and its forked child, reaped) that spin for 1.5 s of wall time.
+SPIN = ("import os, time\nchild = os.fork()\nend = time.monotonic() + 1.5\n"
+        "while time.monotonic() < end:\n    pass\nos.waitpid(child, 0) if child else os._exit(0)\n")
+
+
+def _stat(folder: str) -> dict:
+    with open(os.path.join(folder, "cpu.stat")) as file:
+        return {key: int(value) for key, value in (line.split() for line in file)}
+
+
+@pytest.mark.skipif(not (ROOT and cgroup.cpu_limited()), reason="needs a cgroup with the cpu controller")
+def test_the_cgroup_caps_the_cpu_of_all_its_processes():
+    """Two spinning processes in a worker cgroup of 0.25 core get ~0.4 CPU-s in 1.5 s, not up to
+    3 (issue 22's tester slowed another grading six-fold with 40 of them)."""
+    made = cgroup.WorkerCgroup.create(f"scratch1-test-{os.getpid()}", 64 * 2**20, 16, cpu_cores=0.25)
+    assert made is not None and made.cpu_cores == 0.25
+    try:
+        before = os.times()
+        subprocess.run([sys.executable, "-I", "-S", "-c", SPIN], preexec_fn=made.join, check=True, timeout=30)
+        after = os.times()
+        throttled = _stat(made.folders["cpu"])["nr_throttled"]
+    finally:
+        made.remove()
+    used = after.children_user + after.children_system - before.children_user - before.children_system
+    assert throttled > 0 and used < 1.0, (throttled, used)

@@ -9,7 +9,7 @@ import sys
 import time
 
 from ..worker.protocol import REQUESTS, Op, student_code
-from . import cgroup, confinement, identity, wire
+from . import cgroup, confinement, identity, memory, wire
 from .budget import TimeBudget
 from .errors import GraderError, StudentError, WorkerFailure, WorkerStartError
 from .isolation import worker_python
@@ -36,6 +36,8 @@ class Worker:
         self.budget = TimeBudget(limits.total_seconds, limits.timeout_budget)
         self.process = None  # the running WorkerProcess, if any
         self.start_error = None  # a WorkerStartError once a worker failed its preflight
+        # a WorkerFailure (the submission's) once restarts failed twice after it ran (_start)
+        self.restart_failure = None
         self.ready = None  # the first preflight's reply: python, torch, its build (for the TA)
         self.confinement = None  # what of the worker's own confinement held (confinement.Judged)
         self.load_reply = None  # the import's reply, or the WorkerFailure it ended in
@@ -81,12 +83,16 @@ class Worker:
         return "\n".join(self.logs + current)
 
     def _exchange(self, request: dict, seconds: float, what: str):
-        """wire.exchange; on a WorkerFailure the worker is stopped (but after a malformed
-        reply, a whole frame read), a timeout counted and charged to the student's code the
-        request runs."""
+        """wire.exchange, then the worker's files measured (above limits.disk_bytes: a
+        WorkerFailure); on a WorkerFailure the worker is stopped (but after a malformed reply, a
+        whole frame read), a timeout counted and charged to the student's code the request runs."""
         started = time.monotonic()
         try:
-            return wire.exchange(self.process, request, seconds, what)
+            answer = wire.exchange(self.process, request, seconds, what)
+            disk = self.process.disk
+            if disk.check():  # files written faster than its watch looks: measured after each reply
+                raise WorkerFailure("disk", disk.message())
+            return answer
         except WorkerFailure as failure:
             if failure.kind != "malformed":
                 self.stop()
@@ -101,8 +107,9 @@ class Worker:
         A failed import is remembered, so a submission that hangs or exits at import costs the
         import timeout once, not once per test.
         """
-        if self.start_error is not None:
-            raise self.start_error
+        for remembered in (self.start_error, self.restart_failure):
+            if remembered is not None:
+                raise remembered
         if isinstance(self.load_reply, WorkerFailure):
             raise self.load_reply
         if self.process is None:
@@ -120,11 +127,15 @@ class Worker:
 
     def _start(self) -> None:
         """A fresh worker that passed its preflight. A restart whose preflight fails, after a
-        first start that passed, is tried once more before the grader is blamed: on a machine
-        busy with other gradings a start can be starved or cut off once."""
+        first start that passed, is tried once more: on a machine busy with other gradings a
+        start can be starved or cut off once. Failing twice after the submission already ran
+        (the same interpreter and limits passed before it did), the submission is charged: what
+        its earlier processes left (memory charged to the worker's cgroup, the machine's free
+        memory) is measured and said, and every later check fails with the same cause."""
         if self.cgroup is None and identity.current():
             self.cgroup = cgroup.WorkerCgroup.create(f"scratch1-worker-{os.getpid()}",
-                                                     self.limits.memory_bytes, self.limits.processes)
+                                                     self.limits.memory_bytes, self.limits.processes,
+                                                     self.limits.cpu_cores)
         try:
             self.process = WorkerProcess(self.submission_file, self.limits, self.cgroup)
             self._preflight()
@@ -135,7 +146,27 @@ class Worker:
             self.start_error = None
             self.stop()
             self.process = WorkerProcess(self.submission_file, self.limits, self.cgroup)
-            self._preflight()
+            try:
+                self._preflight()
+            except WorkerStartError as again:
+                self.start_error = None
+                self.restart_failure = WorkerFailure("memory", self._left_behind(again))
+                raise self.restart_failure from None
+
+    def _left_behind(self, error: WorkerStartError) -> str:
+        """Why a restart failed twice after the submission ran, measured, for the student."""
+        measured = []
+        charged = self.cgroup.memory_used() if self.cgroup else None
+        if charged is not None:
+            measured.append(f"{charged / 2**20:.0f} MB still charged to the worker's memory limit "
+                            "with none of its processes left")
+        available = memory.available_bytes()
+        if available is not None:
+            measured.append(f"{available / 2**20:.0f} MB of the machine's memory available")
+        return ("your code's earlier process left the machine without the memory or processes a "
+                "fresh worker needs: a fresh worker, which started and imported torch before your "
+                f"code ran, failed twice to start afterwards ({'; '.join(measured) or 'nothing measured'}; "
+                f"{str(error)[:300]})")
 
     def _preflight(self) -> None:
         """Before the submission is imported, the fresh worker must answer `preflight`: proof
@@ -177,8 +208,9 @@ class Worker:
         problem = "no such op" if op not in REQUESTS else REQUESTS[op].problem(args)
         if problem:
             raise GraderError(f"the grader's request {op!r} does not fit the protocol: {problem}")
-        if self.start_error is not None:
-            raise self.start_error
+        for remembered in (self.start_error, self.restart_failure):
+            if remembered is not None:
+                raise remembered
         self.budget.refuse_when_out_of_time()
         self.budget.refuse_hung_code(student_code(op, args))
         if self.process is None and not isinstance(self.load_reply, WorkerFailure):

@@ -55,6 +55,7 @@ class Judged:
     view_evidence: str  # what reading it gave, e.g. "EACCES" or "ENOENT" or "read"
     landlock_problem: str  # "" when Landlock was applied, else why not
     landlock_abi: int  # the kernel's Landlock ABI version, 0 without one
+    ipc_problem: str = "no report"  # "" when the filter refusing SysV IPC was installed, else why not
 
 
 def judge(report, planted: Planted) -> Judged:
@@ -75,6 +76,7 @@ def judge(report, planted: Planted) -> Judged:
         view_evidence="read" if read else text.removeprefix("error: ") or "no report",
         landlock_problem=str(installed.get("view", "no report")),
         landlock_abi=abi if isinstance(abi, int) and not isinstance(abi, bool) else 0,
+        ipc_problem=str(installed.get("ipc", "no report")),
     )
 
 

@@ -11,7 +11,7 @@ itself: GraderError, WorkerStartError, and an exception of a check (grading_plug
 
 class WorkerFailure(Exception):
     """The worker did not answer, or not acceptably; `kind` says how: "timeout", "crash",
-    "memory", "protocol" (a malformed frame), "malformed" (a reply that does not fit its op's
+    "memory", "disk" (its files above limits.disk_bytes), "protocol" (a malformed frame), "malformed" (a reply that does not fit its op's
     schema: sandbox/validation.py), "budget" (the time was used up before the request was sent)
     or "hung" (not sent: it runs code that already timed out, budget.py). The submission's
     failure; the worker is stopped (but after "malformed": one whole frame was read) and the

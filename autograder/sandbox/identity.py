@@ -12,6 +12,7 @@ uid: the process limit, the kill-all and the clean-up of the worker's files are 
 alone.
 """
 
+import ctypes
 import functools
 import grp
 import os
@@ -27,6 +28,10 @@ IDS = range(0x70000000, 0x7FFFFFFF)
 # Where a process without a folder of its own can leave files: the world-writable folders (and,
 # below them, any world-writable folder or one of its own).
 WRITABLE_ROOTS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/dev/mqueue")
+# The System V IPC objects of this IPC namespace, per kind: (its /proc/sysvipc table, the column
+# of its id, the libc call that removes one by id).
+SYSV_IPC = (("shm", "shmid", "shmctl"), ("sem", "semid", "semctl"), ("msg", "msqid", "msgctl"))
+IPC_RMID = 0
 
 
 @dataclass(frozen=True)
@@ -107,11 +112,29 @@ def kill_processes(identity: Identity) -> None:
     os.waitpid(pid, 0)
 
 
-def remove_files(identity: Identity, roots=WRITABLE_ROOTS) -> list:
-    """Remove what the identity left in the world-writable folders (a file, or a folder with all
-    it holds) and return the paths removed. Only folders it could write into are searched: the
-    world-writable ones and, removed whole, its own. Call it once its processes are gone."""
-    removed = []
+def tree_bytes(path: str) -> int:
+    """The disk (or memory, on a tmpfs) the files under `path` take, itself included."""
+    total, pending = 0, [path]
+    while pending:
+        folder = pending.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            total += info.st_blocks * 512
+            if stat.S_ISDIR(info.st_mode):
+                pending.append(entry.path)
+    return total
+
+
+def _own_entries(identity: Identity, roots):
+    """(path, stat) of each file or folder the identity owns in the world-writable folders,
+    found as remove_files finds them (not below its own folders)."""
     pending = [root for root in roots if os.path.isdir(root) and not os.path.islink(root)]
     while pending:
         folder = pending.pop()
@@ -125,14 +148,67 @@ def remove_files(identity: Identity, roots=WRITABLE_ROOTS) -> list:
             except OSError:
                 continue
             if info.st_uid == identity.uid:
-                if stat.S_ISDIR(info.st_mode):
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                else:
-                    try:
-                        os.unlink(entry.path)
-                    except OSError:
-                        continue
-                removed.append(entry.path)
+                yield entry.path, info
             elif stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_IWOTH:
                 pending.append(entry.path)
+
+
+def disk_bytes(identity: Identity, roots=WRITABLE_ROOTS) -> int:
+    """Bytes of disk (or memory, on a tmpfs) that the identity's files in the world-writable
+    folders take, its folders' whole contents included."""
+    return sum(info.st_blocks * 512 + (tree_bytes(path) if stat.S_ISDIR(info.st_mode) else 0)
+               for path, info in _own_entries(identity, roots))
+
+
+def remove_files(identity: Identity, roots=WRITABLE_ROOTS) -> list:
+    """Remove what the identity left in the world-writable folders (a file, or a folder with all
+    it holds) and return the paths removed. Only folders it could write into are searched: the
+    world-writable ones and, removed whole, its own. Call it once its processes are gone."""
+    removed = []
+    for path, info in list(_own_entries(identity, roots)):
+        if stat.S_ISDIR(info.st_mode):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                continue
+        removed.append(path)
+    return removed
+
+
+def _ipc_rows(kind: str, id_column: str) -> list:
+    """(id, uid, creator's uid) of every object in /proc/sysvipc/<kind>."""
+    try:
+        with open(f"/proc/sysvipc/{kind}") as file:
+            header, *lines = file.read().splitlines()
+    except (OSError, ValueError):
+        return []
+    columns = header.split()
+    rows = []
+    for line in lines:
+        fields = dict(zip(columns, line.split()))
+        try:
+            rows.append((int(fields[id_column]), int(fields["uid"]), int(fields["cuid"])))
+        except (KeyError, ValueError):
+            continue
+    return rows
+
+
+def remove_ipc(identity: Identity) -> list:
+    """Remove every System V shared memory segment, semaphore set and message queue the identity
+    owns or created, and return them as "shm 123". They outlive every process (a detached segment
+    holds its memory, counted by no limit of the worker's) until someone removes them; the worker
+    refuses to make them (worker/confine/ipc.py), this is for a platform where it cannot. Call it
+    once its processes are gone: a segment still attached is freed only at its last detach."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    removed = []
+    for kind, id_column, call in SYSV_IPC:
+        remove = getattr(libc, call)
+        for number, uid, creator in _ipc_rows(kind, id_column):
+            if identity.uid in (uid, creator):
+                # shmctl(id, cmd, buffer), msgctl(id, cmd, buffer), semctl(id, semnum, cmd)
+                arguments = (number, 0, IPC_RMID) if kind == "sem" else (number, IPC_RMID, None)
+                if remove(*arguments) == 0:
+                    removed.append(f"{kind} {number}")
     return removed

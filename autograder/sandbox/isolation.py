@@ -23,11 +23,12 @@ def worker_user():
     return (drawn.uid, drawn.gid) if drawn else None
 
 
-# New network (empty: no interface but a down loopback), PID (the worker is its init: when it
-# dies the kernel kills every process left in it) and mount namespaces, with a /proc of their
+# New network (empty: no interface but a down loopback), IPC (its System V shared memory,
+# semaphores and queues die with it), PID (the worker is its init: when it dies the kernel kills
+# every process left in it) and mount namespaces, with a /proc of their
 # own (no other process, and so no grader command line, is visible). Not root: in a user
 # namespace of our own, where the platform allows unprivileged ones.
-ROOT_NAMESPACES = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "--"]
+ROOT_NAMESPACES = ["unshare", "--net", "--ipc", "--pid", "--fork", "--kill-child", "--mount-proc", "--"]
 USER_NAMESPACES = ["unshare", "--user", "--map-root-user"] + ROOT_NAMESPACES[1:]
 
 # Runs as root of the new namespaces, before privileges are dropped: an empty read-only tmpfs

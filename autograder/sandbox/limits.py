@@ -12,7 +12,9 @@ from . import memory
 class Limits:
     memory_bytes: int  # RLIMIT_DATA of the worker
     cpu_seconds: int  # RLIMIT_CPU
+    cpu_cores: float  # CPU all its processes share, where its cgroup has the cpu controller
     file_bytes: int  # RLIMIT_FSIZE
+    disk_bytes: int  # all its files together (process.DiskWatch)
     processes: int  # RLIMIT_NPROC of the worker user (as root only)
     output_chars: int  # what the worker prints is cut to this many characters
     reply_bytes: int  # a larger reply frame is refused as malformed

@@ -102,6 +102,25 @@ def container_limit() -> tuple:
     return physical, "physical memory"
 
 
+def available_bytes():
+    """Bytes of memory this container has left: its limit less what its cgroup is charged, or
+    the kernel's MemAvailable without a cgroup; None where neither can be read."""
+    group = memory_cgroup()
+    if group is not None:
+        used = _read_number(os.path.join(group.directory, "memory.current" if group.version == 2
+                                          else "memory.usage_in_bytes"))
+        if used is not None:
+            return max(0, container_limit()[0] - used)
+    try:
+        with open("/proc/meminfo") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def oom_kills():
     """How many processes the kernel's OOM killer has killed in this process's memory cgroup
     (cgroup v2 memory.events, v1 memory.oom_control), or None where the count is not exposed."""

@@ -65,6 +65,47 @@ class _OutputTail(threading.Thread):
         return text
 
 
+class DiskWatch(threading.Thread):
+    """Measures every `seconds` the files the worker keeps (its work folder and, without
+    bubblewrap's private /tmp, its uid's files in /tmp, /var/tmp, /dev/shm) and calls `over`
+    (which kills the worker) once they pass `limit` bytes, keeping what it measured in
+    `exceeded`. RLIMIT_FSIZE bounds one file only; this
+    bounds them all (the disk of a shared machine, or memory where they are on a tmpfs)."""
+
+    def __init__(self, work: str, limit: int, over, seconds: float = 0.5):
+        super().__init__(daemon=True)
+        self.work, self.limit, self.over, self.seconds = work, limit, over, seconds
+        self.stopping = threading.Event()
+        self.exceeded = None  # the bytes measured once above the limit
+
+    def measure(self) -> int:
+        """Bytes the worker's files take now."""
+        used = identity.tree_bytes(self.work)
+        drawn = identity.current()
+        if drawn and isolation.namespaces() != "bwrap":
+            used += identity.disk_bytes(drawn)
+        return used
+
+    def check(self) -> bool:
+        """Measure now; True (and `over` called, once) when above the limit."""
+        if self.exceeded is None:
+            used = self.measure()
+            if used > self.limit:
+                self.exceeded = used
+                self.over()
+        return self.exceeded is not None
+
+    def run(self):
+        while not self.stopping.wait(self.seconds) and not self.check():
+            pass
+
+    def message(self) -> str:
+        """The failure for the student, once exceeded."""
+        return (f"your code wrote {self.exceeded / 2**20:.0f} MB of files (its working folder, "
+                f"/tmp, /var/tmp, /dev/shm), above the {self.limit / 2**20:.0f} MB limit: the "
+                "worker was stopped")
+
+
 def _children(pid: int) -> list:
     """The processes whose parent is `pid`."""
     found = []
@@ -150,6 +191,8 @@ class WorkerProcess:
         os.set_blocking(self.stdin, False)  # writes get deadlines too
         self.output = _OutputTail(self.popen.stderr.fileno(), limits.output_chars)
         self.output.start()
+        self.disk = DiskWatch(work, limits.disk_bytes, self._kill)
+        self.disk.start()
 
     def printed(self) -> str:
         """What it printed so far (all of it, cut, once stopped)."""
@@ -161,18 +204,8 @@ class WorkerProcess:
         them. Stopping a stopped process returns the same output."""
         if self.output_text is not None:
             return self.output_text
-        if self.popen.poll() is None:
-            # The worker's own process first (with namespaces, the init of its PID namespace,
-            # whose death takes everything in it): it may have left the process group.
-            for pid in [self.popen.pid] + _children(self.popen.pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            try:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        self.disk.stopping.set()
+        self._kill()
         self.popen.wait()
         self._kill_stragglers()
         self.output.finish()
@@ -185,6 +218,21 @@ class WorkerProcess:
         shutil.rmtree(self.sandbox, ignore_errors=True)
         return self.output_text
 
+    def _kill(self) -> None:
+        """SIGKILL the worker's own process first (with namespaces, the init of its PID
+        namespace, whose death takes everything in it: it may have left the process group),
+        its children, then its process group."""
+        if self.popen.poll() is None:
+            for pid in [self.popen.pid] + _children(self.popen.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     @staticmethod
     def _kill_stragglers() -> None:
         """Children that left the process group (setsid). In a PID namespace the kernel has
@@ -192,10 +240,12 @@ class WorkerProcess:
         goes (no other grading's: identity.py). Without bubblewrap's private /tmp, every file
         its uid left in the world-writable folders (/tmp, /dev/shm...) goes too: the next worker
         starts from nothing, as under bubblewrap, and memory-backed files stop counting against
-        the memory of the next."""
+        the memory of the next. Without an IPC namespace, its System V shared memory, semaphores
+        and queues go too (they outlive every process and count against no limit of its own)."""
         drawn = identity.current()
         if drawn and not isolation.namespaces():
             identity.kill_processes(drawn)
+            identity.remove_ipc(drawn)
         if drawn and isolation.namespaces() != "bwrap":
             identity.remove_files(drawn)
 
@@ -207,6 +257,8 @@ class WorkerProcess:
             self.stop()
             return WorkerFailure("crash", "the worker process closed its connection to the grader")
         self.stop()
+        if self.disk.exceeded is not None:
+            return WorkerFailure("disk", self.disk.message())
         kills = memory.oom_kills()
         own = self.cgroup.oom_kills() if self.cgroup else None
         if own is not None and self.own_oom_kills is not None and own > self.own_oom_kills:

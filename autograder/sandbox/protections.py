@@ -98,6 +98,25 @@ def describe(limits: Limits, judged: "Judged | None" = None) -> list:
     elif user:
         active.append("files it writes to /dev/shm NOT counted in its memory limit (no cgroup of "
                       "its own here), only removed when each worker stops")
+    if version and cgroup.cpu_limited():
+        active.append(f"all its processes together get at most {limits.cpu_cores:g} CPU core "
+                      "(its cgroup's cpu controller): spinning processes slow no other grading "
+                      "beyond that")
+    else:
+        active.append("its CPU use NOT limited beyond its CPU time (no cgroup with a cpu "
+                      "controller here): its processes can slow other gradings on this machine")
+    active.append(f"all its files together limited to {limits.disk_bytes // 2**20} MB (its work "
+                  "folder" + ("" if spaces == "bwrap" else ", and its files in /tmp, /var/tmp, "
+                              "/dev/shm") + "; measured while it runs)")
+    if not spaces:
+        active.append("its System V shared memory, semaphores and queues refused (seccomp)"
+                      if judged is not None and judged.ipc_problem == "" else
+                      "System V IPC NOT refused" + (f" ({judged.ipc_problem})" if judged else ""))
+        active.append("every System V IPC object of its uid removed whenever a worker stops")
+    else:
+        active.append("System V IPC private to the worker (an IPC namespace) and refused (seccomp)"
+                      if judged is not None and judged.ipc_problem == "" else
+                      "System V IPC private to the worker (an IPC namespace)")
     if spaces:
         active.append("network blocked, forked children contained and /proc private "
                       f"(network, PID and mount namespaces{', by bubblewrap' if spaces == 'bwrap' else ''}"

@@ -4,6 +4,7 @@ long before the submission is imported, inherited by every thread and process it
 never undone (both need no privilege, only no_new_privs, which they set).
 
     network.py   a seccomp filter: socket() refused for every address family but AF_UNIX
+    ipc.py       a second one: no System V shared memory, semaphores or message queues
     view.py      Landlock: the files it may read (interpreter, system, its sandbox folder) and
                  write (its work folder)
     probe.py     what held, measured in the preflight for the grader to judge
@@ -12,12 +13,14 @@ never undone (both need no privilege, only no_new_privs, which they set).
 seccomp filters); the worker runs on without it and the grader's report says so.
 """
 
-from . import network, view
+from . import ipc, network, view
 
 INSTALLED = {}  # part -> "" once installed, else why not (probe.py reports it)
 
 
 def install(sandbox: str) -> None:
-    """Block the network, then restrict the filesystem view to `sandbox` and the interpreter."""
+    """Block the network and SysV IPC, then restrict the filesystem view to `sandbox` and the
+    interpreter."""
     INSTALLED["network"] = network.install()
+    INSTALLED["ipc"] = ipc.install()
     INSTALLED["view"] = view.install(sandbox)

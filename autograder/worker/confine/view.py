@@ -23,7 +23,12 @@ SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
                 "/etc/passwd", "/etc/group", "/etc/nsswitch.conf")
 # Kernel interfaces torch and the interpreter read (CPU topology, /proc/self/status) and the
-# devices (/dev/null, /dev/urandom); bubblewrap gives the worker fresh ones of each.
+# devices (/dev/null, /dev/urandom); bubblewrap gives the worker fresh ones of each. All of /proc:
+# Landlock's rules name the files present when they are made, so a rule for the worker's own
+# /proc/<pid> would not cover the processes it starts later (DataLoader workers, the submission's
+# children), whose /proc/self would be refused. Without namespaces the command lines of other
+# processes stay readable (not their environments or memory: another uid); the grader puts no
+# secret on its own unless a TA passes --seed.
 KERNEL = ("/proc", "/sys")
 DEVICES = "/dev"
 SHARED_MEMORY = "/dev/shm"
