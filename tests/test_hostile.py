@@ -199,10 +199,16 @@ def test_forward_that_sleeps_forever_times_out_once(tmp_path):
     failed = [t for t in tests if t["status"] == "failed"]
     assert [t["status"] for t in tests[:3]] == ["passed"] * 3 and failed == tests[3:]
     limit = rubric.rule_for("test_causal_mask.py::test_model_ignores_future_tokens").timeout
-    assert failed[0]["output"].startswith(f"DecoderOnlyTransformer: no answer within this check's time limit of {limit:g} s")
-    for test in failed[1:]:
-        assert test["output"].startswith("DecoderOnlyTransformer: not run: it runs your CausalSelfAttention "
-                                         "and DecoderOnlyTransformer and FeedForward"), test["output"]
+    # The model may first time out in a check or in the witness run before the checks (see
+    # checks/causality.py): one timeout either way, every later model check failed at once.
+    timed_out = [t for t in failed if t["output"].startswith("DecoderOnlyTransformer: no answer within")]
+    assert len(timed_out) <= 1, [t["output"] for t in failed]
+    for test in failed:
+        assert test["output"].startswith("DecoderOnlyTransformer: "), test["output"]
+        assert f"no answer within this check's time limit of {limit:g} s" in test["output"], test["output"]
+        assert test in timed_out or test["output"].startswith(
+            "DecoderOnlyTransformer: not run: it runs your CausalSelfAttention and "
+            "DecoderOnlyTransformer and FeedForward"), test["output"]
     assert graded.seconds < QUICK
 
 
@@ -235,8 +241,9 @@ def test_an_endless_attention_costs_only_the_checks_that_run_it(tmp_path):
     full_marks(graded, "interface", "rmsnorm", "training")
     outputs = [t["output"] for t in graded.document["tests"] if t["score"] < t["max_score"]]
     timed_out = [o for o in outputs if o.split(": ", 1)[1].startswith("no answer within this check's time limit")]
-    # one timeout for the attention with the student's RoPE, one with the template's in its place
-    assert len(timed_out) == 2, outputs
+    # at most one timeout per kind of request (the attention with the student's RoPE, and with
+    # the template's in its place); a first one with the template's RoPE covers both
+    assert 1 <= len(timed_out) <= 2, outputs
     assert all("not run: it runs your CausalSelfAttention" in o for o in outputs if o not in timed_out), outputs
     assert graded.seconds < QUICK
 

@@ -874,7 +874,8 @@ ENVIRONMENT_VARIANTS = [
                 [(IMPORTS, IMPORTS + "import pandas as pd\nfrom tqdm import tqdm\n"),
                  (TRAIN_LOOP, TRAIN_LOOP.replace("in dataloader:", "in tqdm(dataloader, desc=f\"epoch {epoch}\"):")),
                  (TRAIN_RETURN, "    torch.save(model.state_dict(), \"checkpoint.pt\")\n" + TRAIN_RETURN)],
-                note="`from tqdm import tqdm` " + STUBBED.format("tqdm"), core=True),
+                # pandas, not tqdm: tqdm comes with the TA extras (copydetect) that CI installs
+                note="`import pandas` " + STUBBED.format("pandas"), core=True),
     # The student's own helper module, imported inside the graded function.
     alternative("import_missing_own_helper_in_function",
                 [(TRAIN_MODE, "    from utils import log_metrics\n" + TRAIN_MODE),
