@@ -134,16 +134,7 @@ class WorkerCgroup:
 
     def oom_kills(self) -> Optional[int]:
         """How many processes the kernel killed in it for want of memory."""
-        name = "memory.oom_control" if self.version == 1 else "memory.events"
-        try:
-            with open(os.path.join(self.folders["memory"], name)) as file:
-                for line in file:
-                    key, _, value = line.partition(" ")
-                    if key == "oom_kill" and value.strip().isdigit():
-                        return int(value)
-        except OSError:
-            pass
-        return None
+        return memory.oom_kill_count(self.folders["memory"], self.version)
 
     def remove(self) -> None:
         """Kill what is left in it and remove it (its tmpfs pages go to the parent cgroup)."""

@@ -112,9 +112,9 @@ def kill_processes(identity: Identity) -> None:
     os.waitpid(pid, 0)
 
 
-def tree_bytes(path: str) -> int:
-    """The disk (or memory, on a tmpfs) the files under `path` take, itself included."""
-    total, pending = 0, [path]
+def _scan(pending: list, descend):
+    """(entry, stat) of every entry below the folders in `pending` (symlinks not followed),
+    descending into a folder when descend(info) says so; unreadable entries are skipped."""
     while pending:
         folder = pending.pop()
         try:
@@ -126,31 +126,24 @@ def tree_bytes(path: str) -> int:
                 info = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            total += info.st_blocks * 512
-            if stat.S_ISDIR(info.st_mode):
+            yield entry, info
+            if stat.S_ISDIR(info.st_mode) and descend(info):
                 pending.append(entry.path)
-    return total
+
+
+def tree_bytes(path: str) -> int:
+    """The disk (or memory, on a tmpfs) the files under `path` take, itself included."""
+    return sum(info.st_blocks * 512 for _, info in _scan([path], lambda _info: True))
 
 
 def _own_entries(identity: Identity, roots):
     """(path, stat) of each file or folder the identity owns in the world-writable folders,
     found as remove_files finds them (not below its own folders)."""
     pending = [root for root in roots if os.path.isdir(root) and not os.path.islink(root)]
-    while pending:
-        folder = pending.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if info.st_uid == identity.uid:
-                yield entry.path, info
-            elif stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_IWOTH:
-                pending.append(entry.path)
+    for entry, info in _scan(pending, lambda info: info.st_uid != identity.uid
+                             and bool(info.st_mode & stat.S_IWOTH)):
+        if info.st_uid == identity.uid:
+            yield entry.path, info
 
 
 def disk_bytes(identity: Identity, roots=WRITABLE_ROOTS) -> int:

@@ -127,9 +127,15 @@ def oom_kills():
     group = memory_cgroup()
     if group is None:
         return None
-    name = "memory.events" if group.version == 2 else "memory.oom_control"
+    return oom_kill_count(group.directory, group.version)
+
+
+def oom_kill_count(directory: str, version: int):
+    """The oom_kill count of the memory cgroup at `directory` (cgroup v2 memory.events, v1
+    memory.oom_control), or None where it is not exposed."""
+    name = "memory.events" if version == 2 else "memory.oom_control"
     try:
-        with open(os.path.join(group.directory, name)) as file:
+        with open(os.path.join(directory, name)) as file:
             for line in file:
                 key, _, value = line.partition(" ")
                 if key == "oom_kill" and value.strip().isdigit():

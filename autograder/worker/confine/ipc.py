@@ -13,6 +13,8 @@ platform where this filter cannot be loaded.
 
 import errno
 
+from .network import load_filter
+
 DENIED = errno.EPERM
 CALLS = ("shmget", "semget", "msgget")
 
@@ -20,16 +22,4 @@ CALLS = ("shmget", "semget", "msgget")
 def install() -> str:
     """Load the filter on this process and its future threads and children; "" once it holds,
     else why not (pyseccomp or libseccomp missing, seccomp refused by the platform)."""
-    try:
-        import pyseccomp as seccomp
-    except (ImportError, OSError, AttributeError, TypeError) as error:  # no libseccomp.so.2: ctypes fails
-        return f"pyseccomp cannot load libseccomp ({type(error).__name__}: {error})"
-    try:
-        rules = seccomp.SyscallFilter(seccomp.ALLOW)
-        rules.set_attr(seccomp.Attr.CTL_TSYNC, 1)
-        for call in CALLS:
-            rules.add_rule(seccomp.ERRNO(DENIED), call)
-        rules.load()
-    except OSError as error:
-        return f"the seccomp filter could not be loaded ({error})"
-    return ""
+    return load_filter(lambda seccomp: [(seccomp.ERRNO(DENIED), call) for call in CALLS])

@@ -56,6 +56,27 @@ def _with_template_rope(session, attention, num_heads, x, run) -> dict:
     return {**run(), "rope": "own", "rope_not_substituted": why_not[:300]}
 
 
+def with_weights(session, dim: int, num_heads: int, qkv_weight: torch.Tensor,
+                 out_weight: torch.Tensor, dropout: float = 0.0,
+                 own_weights_fallback: bool = False) -> tuple:
+    """(the student's CausalSelfAttention(dim, num_heads, dropout) with the grader's projection
+    weights loaded, own_weights). Every dropout is set to 0 unless `dropout` > 0. When the weights
+    cannot be mapped onto its projections, own_weights_fallback keeps the module's own initial
+    weights (seed the generators first), says so, and own_weights is True; else it raises."""
+    attention = build(session, "CausalSelfAttention", dim, num_heads, dropout=dropout)
+    if not dropout:
+        set_dropout(attention, 0.0)
+    try:
+        load_projections(session, attention, qkv_weight, out_weight, num_heads)
+    except UnmappedProjections as error:
+        if not own_weights_fallback:
+            raise
+        session.note(f"{str(error)[0].upper()}{str(error)[1:]}. This check does not need the "
+                     "grader's weights: it ran your module with its own initial weights")
+        return attention, True
+    return attention, False
+
+
 @op(Op.ATTENTION)
 def run_attention(session, dim: int, num_heads: int, qkv_weight: torch.Tensor,
                   out_weight: torch.Tensor, x: torch.Tensor, mask=None, train: bool = False,
@@ -78,18 +99,8 @@ def run_attention(session, dim: int, num_heads: int, qkv_weight: torch.Tensor,
     module's own initial weights (seeded, so the same every run) and says so ("own_weights":
     True): enough for checks that do not compare numbers with the grader's."""
     torch.manual_seed(0)
-    attention = build(session, "CausalSelfAttention", dim, num_heads, dropout=dropout)
-    if not dropout:
-        set_dropout(attention, 0.0)
-    own_weights = False
-    try:
-        load_projections(session, attention, qkv_weight, out_weight, num_heads)
-    except UnmappedProjections as error:
-        if not own_weights_fallback:
-            raise
-        session.note(f"{str(error)[0].upper()}{str(error)[1:]}. This check does not need the "
-                     "grader's weights: it ran your module with its own initial weights")
-        own_weights = True
+    attention, own_weights = with_weights(session, dim, num_heads, qkv_weight, out_weight, dropout,
+                                          own_weights_fallback)
     attention.train(train)
 
     def run():

@@ -14,11 +14,11 @@ import torch
 from .. import known_good
 from ..adapt.calls import call_attention, call_model
 from ..adapt.construction import build, set_dropout
-from ..adapt.projections import UnmappedProjections, load_projections
 from ..fault import is_internal
 from ..protocol import Op
 from ..replies import detached_copy
 from ..session import BadRequest, op
+from .attention import with_weights
 
 # How a run's forward is called: autograd recording (the input requires grad), under
 # torch.no_grad(), or under torch.inference_mode().
@@ -48,17 +48,8 @@ def run_attention_runs(session, dim: int, num_heads: int, qkv_weight: torch.Tens
     [(batch, seq, dim) per run], "own_weights": bool}: with own_weights_fallback, weights that
     cannot be mapped onto the module leave its own initial ones (seeded) and say so."""
     _seed(0)
-    attention = build(session, "CausalSelfAttention", dim, num_heads, dropout=0.0)
-    set_dropout(attention, 0.0)
-    own_weights = False
-    try:
-        load_projections(session, attention, qkv_weight, out_weight, num_heads)
-    except UnmappedProjections as error:
-        if not own_weights_fallback:
-            raise
-        session.note(f"{str(error)[0].upper()}{str(error)[1:]}. This check does not need the "
-                     "grader's weights: it ran your module with its own initial weights")
-        own_weights = True
+    attention, own_weights = with_weights(session, dim, num_heads, qkv_weight, out_weight,
+                                          own_weights_fallback=own_weights_fallback)
     outs = []
     for run in runs:
         attention.train(bool(run["train"]))
