@@ -191,9 +191,9 @@ def attention(submission, *, x, mask=None, **request) -> Measurement:
     return Measurement(run)
 
 
-INERT_HINT = ("Points for these properties go to attention that attends to the past: a forward that "
-              "returns its input, zeros or a constant has them by doing nothing. See the test "
-              "'Each position attends to itself and to its past'.")
+INERT_HINT = ("Points for these properties go to attention that attends: a forward that returns its "
+              "input, zeros or a constant has them by doing nothing. See the test 'Each position "
+              "attends to itself and to its past'.")
 
 
 def inert(measured: str, found: str, expected: str) -> Verdict:
@@ -202,25 +202,30 @@ def inert(measured: str, found: str, expected: str) -> Verdict:
     return Verdict(measured=measured, found=found, expected=expected, hint=INERT_HINT, kind="property")
 
 
-def attends_to_past(submission, x: torch.Tensor, **request) -> bool:
-    """Whether the attention's outputs after position 0 change when token 0 of every sequence
-    changes, with the model's mask passed and the template's RoPE (so that no mask or RoPE bug
-    decides it). request: run_attention's weights (dim, num_heads, qkv_weight, out_weight...)."""
+def mixes_positions(submission, x: torch.Tensor, **request) -> bool:
+    """Whether some output changes when another position's token changes (token 0, then the last
+    one), with the model's mask passed and the template's RoPE. A forward that returns its input,
+    zeros or a constant does not; any attention does, whichever way it reads the mask (a mask
+    bug is the causal_mask tests' to grade). request: run_attention's weights (dim, num_heads,
+    qkv_weight, out_weight...)."""
     request = {**request, "mask": model_mask(x.shape[1]), "rope": "template"}
-    changed = x.clone()
-    changed[:, 0] = changed[:, 0] + 1.0
     before = attention(submission, x=x, **request).run.out
-    after = attention(submission, x=changed, **request).run.out
-    return bool(((after[:, 1:] - before[:, 1:]).abs() > rubric.TOLERANCES.attention.atol).any())
+    for position, others in ((0, slice(1, None)), (-1, slice(None, -1))):
+        changed = x.clone()
+        changed[:, position] = changed[:, position] + 1.0
+        after = attention(submission, x=changed, **request).run.out
+        if bool(((after[:, others] - before[:, others]).abs() > rubric.TOLERANCES.attention.atol).any()):
+            return True
+    return False
 
 
-def require_attention_to_past(submission, x: torch.Tensor, **request) -> None:
-    """Fails the check (inert) when the attention does not attend to the past at all."""
-    if not attends_to_past(submission, x, **request):
-        fail(inert("CausalSelfAttention's outputs after position 0, when token 0 changes",
-                   "unchanged: no position depends on the tokens before it",
-                   "a change (each position attends to its past), so that the property "
-                   "checked here means something"))
+def require_mixing(submission, x: torch.Tensor, **request) -> None:
+    """Fails the check (inert) when no output depends on another position's token."""
+    if not mixes_positions(submission, x, **request):
+        fail(inert("CausalSelfAttention's outputs, when token 0 or the last token changes",
+                   "unchanged at every other position: no position depends on another's token",
+                   "a change (attention mixes the positions), so that the property checked here "
+                   "means something"))
 
 
 def leaks_future(submission, dim: int, num_heads: int, **request) -> str:

@@ -151,7 +151,7 @@ def test_deterministic_in_eval_mode(submission, generator):
     weights = dict(dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight, out_weight=out_weight, x=x,
                    own_weights_fallback=True)  # compares the module with itself only
     built = f"CausalSelfAttention(dim={DIM}, num_heads={HEADS}, dropout={EVAL_DROPOUT}) in eval mode"
-    attribution.require_attention_to_past(submission, **weights)
+    attribution.require_mixing(submission, **weights)
     measurement = attribution.attention(submission, dropout=EVAL_DROPOUT, repeat=True, **weights)
     got = measurement.run
     if not _same(got.again, got.out):
@@ -177,9 +177,8 @@ def test_sequences_attended_independently(submission, generator):
     x, qkv_weight, out_weight, _ = _inputs(generator)
     others = x.clone()
     others[1:] = torch.randn(others[1:].shape, generator=generator)
-    attribution.require_attention_to_past(submission, x=x, dim=DIM, num_heads=HEADS,
-                                          qkv_weight=qkv_weight, out_weight=out_weight,
-                                          own_weights_fallback=True)
+    attribution.require_mixing(submission, x=x, dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight,
+                               out_weight=out_weight, own_weights_fallback=True)
     request = dict(dim=DIM, num_heads=HEADS, qkv_weight=qkv_weight, out_weight=out_weight,
                    mask=attribution.model_mask(SEQ), rope="template", own_weights_fallback=True)
     first = attribution.attention(submission, x=x, **request).run.out[0]
