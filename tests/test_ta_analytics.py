@@ -3,6 +3,7 @@ suspect tests with their evidence, not-attempted tests, tests.csv, the page and 
 
 import csv
 import io
+import re
 
 from PIL import Image
 
@@ -87,3 +88,17 @@ def test_tests_csv_the_page_and_the_histograms(tmp_path):
     assert "<b>1 suspect test</b>" in page and 'src="histograms.png"' in page
     image = Image.open(io.BytesIO((tmp_path / "histograms.png").read_bytes()))
     assert image.format == "PNG" and image.size[0] > 800
+
+
+def test_a_test_not_attempted_is_no_failure_in_the_report(tmp_path):
+    """A submission without a KV-cache did not fail the mastery tests: the report's failed count,
+    its diagnoses and its clusters leave them out (results.attempted)."""
+    from autograder.ta import html_report
+    skipped = {KV_CACHE: {"attempted": False}}
+    made = [submission("nocache", failed=[KV_CACHE], extra=skipped),
+            submission("broken", failed=[KV_CACHE, CLIPPING])]
+    index = open(html_report.build(made, str(tmp_path / "out"))).read()
+    row = index[index.index(">nocache<"):].split("</tr>", 1)[0]
+    assert re.findall(r"<td[^>]*>([^<]*)</td>", row)[-1] == "0", row  # the failed count
+    diagnoses = index[index.index("Most common diagnoses"):index.index("Most common diagnoses") + 4000]
+    assert "nocache" not in diagnoses and "broken" in diagnoses

@@ -193,7 +193,9 @@ def _histogram(scores: list, top: float) -> bytes:
 
 
 def _failed(submission) -> list:
-    return [t for t in submission.document["tests"] if t["status"] == "failed"]
+    """The failed tests, less the optional ones that found nothing to grade (results.attempted):
+    a submission without a KV-cache does not fail the mastery tests, it did not attempt them."""
+    return [t for t in submission.document["tests"] if t["status"] == "failed" and results.attempted(t)]
 
 
 def table(header: list, rows: list, numeric=(), sortable: bool = False) -> str:
