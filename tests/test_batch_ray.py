@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -26,11 +27,13 @@ needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason="Ray is an optional extra: pip install -r requirements-ray.txt")
 
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
-# Ray's token authentication (its default for `ray start` since 2.59), as README tells TAs to set
-# it; the token is Ray's own file in ~/.ray. One grading seed for every grading of both runs (each
-# grading otherwise draws its own inputs, autograder/grading_seed.py), so that the local and the
-# Ray results can be compared whole.
-ENVIRONMENT = dict(os.environ, RAY_AUTH_MODE="token", SCRATCH1_GRADING_SEED="5eed",
+# Ray's token authentication, as README tells TAs to set it: with RAY_AUTH_MODE=token, `ray start`
+# needs a token that already exists (Ray 2.60 creates none), here a fresh one in the environment
+# rather than a file in ~/.ray. One grading seed for every grading of both runs (each grading
+# otherwise draws its own inputs, autograder/grading_seed.py), so that the local and the Ray
+# results can be compared whole.
+ENVIRONMENT = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
+                   SCRATCH1_GRADING_SEED="5eed",
                    PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
 MUTANT = next(m for m in MUTANTS if m.name == "rmsnorm_layernorm")
 
