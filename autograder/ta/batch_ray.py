@@ -156,9 +156,9 @@ def engine(address: str = None):
                 ray.init(address=address, **options)
             except ConnectionError as error:
                 raise SystemExit(f"--ray-address {address}: no Ray cluster could be joined ({error}). Start "
-                                 f"one with `ray start --head`; with token authentication (Ray's default "
-                                 f"for `ray start` since 2.59) export RAY_AUTH_MODE=token here too, and the "
-                                 f"cluster's token (README: Grading a whole class)")
+                                 f"one with `ray start --head`; with token authentication (RAY_AUTH_MODE=token "
+                                 f"on the cluster) export RAY_AUTH_MODE=token here too, and the cluster's "
+                                 f"token (README: Grading a whole class)")
         else:
             ray.init(address="local", num_cpus=jobs, **options)  # never a cluster that `ray start` left
         try:
